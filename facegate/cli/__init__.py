@@ -1,0 +1,39 @@
+"""The ``facegate`` command line. Each module here registers one group of subcommands."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+from facegate.errors import FacegateError
+
+# modules with a ``register(subparsers)`` function, in help order
+COMMAND_MODULES = ["facegate.cli.models", "facegate.cli.engine"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facegate", description="Face verification identity service")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FacegateError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": exc.to_dict()}))
+        else:
+            print(f"facegate: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

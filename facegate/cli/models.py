@@ -1,0 +1,54 @@
+"""``facegate models build|list``."""
+from __future__ import annotations
+
+import json
+
+from facegate.config import Settings
+from facegate.models.pack import MANIFEST, build_default_pack, installed_ok, pack_dir
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="build and list model packs")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    b = msub.add_parser("build", help="fetch, check and cache the default model pack")
+    b.add_argument("--force", action="store_true", help="rebuild even when the pack is current")
+    b.set_defaults(func=cmd_build)
+    ls = msub.add_parser("list", help="list installed packs and their models")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+
+def cmd_build(args) -> int:
+    settings = Settings.load()
+    path, built = build_default_pack(settings.model_dir, force=args.force)
+    manifest = json.loads((path / MANIFEST).read_text())
+    verb = "built" if built else "up to date:"
+    print(f"{verb} {path} ({manifest['pack_id']}, {len(manifest['models'])} models)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    settings = Settings.load()
+    root = pack_dir(settings.model_dir, "x").parent
+    packs = []
+    for mf in sorted(root.glob(f"*/{MANIFEST}")):
+        manifest = json.loads(mf.read_text())
+        ok = installed_ok(mf.parent) if manifest.get("kind") == "facegate" else None
+        packs.append({"pack": mf.parent.name, "path": str(mf.parent), "pack_id": manifest.get("pack_id"),
+                      "kind": manifest.get("kind"), "checksums_ok": ok,
+                      "models": [{k: m.get(k) for k in ("name", "task", "sha256", "colour_order")}
+                                 | {"source": f"{m['source']['package']}@{m['source']['version']}",
+                                    "licence": m['source'].get('licence')}
+                                 for m in manifest["models"]]})
+    if args.json:
+        print(json.dumps(packs, indent=2))
+        return 0
+    if not packs:
+        print(f"no model packs under {root}; run `facegate models build`")
+        return 1
+    for p in packs:
+        status = {True: "ok", False: "CHECKSUM MISMATCH", None: "not checked"}[p["checksums_ok"]]
+        print(f"{p['pack']}  {p['pack_id']}  [{status}]  {p['path']}")
+        for m in p["models"]:
+            print(f"  {m['name']:<12} {m['task']:<22} {m['source']:<42} {m['licence']}  sha256 {m['sha256'][:16]}")
+    return 0

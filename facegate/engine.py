@@ -1,0 +1,233 @@
+"""The face engine: image in, faces with boxes, landmarks, quality and embeddings out.
+
+    engine = FaceEngine.load()
+    face = engine.face(open("a.jpg", "rb").read())          # the one face to match
+    score = engine.similarity(face.embedding, other.embedding)
+    decision = engine.decide(score)                         # match, threshold, fmr
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from facegate.calibration import OperatingPoints
+from facegate.config import Settings
+from facegate.errors import FacegateError
+from facegate.images import decode_image
+from facegate.models.alignment import align_face
+from facegate.models.detector import Detection, MTCNNDetector
+from facegate.models.embedder import ArcFaceStyleEmbedder
+from facegate.models.pack import ModelPack, load_pack
+from facegate.models.quality import FaceQuality, assess
+from facegate.models.sessions import create_session
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["largest", "central", "single", "all"]
+POLICIES = ("largest", "central", "single", "all")
+
+# Detection runs on a copy whose long side is at most this; boxes are mapped back.
+DETECT_MAX_SIDE = 1280
+# With policy "single", another face at least this fraction of the main face's size counts
+# as a second person (smaller ones are background faces, e.g. on a poster behind a kiosk user).
+SECOND_FACE_RATIO = 0.4
+MIN_QUALITY = 0.2
+
+
+@dataclass
+class Face:
+    box: np.ndarray
+    landmarks: np.ndarray
+    det_score: float
+    quality: FaceQuality
+    embedding: np.ndarray | None = None
+    aligned: np.ndarray | None = field(default=None, repr=False)
+
+    def as_dict(self, with_embedding: bool = False) -> dict:
+        out = {
+            "box": [round(float(v), 1) for v in self.box],
+            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            "det_score": round(self.det_score, 4),
+            "quality": self.quality.as_dict(),
+        }
+        if with_embedding and self.embedding is not None:
+            out["embedding"] = [round(float(v), 6) for v in self.embedding]
+        return out
+
+
+@dataclass
+class StageTimes:
+    decode: float = 0.0
+    detect: float = 0.0
+    align: float = 0.0
+    embed: float = 0.0
+
+
+class FaceEngine:
+    """Detection, alignment, quality and embedding on one model pack."""
+
+    def __init__(self, pack: ModelPack, detector: MTCNNDetector, embedder, settings: Settings,
+                 operating_points: OperatingPoints | None):
+        self.pack = pack
+        self.detector = detector
+        self.embedder = embedder
+        self.settings = settings
+        self.operating_points = operating_points
+        self.last_times = StageTimes()
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def load(cls, settings: Settings | None = None) -> "FaceEngine":
+        settings = settings or Settings.load()
+        pack = load_pack(settings.model_dir, settings.pack)
+        if pack.manifest.get("kind") == "insightface":
+            from facegate.models.insightface_pack import load_insightface_engine
+            return load_insightface_engine(pack, settings)
+
+        def session(name):
+            return create_session(pack.verified_path(name), settings.providers, settings.intra_op_threads)
+
+        detector = MTCNNDetector(session("mtcnn_pnet"), session("mtcnn_rnet"), session("mtcnn_onet"))
+        embedder = ArcFaceStyleEmbedder(session("fr_feature"), mean=127.0, std=128.0, swap_rb=False)
+        return cls(pack, detector, embedder, settings, OperatingPoints.for_pack(pack))
+
+    @property
+    def pack_id(self) -> str:
+        return self.pack.pack_id
+
+    # ---------------------------------------------------------------- pipeline
+    def decode(self, image: bytes | np.ndarray) -> np.ndarray:
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise FacegateError("unsupported_image", "arrays must be HxWx3 uint8 BGR")
+            return image
+        return decode_image(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
+
+    def detect(self, bgr: np.ndarray, min_face: int | None = None) -> list[Detection]:
+        min_face = int(min_face or self.settings.min_face_px)
+        h, w = bgr.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = bgr if scale == 1.0 else cv2.resize(bgr, (int(round(w * scale)), int(round(h * scale))),
+                                                    interpolation=cv2.INTER_AREA)
+        dets = self.detector.detect(small, min_face=max(12, int(min_face * scale)))
+        if not dets and min(h, w) < 2 * min_face * 2:
+            # A small photo (e.g. an ID-card chip portrait) where the face fills the frame:
+            # MTCNN's pyramid starts at min_face, so retry on a 2x upscale.
+            up = cv2.resize(bgr, (w * 2, h * 2), interpolation=cv2.INTER_CUBIC)
+            dets = self.detector.detect(up, min_face=12)
+            for d in dets:
+                d.box /= 2
+                d.landmarks /= 2
+            return dets
+        if scale != 1.0:
+            for d in dets:
+                d.box /= scale
+                d.landmarks /= scale
+        return dets
+
+    def _select(self, dets: list[Detection], shape, policy: Policy) -> list[Detection]:
+        if not dets:
+            return []
+        size = [min(d.box[2] - d.box[0], d.box[3] - d.box[1]) for d in dets]
+        if policy == "all":
+            return dets
+        if policy == "single":
+            biggest = max(size)
+            people = sum(s >= SECOND_FACE_RATIO * biggest for s in size)
+            if people > 1:
+                raise FacegateError("multiple_faces", f"{people} faces found; exactly one is required",
+                                    faces=int(people))
+            return [dets[int(np.argmax(size))]]
+        if policy == "largest":
+            return [dets[int(np.argmax(size))]]
+        if policy == "central":
+            cy, cx = shape[0] / 2, shape[1] / 2
+            dist = [np.hypot((d.box[0] + d.box[2]) / 2 - cx, (d.box[1] + d.box[3]) / 2 - cy) for d in dets]
+            return [dets[int(np.argmin(dist))]]
+        raise FacegateError("invalid_request", f"unknown face policy {policy!r}; use one of {POLICIES}")
+
+    def faces(self, image: bytes | np.ndarray, policy: Policy = "largest", embed: bool = True,
+              min_face: int | None = None) -> list[Face]:
+        """All faces chosen by ``policy`` (``all`` returns every face), possibly none."""
+        t0 = time.perf_counter()
+        bgr = self.decode(image)
+        t1 = time.perf_counter()
+        dets = self._select(self.detect(bgr, min_face), bgr.shape, policy)
+        t2 = time.perf_counter()
+        faces = []
+        for d in dets:
+            aligned = align_face(bgr, d.landmarks)
+            faces.append(Face(d.box, d.landmarks, d.score, assess(d.box, d.landmarks, aligned), aligned=aligned))
+        t3 = time.perf_counter()
+        if embed and faces:
+            for f, e in zip(faces, self.embedder.embed([f.aligned for f in faces])):
+                f.embedding = e
+        t4 = time.perf_counter()
+        self.last_times = StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+        return faces
+
+    def face(self, image: bytes | np.ndarray, policy: Policy = "single", min_face_px: int | None = None,
+             min_quality: float | None = MIN_QUALITY) -> Face:
+        """The one face to match, embedded; raises ``no_face``, ``multiple_faces``,
+        ``face_too_small`` or ``low_quality``."""
+        if policy == "all":
+            raise FacegateError("invalid_request", "policy 'all' returns several faces; use faces()")
+        faces = self.faces(image, policy)
+        if not faces:
+            raise FacegateError("no_face")
+        face = faces[0]
+        need = min_face_px if min_face_px is not None else self.settings.min_verify_face_px
+        if face.quality.face_size < need:
+            raise FacegateError("face_too_small", f"the face is {face.quality.face_size:.0f} px; "
+                                f"at least {need} px is required", face_px=round(face.quality.face_size),
+                                min_face_px=need)
+        if min_quality is not None and face.quality.score < min_quality:
+            raise FacegateError("low_quality", f"face quality {face.quality.score:.2f} is below {min_quality}",
+                                quality=face.quality.as_dict())
+        return face
+
+    def embed_many(self, images: list[bytes | np.ndarray], policy: Policy = "central") -> list[Face | FacegateError]:
+        """Batch embedding: detect each image, then embed all chosen faces in batches."""
+        chosen: list[Face | FacegateError] = []
+        for img in images:
+            try:
+                faces = self.faces(img, policy, embed=False)
+                chosen.append(faces[0] if faces else FacegateError("no_face"))
+            except FacegateError as exc:
+                chosen.append(exc)
+        ok = [f for f in chosen if isinstance(f, Face)]
+        for f, e in zip(ok, self.embedder.embed([f.aligned for f in ok])):
+            f.embedding = e
+        return chosen
+
+    # ---------------------------------------------------------------- matching
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> float:
+        """Cosine similarity of two embeddings (unit length already)."""
+        return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+    def decide(self, score: float, fmr: float | None = None) -> dict:
+        """Match decision at an operating point (default: the configured target FMR)."""
+        if self.operating_points is None:
+            raise FacegateError("model_unavailable",
+                                "this model pack has no calibration; run `facegate calibrate` for it")
+        fmr = fmr or self.settings.target_fmr
+        threshold, actual_fmr = self.operating_points.threshold_for(fmr)
+        return {"score": round(float(score), 6), "match": bool(score >= threshold),
+                "threshold": round(threshold, 6), "fmr": actual_fmr}
+
+    def compare(self, a: bytes | np.ndarray, b: bytes | np.ndarray, fmr: float | None = None) -> dict:
+        fa = self.face(a, policy="largest")
+        fb = self.face(b, policy="largest")
+        return self.decide(self.similarity(fa.embedding, fb.embedding), fmr)
+
+
+def load_engine(**overrides) -> FaceEngine:
+    """The engine on the configured model pack (``FACEGATE_MODEL_DIR``, ``FACEGATE_PACK``)."""
+    return FaceEngine.load(Settings.load(**overrides))

@@ -1,0 +1,49 @@
+"""Stable error codes shared by the engine, the CLI and the HTTP API.
+
+Every error a caller can cause is a :class:`FacegateError` with a ``code`` that never changes
+between releases and the HTTP status the API answers with.
+"""
+from __future__ import annotations
+
+# code -> (HTTP status, default message)
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "unsupported_image": (415, "The upload is not a decodable JPEG, PNG, WebP or BMP image."),
+    "image_too_large": (413, "The image exceeds the byte or pixel limit."),
+    "no_face": (422, "No face was found in the image."),
+    "multiple_faces": (422, "More than one face was found where exactly one was required."),
+    "face_too_small": (422, "The face is too small for a reliable match."),
+    "low_quality": (422, "The face image quality is too low for a reliable match."),
+    "unknown_subject": (404, "No such subject."),
+    "unknown_face": (404, "No such face template."),
+    "subject_exists": (409, "A subject with this id already exists."),
+    "duplicate_identity": (409, "This face is already enrolled under another subject."),
+    "pack_mismatch": (409, "Templates were made by a different model pack; re-enrol."),
+    "invalid_request": (422, "The request is malformed."),
+    "unauthorized": (401, "A valid X-API-Key header is required."),
+    "forbidden": (403, "This key's role may not perform this operation."),
+    "rate_limited": (429, "Too many requests for this key."),
+    "overloaded": (503, "The service is at capacity; retry later."),
+    "not_found": (404, "Not found."),
+    "model_unavailable": (503, "A required model is not installed."),
+    "model_checksum_mismatch": (500, "A model file does not match its manifest checksum."),
+    "not_ready": (503, "The service is not ready."),
+}
+
+
+class FacegateError(Exception):
+    """An error with a stable machine-readable ``code``."""
+
+    def __init__(self, code: str, message: str | None = None, **detail):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        self.code = code
+        self.status, default = ERROR_CODES[code]
+        self.message = message or default
+        self.detail = detail
+        super().__init__(f"{code}: {self.message}")
+
+    def to_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        if self.detail:
+            out.update(self.detail)
+        return out

@@ -1,0 +1,93 @@
+"""Decoding untrusted image uploads into BGR uint8 arrays.
+
+Limits are checked on the header before any pixel is decoded, so a small file that claims to be
+a 100,000 x 100,000 image (a decompression bomb) is refused cheaply.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from facegate.errors import FacegateError
+
+SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP"}
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"BM", "BMP"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def decode_image(data: bytes, max_bytes: int = 15 * 1024 * 1024,
+                 max_pixels: int = 40_000_000) -> np.ndarray:
+    """Decode JPEG/PNG/WebP/BMP bytes to an HxWx3 BGR uint8 array.
+
+    EXIF orientation is applied; greyscale, palette, alpha and 16-bit images are converted.
+    Raises FacegateError ``image_too_large`` or ``unsupported_image``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FacegateError("unsupported_image", "image data must be bytes")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise FacegateError("image_too_large", f"image is {len(data)} bytes; the limit is {max_bytes}",
+                            limit_bytes=max_bytes)
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise FacegateError("unsupported_image", "not a JPEG, PNG, WebP or BMP file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[fmt])
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise FacegateError("unsupported_image", "image has no pixels")
+            if w * h > max_pixels:
+                raise FacegateError("image_too_large",
+                                    f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}",
+                                    limit_pixels=max_pixels)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_bgr(img)
+    except FacegateError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FacegateError("image_too_large", "image exceeds the decoder's pixel limit")
+    except Exception as exc:  # truncated or corrupt data: every decoder error is the caller's input
+        raise FacegateError("unsupported_image", f"could not decode the {fmt} image: {type(exc).__name__}")
+
+
+def _to_bgr(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
+        # Transparent pixels become mid-grey rather than whatever colour hides under them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+        img = Image.alpha_composite(background, rgba)
+    rgb = np.asarray(img.convert("RGB"))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def read_image_file(path, **limits) -> np.ndarray:
+    with open(path, "rb") as fh:
+        return decode_image(fh.read(), **limits)
