@@ -3,21 +3,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import json
 import logging
 import sys
 
 from facegate.errors import FacegateError
 
-# modules with a ``register(subparsers)`` function, in help order
-COMMAND_MODULES = ["facegate.cli.models", "facegate.cli.engine"]
+
+
+def command_modules() -> list[str]:
+    """Every module in this package; each has a ``register(subparsers)`` function."""
+    return [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegate", description="Face verification identity service")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(sub)
     return parser
 
