@@ -26,9 +26,9 @@ class Settings:
     database_url: str = ""                # default: sqlite under data_dir
     max_image_bytes: int = 15 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    min_face_px: int = 40                 # MTCNN minimum face size for detection
+    min_face_px: int = 24                 # smallest face the detector looks for
     min_enrol_face_px: int = 64           # reject enrolment photos with smaller faces
-    min_verify_face_px: int = 32
+    min_verify_face_px: int = 40          # smaller faces: face_too_small
     target_fmr: float = 1e-4              # default operating point
     identify_margin: float = 0.05         # 1:N: first subject must beat the second by this
     data_key: str = ""                    # base64 AES key for templates at rest
@@ -42,7 +42,24 @@ class Settings:
     inference_queue: int = 8
     cors_origins: str = ""
     rate_limit_per_minute: int = 600
+    max_request_bytes: int = 32 * 1024 * 1024   # whole HTTP body (multipart or base64 JSON)
+    review_band: float = 0.05             # verify: scores this far under the threshold -> manual_review
+    review_min_quality: float = 0.35      # verify: face quality under this -> manual_review
+    min_document_face_px: int = 20        # compare: the ID-card chip photo side (~102x126 px)
+    identify_top_k: int = 5
+    retry_after_s: int = 1                # Retry-After on 503 overloaded
+    index_sync_s: float = 2.0             # how often a server re-reads gallery changes from the database
     liveness_seed: int | None = None      # tests only: deterministic challenges
+    liveness_pad: str = "auto"            # passive PAD: auto | none | comma list of fr_liveness, minifasnet
+    liveness_pad_threshold: float = 0.5   # P(live) of the weakest PAD family needed to pass
+    liveness_pad_frames: int = 4          # frames of a capture scored by passive PAD
+    liveness_require_passive: bool = True  # no PAD model installed -> not live ("passive: unavailable")
+    liveness_identity_fmr: float = 1e-3   # same face throughout a capture: threshold at this FMR
+    liveness_session_ttl_s: int = 45      # time to send the capture after the challenge is issued
+    liveness_result_ttl_s: int = 120      # a passed session can be used (once) this long
+    liveness_max_frames: int = 450
+    liveness_max_seconds: float = 20.0
+    liveness_detect_side: int = 320       # face detection runs on frames downscaled to this long side
 
     @property
     def database(self) -> str:

@@ -127,8 +127,11 @@ def evaluate(engine, pairset: PairSet, emb: dict) -> dict:
     n_genuine = int(same.sum())
     tar = {}
     for far in ("0.001", "0.0001"):
+        if impostor.size == 0 or n_genuine == 0:
+            tar[far] = None
+            continue
         t = threshold_at_fmr(impostor, float(far))
-        tar[far] = round(float((genuine >= t).sum() / max(n_genuine, 1)), 5)
+        tar[far] = round(float((genuine >= t).sum() / n_genuine), 5)
     default = engine.decide(0.0)
     t_default = default["threshold"]
     correct = _correct(scores, same, ok, t_default)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from facegate.config import Settings
 from facegate.models.pack import MANIFEST, build_default_pack, installed_ok, pack_dir
@@ -16,6 +17,11 @@ def register(sub) -> None:
     ls = msub.add_parser("list", help="list installed packs and their models")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+    add = msub.add_parser("add", help="register a folder of insightface-style ONNX models as a pack")
+    add.add_argument("folder")
+    add.add_argument("--name", help="pack name (default: the folder's name)")
+    add.add_argument("--licence", help="the licence you hold for these weights")
+    add.set_defaults(func=cmd_add)
 
 
 def cmd_build(args) -> int:
@@ -51,4 +57,17 @@ def cmd_list(args) -> int:
         print(f"{p['pack']}  {p['pack_id']}  [{status}]  {p['path']}")
         for m in p["models"]:
             print(f"  {m['name']:<12} {m['task']:<22} {m['source']:<42} {m['licence']}  sha256 {m['sha256'][:16]}")
+    return 0
+
+
+def cmd_add(args) -> int:
+    from facegate.models.insightface_pack import INSIGHTFACE_LICENCE_WARNING, register_folder
+
+    folder = register_folder(Path(args.folder), name=args.name, licence=args.licence)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for m in manifest["models"]:
+        print(f"  {m['name']:<20} {m['task']:<12} {m['class']:<14} sha256 {m['sha256'][:16]}")
+    print(f"registered {folder} as {manifest['pack_id']}; use it with FACEGATE_PACK={folder}")
+    print(f"note: {INSIGHTFACE_LICENCE_WARNING}")
+    print("note: calibrate it on your own population before use: facegate calibrate --pairs ... --images ...")
     return 0

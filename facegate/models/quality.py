@@ -2,7 +2,7 @@
 
 Pose is estimated geometrically from the five landmarks (no extra model): roll from the eye
 line, yaw from the nose's offset from the eye midpoint, pitch from the nose's height between
-the eyes and the mouth. They are coarse (a few degrees near frontal, saturating past ~45) but
+the eyes and the mouth. They are coarse (a few degrees near frontal, saturating as the nose reaches the eye) but
 enough to refuse profile shots.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def estimate_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     pts = (np.stack([le, re, nose, ml, mr]) - eye_mid) @ rot.T
     ied = max(pts[1, 0] - pts[0, 0], 1e-6)
     yaw_ratio = pts[2, 0] / (ied / 2)
-    yaw = float(np.degrees(np.arcsin(np.clip(yaw_ratio, -1, 1))))
+    yaw = float(np.degrees(np.arctan(yaw_ratio)))
     mouth_y = (pts[3, 1] + pts[4, 1]) / 2
     nose_ratio = pts[2, 1] / mouth_y if mouth_y > 1e-6 else _FRONTAL_NOSE_RATIO
     pitch = float(np.degrees(np.arcsin(np.clip((nose_ratio - _FRONTAL_NOSE_RATIO) * 2, -1, 1))))
@@ -62,6 +62,6 @@ def assess(box: np.ndarray, landmarks: np.ndarray, aligned_bgr: np.ndarray) -> F
     size_q = np.clip((inter_eye - 8) / 24, 0, 1)                 # 8 px -> 0, 32 px and up -> 1
     sharp_q = np.clip(sharpness / 60, 0, 1)
     exposure_q = np.clip(1 - abs(brightness - 128) / 128, 0, 1) * (1 - clipped)
-    pose_q = np.clip(1 - max(abs(yaw), abs(pitch)) / 60, 0, 1)
-    score = float((size_q * sharp_q * exposure_q * pose_q) ** 0.25)
+    pose_q = np.clip((60 - max(abs(yaw), abs(pitch))) / 30, 0, 1)   # full to 30 degrees, none past 60
+    score = float(min(size_q, sharp_q, exposure_q, pose_q))         # the weakest aspect decides
     return FaceQuality(face_size, inter_eye, sharpness, brightness, clipped, yaw, pitch, roll, score)
