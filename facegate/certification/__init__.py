@@ -1,0 +1,1 @@
+"""Pension-eligibility certification: periods, attempts and their statuses, fraud signals."""
