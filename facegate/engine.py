@@ -38,6 +38,8 @@ DETECT_MAX_SIDE = 1280
 # as a second person (smaller ones are background faces, e.g. on a poster behind a kiosk user).
 SECOND_FACE_RATIO = 0.4
 MIN_QUALITY = 0.2
+# Images up to this side get a second, upscaled detection pass when the first finds nothing.
+SMALL_IMAGE_SIDE = 400
 
 
 @dataclass
@@ -116,15 +118,12 @@ class FaceEngine:
         small = bgr if scale == 1.0 else cv2.resize(bgr, (int(round(w * scale)), int(round(h * scale))),
                                                     interpolation=cv2.INTER_AREA)
         dets = self.detector.detect(small, min_face=max(12, int(min_face * scale)))
-        if not dets and min(h, w) < 2 * min_face * 2:
-            # A small photo (e.g. an ID-card chip portrait) where the face fills the frame:
-            # MTCNN's pyramid starts at min_face, so retry on a 2x upscale.
+        if not dets and max(h, w) <= SMALL_IMAGE_SIDE:
+            # Small photos (ID-card chip portraits, 250 px LFW crops) sometimes hide their face
+            # from MTCNN's coarsest scales; a 2x upscale finds it.
             up = cv2.resize(bgr, (w * 2, h * 2), interpolation=cv2.INTER_CUBIC)
-            dets = self.detector.detect(up, min_face=12)
-            for d in dets:
-                d.box /= 2
-                d.landmarks /= 2
-            return dets
+            dets = self.detector.detect(up, min_face=max(12, min_face))
+            scale = 2.0
         if scale != 1.0:
             for d in dets:
                 d.box /= scale
