@@ -18,6 +18,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "subject_exists": (409, "A subject with this id already exists."),
     "duplicate_identity": (409, "This face is already enrolled under another subject."),
     "pack_mismatch": (409, "Templates were made by a different model pack; re-enrol."),
+    "not_enrolled": (404, "The subject has no enrolled face template."),
+    "data_key_unavailable": (500, "The data key that decrypts stored templates is missing or wrong."),
     "invalid_request": (422, "The request is malformed."),
     "unauthorized": (401, "A valid X-API-Key header is required."),
     "forbidden": (403, "This key's role may not perform this operation."),

@@ -1,0 +1,90 @@
+"""The audit trail: an append-only, hash-chained table (``audit_log``).
+
+Each row's ``hash`` is sha256(``prev_hash`` + canonical JSON of its other stored fields, ``seq``
+excepted), and ``prev_hash`` is the previous row's hash (64 zeros for the first row), so editing,
+removing or reordering rows breaks the chain and :func:`verify` finds the first bad row. (Cutting
+rows off the end is only detectable against a head hash kept elsewhere, e.g. exported logs.)
+
+Rows never hold images or templates: operations, outcomes, scores and ids only.
+
+``append`` must run inside a write transaction: on SQLite, :func:`facegate.index.db.write_transaction`
+(``BEGIN IMMEDIATE`` serialises writers); on PostgreSQL, any transaction (``append`` takes the
+shared facegate advisory lock itself), so concurrent writers keep one chain.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from facegate.index.db import WRITE_LOCK_KEY, write_transaction
+from facegate.index.schema import audit_log
+
+GENESIS = "0" * 64
+HASHED_FIELDS = ("ts", "actor", "key_id", "operation", "subject_id", "outcome", "scores", "request_id",
+                 "client_id", "detail")
+
+
+def _json(value) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def row_hash(prev_hash: str, fields: dict) -> str:
+    body = json.dumps({k: fields.get(k) for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def append(conn: sa.Connection, *, actor: str, operation: str, outcome: str, key_id: str | None = None,
+           subject_id: str | None = None, scores=None, request_id: str | None = None,
+           client_id: str | None = None, detail=None) -> int:
+    """Append one row to the chain; returns its ``seq``."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_KEY})
+    prev = conn.execute(sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).scalar()
+    prev = prev or GENESIS
+    fields = {
+        "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "actor": actor, "key_id": key_id, "operation": operation, "subject_id": subject_id,
+        "outcome": outcome, "scores": _json(scores), "request_id": request_id, "client_id": client_id,
+        "detail": _json(detail),
+    }
+    result = conn.execute(audit_log.insert().values(**fields, prev_hash=prev, hash=row_hash(prev, fields)))
+    return int(result.inserted_primary_key[0])
+
+
+def record(db: sa.Engine, **fields) -> int:
+    """``append`` in its own write transaction."""
+    with write_transaction(db) as conn:
+        return append(conn, **fields)
+
+
+def verify(conn: sa.Connection) -> dict:
+    """Walk the chain: ``{"ok", "rows", "first_bad_seq"}``."""
+    prev = GENESIS
+    rows = 0
+    result = conn.execution_options(yield_per=5000).execute(sa.select(audit_log).order_by(audit_log.c.seq))
+    for row in result.mappings():
+        rows += 1
+        if row["prev_hash"] != prev or row_hash(row["prev_hash"], dict(row)) != row["hash"]:
+            return {"ok": False, "rows": rows, "first_bad_seq": int(row["seq"])}
+        prev = row["hash"]
+    return {"ok": True, "rows": rows, "first_bad_seq": None}
+
+
+def rows(conn: sa.Connection, *, subject_id: str | None = None, since_seq: int = 0, limit: int = 100) -> list[dict]:
+    """Audit rows (JSON fields decoded), oldest first."""
+    q = sa.select(audit_log).where(audit_log.c.seq > since_seq).order_by(audit_log.c.seq).limit(limit)
+    if subject_id is not None:
+        q = q.where(audit_log.c.subject_id == subject_id)
+    out = []
+    for r in conn.execute(q).mappings():
+        d = dict(r)
+        for k in ("scores", "detail"):
+            d[k] = json.loads(d[k]) if d[k] else None
+        out.append(d)
+    return out

@@ -1,0 +1,122 @@
+"""The database schema: one SQLAlchemy Core ``MetaData`` for SQLite and PostgreSQL.
+
+Migrations live in ``facegate/index/migrations`` (Alembic) and are applied by
+:func:`facegate.index.db.open_database`; change a table here and add a revision there.
+
+Tables:
+
+- ``subjects``: who is enrolled (external ``subject_id``, status, consent).
+- ``templates``: face templates, AES-GCM encrypted (``embedding_enc`` = nonce + ciphertext),
+  each tagged with the model pack that made it.
+- ``change_log``: one monotonic row per template add/remove, written in the template's
+  transaction, so index replicas catch up with ``seq > applied``.
+- ``audit_log``: append-only hash chain (see :mod:`facegate.audit`).
+- ``api_keys``: HTTP API keys (only hashes).
+- ``import_items``: per-photo state of ``facegate import``, written in the same transaction as
+  the template, so a re-run skips what is done.
+- ``store_info``: key/value facts about this store (its random id).
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+TS = sa.DateTime(timezone=True)
+
+SUBJECT_STATUSES = ("active", "suspended", "deceased")
+API_KEY_ROLES = ("admin", "operator", "kiosk", "app")
+
+subjects = sa.Table(
+    "subjects", metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subject_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("name", sa.String(256)),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("metadata", sa.Text),          # JSON text
+    sa.Column("consent", sa.Text),           # JSON text: who, when, purpose
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.CheckConstraint("status IN ('active', 'suspended', 'deceased')", name="ck_subjects_status"),
+    sqlite_autoincrement=True,
+)
+
+templates = sa.Table(
+    "templates", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),   # public face_id
+    sa.Column("subject_pk", sa.Integer, sa.ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("pack_id", sa.String(128), nullable=False),
+    sa.Column("embedding_enc", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("quality", sa.Float),
+    sa.Column("quality_detail", sa.Text),    # JSON text
+    sa.Column("source", sa.String(256)),
+    sa.Column("image_enc", sa.LargeBinary),  # only with FACEGATE_STORE_IMAGES=1
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_templates_subject_pk", "subject_pk"),
+    sa.Index("ix_templates_pack_id", "pack_id"),
+    sa.Index("ix_templates_key_id", "key_id"),
+    sqlite_autoincrement=True,
+)
+
+change_log = sa.Table(
+    "change_log", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("op", sa.String(8), nullable=False),
+    sa.Column("template_id", sa.Integer, nullable=False),
+    sa.Column("subject_pk", sa.Integer, nullable=False),
+    sa.Column("pack_id", sa.String(128), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint("op IN ('add', 'remove')", name="ck_change_log_op"),
+    sqlite_autoincrement=True,
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.String(40), nullable=False),      # ISO-8601 UTC, part of the hashed fields
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("subject_id", sa.String(128)),
+    sa.Column("outcome", sa.String(64), nullable=False),
+    sa.Column("scores", sa.Text),            # JSON text
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("client_id", sa.String(128)),
+    sa.Column("detail", sa.Text),            # JSON text; never images or templates
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_log_subject_id", "subject_id"),
+    sqlite_autoincrement=True,
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(256)),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("revoked_at", TS),
+    sa.Column("rate_limit_per_minute", sa.Integer),
+    sa.Column("client_id", sa.String(128)),
+    sa.CheckConstraint("role IN ('admin', 'operator', 'kiosk', 'app')", name="ck_api_keys_role"),
+)
+
+import_items = sa.Table(
+    "import_items", metadata,
+    sa.Column("item_key", sa.String(64), primary_key=True),   # sha256(subject_id, photo bytes)
+    sa.Column("subject_id", sa.String(128), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),       # done | error
+    sa.Column("template_id", sa.Integer),
+    sa.Column("error", sa.String(64)),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index("ix_import_items_subject_id", "subject_id"),
+)
+
+store_info = sa.Table(
+    "store_info", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

@@ -1,0 +1,609 @@
+"""The system of record: subjects, encrypted templates, the change log and the import journal.
+
+    store = Store.open(settings)               # migrates the schema, loads the data keys
+    store.add_subject("P-1001", name="Ana", consent={"who": "clerk 7", "purpose": "pension"})
+    face = store.add_template("P-1001", embedding, pack_id=engine.pack_id, quality=0.8)
+    store.subject_templates("P-1001", engine.pack_id)    # [(face_id, embedding)]
+
+Every write runs in one write transaction that also appends its change-log rows (template adds
+and removes, for index replicas) and an audit row (never biometrics).
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import sqlalchemy as sa
+
+from facegate import audit
+from facegate.config import Settings
+from facegate.errors import FacegateError
+from facegate.index.datakeys import DataKeys
+from facegate.index.db import open_database, write_transaction
+from facegate.index.schema import (SUBJECT_STATUSES, change_log, import_items, store_info, subjects,
+                                   templates)
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "facegate-export"
+EXPORT_VERSION = 1
+_UNSET = object()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    if ts.tzinfo is None:           # SQLite hands back naive datetimes; they were stored as UTC
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.isoformat()
+
+
+def _json_in(value) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _json_out(text: str | None):
+    return json.loads(text) if text else None
+
+
+def embedding_aad(subject_id: str, pack_id: str) -> bytes:
+    return f"facegate:template:v1:{subject_id}:{pack_id}".encode()
+
+
+def image_aad(subject_id: str, pack_id: str) -> bytes:
+    return f"facegate:image:v1:{subject_id}:{pack_id}".encode()
+
+
+def _subject_dict(row) -> dict:
+    m = row._mapping
+    return {"subject_id": m["subject_id"], "name": m["name"], "status": m["status"],
+            "metadata": _json_out(m["metadata"]), "consent": _json_out(m["consent"]),
+            "created_at": _iso(m["created_at"]), "updated_at": _iso(m["updated_at"])}
+
+
+class Store:
+    """Subjects and templates in SQLite or PostgreSQL (``Settings.database``)."""
+
+    def __init__(self, settings: Settings, db: sa.Engine, keys: DataKeys):
+        self.settings = settings
+        self.db = db
+        self.keys = keys
+        self.store_id = self._store_id()
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> "Store":
+        settings = settings or Settings.load()
+        return cls(settings, open_database(settings.database), DataKeys.load(settings))
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    @property
+    def backend(self) -> str:
+        return self.db.dialect.name
+
+    def _store_id(self) -> str:
+        with self.db.connect() as conn:
+            sid = conn.execute(sa.select(store_info.c.value).where(store_info.c.name == "store_id")).scalar()
+        if sid:
+            return sid
+        with write_transaction(self.db) as conn:
+            sid = conn.execute(sa.select(store_info.c.value).where(store_info.c.name == "store_id")).scalar()
+            if not sid:
+                sid = uuid.uuid4().hex
+                conn.execute(store_info.insert().values(name="store_id", value=sid))
+        return sid
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sa.Connection]:
+        """A read transaction that sees one consistent state for all its queries."""
+        with self.db.connect() as conn:
+            if self.backend == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    # ------------------------------------------------------------------ subjects
+    @staticmethod
+    def _subject_row(conn, subject_id: str):
+        row = conn.execute(sa.select(subjects).where(subjects.c.subject_id == subject_id)).one_or_none()
+        if row is None:
+            raise FacegateError("unknown_subject", f"no subject {subject_id!r}", subject_id=subject_id)
+        return row
+
+    @staticmethod
+    def _check_status(status: str) -> None:
+        if status not in SUBJECT_STATUSES:
+            raise FacegateError("invalid_request", f"status must be one of {', '.join(SUBJECT_STATUSES)}")
+
+    def add_subject(self, subject_id: str, name: str | None = None, status: str = "active",
+                    metadata: dict | None = None, consent: dict | None = None, actor: str = "system") -> dict:
+        subject_id = (subject_id or "").strip()
+        if not subject_id or len(subject_id) > 128:
+            raise FacegateError("invalid_request", "subject_id must be 1-128 characters")
+        self._check_status(status)
+        now = utcnow()
+        with write_transaction(self.db) as conn:
+            exists = conn.execute(sa.select(subjects.c.pk).where(subjects.c.subject_id == subject_id)).scalar()
+            if exists is not None:
+                raise FacegateError("subject_exists", f"subject {subject_id!r} already exists", subject_id=subject_id)
+            conn.execute(subjects.insert().values(subject_id=subject_id, name=name, status=status,
+                                                  metadata=_json_in(metadata), consent=_json_in(consent),
+                                                  created_at=now, updated_at=now))
+            audit.append(conn, actor=actor, operation="subject.create", outcome="ok", subject_id=subject_id,
+                         detail={"status": status, "consent": consent is not None})
+            return _subject_dict(self._subject_row(conn, subject_id))
+
+    def ensure_subjects(self, entries: dict[str, str | None], actor: str = "system") -> int:
+        """Create the subjects (id -> name) that do not exist yet; returns how many were created."""
+        if not entries:
+            return 0
+        created = 0
+        ids = list(entries)
+        now = utcnow()
+        with write_transaction(self.db) as conn:
+            have = set()
+            for i in range(0, len(ids), 500):
+                have.update(conn.execute(sa.select(subjects.c.subject_id)
+                                         .where(subjects.c.subject_id.in_(ids[i:i + 500]))).scalars())
+            new = [s for s in ids if s not in have]
+            if new:
+                conn.execute(subjects.insert(), [dict(subject_id=s, name=entries[s], status="active", metadata=None,
+                                                      consent=None, created_at=now, updated_at=now) for s in new])
+                audit.append(conn, actor=actor, operation="subject.create_batch", outcome="ok",
+                             detail={"created": len(new)})
+                created = len(new)
+        return created
+
+    def get_subject(self, subject_id: str) -> dict:
+        with self.db.connect() as conn:
+            row = self._subject_row(conn, subject_id)
+            out = _subject_dict(row)
+            out["templates"] = self._template_meta(conn, row.pk)
+        return out
+
+    def list_subjects(self, status: str | None = None, limit: int = 100, offset: int = 0,
+                      prefix: str | None = None) -> dict:
+        q = sa.select(subjects)
+        cq = sa.select(sa.func.count()).select_from(subjects)
+        if status:
+            self._check_status(status)
+            q, cq = q.where(subjects.c.status == status), cq.where(subjects.c.status == status)
+        if prefix:
+            q, cq = q.where(subjects.c.subject_id.startswith(prefix)), cq.where(subjects.c.subject_id.startswith(prefix))
+        tcount = (sa.select(templates.c.subject_pk, sa.func.count().label("n"))
+                  .group_by(templates.c.subject_pk).subquery())
+        q = (q.add_columns(sa.func.coalesce(tcount.c.n, 0).label("n_templates"))
+             .outerjoin(tcount, tcount.c.subject_pk == subjects.c.pk)
+             .order_by(subjects.c.subject_id).limit(limit).offset(offset))
+        with self.db.connect() as conn:
+            total = conn.execute(cq).scalar()
+            items = [_subject_dict(r) | {"n_templates": int(r.n_templates)} for r in conn.execute(q)]
+        return {"total": int(total), "limit": limit, "offset": offset, "subjects": items}
+
+    def update_subject(self, subject_id: str, *, name=_UNSET, status: str | None = None, metadata=_UNSET,
+                       consent=_UNSET, actor: str = "system") -> dict:
+        values: dict = {}
+        if name is not _UNSET:
+            values["name"] = name
+        if status is not None:
+            self._check_status(status)
+            values["status"] = status
+        if metadata is not _UNSET:
+            values["metadata"] = _json_in(metadata)
+        if consent is not _UNSET:
+            values["consent"] = _json_in(consent)
+        with write_transaction(self.db) as conn:
+            row = self._subject_row(conn, subject_id)
+            if values:
+                values["updated_at"] = utcnow()
+                conn.execute(subjects.update().where(subjects.c.pk == row.pk).values(**values))
+                changed = sorted(k for k in values if k != "updated_at")
+                detail = {"changed": changed}
+                if "status" in values:
+                    detail |= {"from": row.status, "to": status}
+                audit.append(conn, actor=actor, operation="subject.update", outcome="ok", subject_id=subject_id,
+                             detail=detail)
+            return _subject_dict(self._subject_row(conn, subject_id))
+
+    def set_status(self, subject_id: str, status: str, actor: str = "system") -> dict:
+        return self.update_subject(subject_id, status=status, actor=actor)
+
+    def erase_subject(self, subject_id: str, actor: str = "system", reason: str | None = None,
+                      operation: str = "subject.erase") -> dict:
+        """Delete the subject, its templates (with change-log removes) and its import journal rows.
+        The audit row records that it happened and how many templates went, nothing biometric."""
+        with write_transaction(self.db) as conn:
+            row = self._subject_row(conn, subject_id)
+            tmpl = conn.execute(sa.select(templates.c.id, templates.c.pack_id)
+                                .where(templates.c.subject_pk == row.pk)).all()
+            self._log_changes(conn, "remove", [(t.id, row.pk, t.pack_id) for t in tmpl])
+            conn.execute(templates.delete().where(templates.c.subject_pk == row.pk))
+            conn.execute(import_items.delete().where(import_items.c.subject_id == subject_id))
+            conn.execute(subjects.delete().where(subjects.c.pk == row.pk))
+            audit.append(conn, actor=actor, operation=operation, outcome="ok", subject_id=subject_id,
+                         detail={"templates_removed": len(tmpl), "reason": reason})
+        if self.backend == "sqlite":
+            self.checkpoint()
+        return {"subject_id": subject_id, "templates_removed": len(tmpl), "face_ids": [t.id for t in tmpl]}
+
+    def delete_subject(self, subject_id: str, actor: str = "system", reason: str | None = None) -> dict:
+        return self.erase_subject(subject_id, actor=actor, reason=reason, operation="subject.delete")
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database file and truncate it, so deleted rows (zeroed by
+        secure_delete) do not linger in the log."""
+        with self.db.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # ------------------------------------------------------------------ templates
+    @staticmethod
+    def _log_changes(conn, op: str, rows: list[tuple[int, int, str]]) -> None:
+        if rows:
+            now = utcnow()
+            conn.execute(change_log.insert(), [dict(op=op, template_id=t, subject_pk=s, pack_id=p, created_at=now)
+                                               for t, s, p in rows])
+
+    @staticmethod
+    def _template_meta(conn, subject_pk: int) -> list[dict]:
+        rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id, templates.c.key_id, templates.c.quality,
+                                      templates.c.quality_detail, templates.c.source, templates.c.created_at,
+                                      (templates.c.image_enc.is_not(None)).label("has_image"))
+                            .where(templates.c.subject_pk == subject_pk).order_by(templates.c.id)).all()
+        return [{"face_id": r.id, "pack_id": r.pack_id, "key_id": r.key_id, "quality": r.quality,
+                 "quality_detail": _json_out(r.quality_detail), "source": r.source,
+                 "created_at": _iso(r.created_at), "image_stored": bool(r.has_image)} for r in rows]
+
+    def add_template(self, subject_id: str, embedding: np.ndarray, pack_id: str, quality: float | None = None,
+                     quality_detail: dict | None = None, source: str | None = None, image: bytes | None = None,
+                     import_item: dict | None = None, actor: str = "system", audit_detail: dict | None = None) -> dict:
+        """Store one template (encrypted). ``image`` is stored (encrypted) only when
+        ``Settings.store_images``. ``import_item`` (item_key, path) marks an import row done in
+        the same transaction."""
+        vec = np.asarray(embedding, dtype="<f4").reshape(-1)
+        if not np.all(np.isfinite(vec)) or vec.size == 0:
+            raise FacegateError("invalid_request", "embedding must be a finite float vector")
+        now = utcnow()
+        with write_transaction(self.db) as conn:
+            subj = self._subject_row(conn, subject_id)
+            blob, kid = self.keys.encrypt(vec.tobytes(), embedding_aad(subject_id, pack_id))
+            image_enc = None
+            if image is not None and self.settings.store_images:
+                image_enc, _ = self.keys.encrypt(bytes(image), image_aad(subject_id, pack_id))
+            res = conn.execute(templates.insert().values(
+                subject_pk=subj.pk, pack_id=pack_id, embedding_enc=blob, key_id=kid, quality=quality,
+                quality_detail=_json_in(quality_detail), source=source, image_enc=image_enc, created_at=now))
+            face_id = int(res.inserted_primary_key[0])
+            self._log_changes(conn, "add", [(face_id, subj.pk, pack_id)])
+            if import_item is not None:
+                self._mark_import(conn, import_item["item_key"], subject_id, import_item["path"], "done", face_id, None)
+            audit.append(conn, actor=actor, operation="template.add", outcome="ok", subject_id=subject_id,
+                         detail={"face_id": face_id, "pack_id": pack_id, "source": source,
+                                 "quality": None if quality is None else round(float(quality), 3)}
+                         | (audit_detail or {}))
+        return {"face_id": face_id, "subject_id": subject_id, "pack_id": pack_id, "key_id": kid,
+                "created_at": _iso(now)}
+
+    def delete_template(self, face_id: int, actor: str = "system", subject_id: str | None = None) -> dict:
+        with write_transaction(self.db) as conn:
+            row = conn.execute(sa.select(templates.c.id, templates.c.subject_pk, templates.c.pack_id,
+                                         subjects.c.subject_id)
+                               .join(subjects, subjects.c.pk == templates.c.subject_pk)
+                               .where(templates.c.id == int(face_id))).one_or_none()
+            if row is None or (subject_id is not None and row.subject_id != subject_id):
+                raise FacegateError("unknown_face", f"no face template {face_id}", face_id=int(face_id))
+            self._log_changes(conn, "remove", [(row.id, row.subject_pk, row.pack_id)])
+            conn.execute(templates.delete().where(templates.c.id == row.id))
+            audit.append(conn, actor=actor, operation="template.delete", outcome="ok", subject_id=row.subject_id,
+                         detail={"face_id": row.id})
+        return {"face_id": int(face_id), "subject_id": row.subject_id}
+
+    def list_templates(self, subject_id: str) -> list[dict]:
+        with self.db.connect() as conn:
+            return self._template_meta(conn, self._subject_row(conn, subject_id).pk)
+
+    def _decrypt_rows(self, rows) -> list[tuple]:
+        out = []
+        for r in rows:
+            plain = self.keys.decrypt(r.embedding_enc, r.key_id, embedding_aad(r.subject_id, r.pack_id))
+            out.append((r, np.frombuffer(plain, dtype="<f4").astype(np.float32)))
+        return out
+
+    def _emb_select(self):
+        return (sa.select(templates.c.id, templates.c.subject_pk, templates.c.pack_id, templates.c.embedding_enc,
+                          templates.c.key_id, subjects.c.subject_id, subjects.c.status, subjects.c.name)
+                .join(subjects, subjects.c.pk == templates.c.subject_pk))
+
+    def subject_templates(self, subject_id: str, pack_id: str) -> list[tuple[int, np.ndarray]]:
+        """The subject's decrypted templates of ``pack_id`` as (face_id, embedding).
+
+        Raises ``unknown_subject``, ``not_enrolled`` (no templates) or ``pack_mismatch`` (only
+        templates of other model packs: they can never be compared with this pack's)."""
+        with self.db.connect() as conn:
+            subj = self._subject_row(conn, subject_id)
+            rows = conn.execute(self._emb_select().where(templates.c.subject_pk == subj.pk)
+                                .order_by(templates.c.id)).all()
+        if not rows:
+            raise FacegateError("not_enrolled", f"subject {subject_id!r} has no enrolled face", subject_id=subject_id)
+        mine = [r for r in rows if r.pack_id == pack_id]
+        if not mine:
+            others = sorted({r.pack_id for r in rows})
+            raise FacegateError(
+                "pack_mismatch",
+                f"subject {subject_id!r} has {len(rows)} template(s) made by model pack {', '.join(others)}, but this "
+                f"service runs {pack_id}; templates of different packs are never compared. Re-enrol the subject "
+                f"from kept photos (facegate enrol {subject_id} PHOTO...), or run the old pack until re-enrolment "
+                "is done.", subject_id=subject_id, template_packs=others, engine_pack=pack_id)
+        return [(int(r.id), e) for r, e in self._decrypt_rows(mine)]
+
+    def embeddings_for_subjects_of(self, face_ids: list[int], pack_id: str) -> list[dict]:
+        """All ``pack_id`` templates of the subjects owning ``face_ids`` (decrypted): the exact
+        re-ranking set for a 1:N candidate list. Ids that no longer exist are ignored."""
+        if not face_ids:
+            return []
+        owners = sa.select(templates.c.subject_pk).where(templates.c.id.in_([int(i) for i in face_ids]))
+        with self.db.connect() as conn:
+            rows = conn.execute(self._emb_select().where(templates.c.subject_pk.in_(owners),
+                                                         templates.c.pack_id == pack_id)).all()
+        return [{"face_id": int(r.id), "subject_id": r.subject_id, "status": r.status, "name": r.name,
+                 "embedding": e} for r, e in self._decrypt_rows(rows)]
+
+    def embeddings_by_id(self, face_ids: list[int], pack_id: str, conn=None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of the existing ``pack_id`` templates among ``face_ids``."""
+        ids_out, vecs = [], []
+        own = conn is None
+        conn = conn or self.db.connect()
+        try:
+            for i in range(0, len(face_ids), 1000):
+                chunk = [int(x) for x in face_ids[i:i + 1000]]
+                rows = conn.execute(self._emb_select().where(templates.c.id.in_(chunk),
+                                                             templates.c.pack_id == pack_id)).all()
+                for r, e in self._decrypt_rows(rows):
+                    ids_out.append(r.id)
+                    vecs.append(e)
+        finally:
+            if own:
+                conn.close()
+        return _pack(ids_out, vecs)
+
+    def iter_embeddings(self, conn: sa.Connection, pack_id: str, batch: int = 5000):
+        """Every ``pack_id`` template as batches of (ids int64, embeddings float32)."""
+        last = 0
+        while True:
+            rows = conn.execute(self._emb_select().where(templates.c.pack_id == pack_id, templates.c.id > last)
+                                .order_by(templates.c.id).limit(batch)).all()
+            if not rows:
+                return
+            dec = self._decrypt_rows(rows)
+            last = rows[-1].id
+            yield _pack([r.id for r, _ in dec], [e for _, e in dec])
+
+    def template_ids(self, pack_id: str, conn=None) -> np.ndarray:
+        own = conn is None
+        conn = conn or self.db.connect()
+        try:
+            ids = conn.execute(sa.select(templates.c.id).where(templates.c.pack_id == pack_id)
+                               .order_by(templates.c.id)).scalars().all()
+        finally:
+            if own:
+                conn.close()
+        return np.asarray(ids, dtype=np.int64)
+
+    def count_templates(self, pack_id: str | None = None, conn=None) -> int:
+        q = sa.select(sa.func.count()).select_from(templates)
+        if pack_id is not None:
+            q = q.where(templates.c.pack_id == pack_id)
+        if conn is not None:
+            return int(conn.execute(q).scalar())
+        with self.db.connect() as c:
+            return int(c.execute(q).scalar())
+
+    def pack_counts(self) -> dict[str, int]:
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(templates.c.pack_id, sa.func.count()).group_by(templates.c.pack_id)).all()
+        return {p: int(n) for p, n in rows}
+
+    def count_subjects(self) -> int:
+        with self.db.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(subjects)).scalar())
+
+    # ------------------------------------------------------------------ change log
+    def last_seq(self, conn=None) -> int:
+        q = sa.select(sa.func.max(change_log.c.seq))
+        if conn is not None:
+            return int(conn.execute(q).scalar() or 0)
+        with self.db.connect() as c:
+            return int(c.execute(q).scalar() or 0)
+
+    def changes_since(self, seq: int, limit: int | None = None, conn=None) -> list[dict]:
+        """Change-log rows with ``seq`` greater than the given one, oldest first."""
+        q = sa.select(change_log).where(change_log.c.seq > int(seq)).order_by(change_log.c.seq)
+        if limit:
+            q = q.limit(limit)
+        if conn is not None:
+            return [dict(r) for r in conn.execute(q).mappings()]
+        with self.db.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    # ------------------------------------------------------------------ import journal
+    @staticmethod
+    def _mark_import(conn, item_key: str, subject_id: str, path: str, status: str, face_id: int | None,
+                     error: str | None) -> None:
+        conn.execute(import_items.delete().where(import_items.c.item_key == item_key))
+        conn.execute(import_items.insert().values(item_key=item_key, subject_id=subject_id, path=str(path),
+                                                  status=status, template_id=face_id, error=error,
+                                                  updated_at=utcnow()))
+
+    def record_import_error(self, item_key: str, subject_id: str, path: str, code: str) -> None:
+        with write_transaction(self.db) as conn:
+            self._mark_import(conn, item_key, subject_id, path, "error", None, code)
+
+    def import_done(self, item_keys: list[str]) -> set[str]:
+        done: set[str] = set()
+        with self.db.connect() as conn:
+            for i in range(0, len(item_keys), 500):
+                done.update(conn.execute(sa.select(import_items.c.item_key).where(
+                    import_items.c.item_key.in_(item_keys[i:i + 500]), import_items.c.status == "done")).scalars())
+        return done
+
+    # ------------------------------------------------------------------ audit
+    def audit(self, **fields) -> int:
+        return audit.record(self.db, **fields)
+
+    def audit_verify(self) -> dict:
+        with self.snapshot() as conn:
+            return audit.verify(conn)
+
+    # ------------------------------------------------------------------ data keys
+    def key_usage(self) -> dict[str, int]:
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(templates.c.key_id, sa.func.count()).group_by(templates.c.key_id)).all()
+        return {k: int(n) for k, n in rows}
+
+    def rotate_data_key(self, batch: int = 500, retire_old: bool = True, actor: str = "cli") -> dict:
+        """Re-encrypt every template (and stored photo) under a new current data key.
+
+        Crash-safe: the new key is written to the key file (old keys kept) before any row
+        changes; rows are re-encrypted in small transactions; old keys are retired only when no
+        row uses them. A re-run after a crash resumes instead of making yet another key."""
+        pending = sum(n for k, n in self.key_usage().items() if k != self.keys.current_id)
+        resumed = pending > 0 or self.keys.source == "env"
+        if not resumed:
+            self.keys.rotate()
+        new = self.keys.current_id
+        done = 0
+        while True:
+            with write_transaction(self.db) as conn:
+                rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id, templates.c.embedding_enc,
+                                              templates.c.image_enc, templates.c.key_id, subjects.c.subject_id)
+                                    .join(subjects, subjects.c.pk == templates.c.subject_pk)
+                                    .where(templates.c.key_id != new).limit(batch)).all()
+                for r in rows:
+                    plain = self.keys.decrypt(r.embedding_enc, r.key_id, embedding_aad(r.subject_id, r.pack_id))
+                    blob, _ = self.keys.encrypt(plain, embedding_aad(r.subject_id, r.pack_id))
+                    values = {"embedding_enc": blob, "key_id": new}
+                    if r.image_enc is not None:
+                        img = self.keys.decrypt(r.image_enc, r.key_id, image_aad(r.subject_id, r.pack_id))
+                        values["image_enc"] = self.keys.encrypt(img, image_aad(r.subject_id, r.pack_id))[0]
+                    conn.execute(templates.update().where(templates.c.id == r.id).values(**values))
+                done += len(rows)
+            if len(rows) < batch:
+                break
+        old = [k for k in self.keys.ids if k != new]
+        retired_to = None
+        if retire_old and old and not any(k in old for k in self.key_usage()):
+            retired_to = self.keys.retire(old)
+        self.audit(actor=actor, operation="keys.rotate_data_key", outcome="ok",
+                   detail={"new_key_id": new, "reencrypted": done, "resumed": resumed, "retired": old if retired_to else []})
+        if self.backend == "sqlite":
+            self.checkpoint()
+        return {"key_id": new, "reencrypted": done, "resumed": resumed,
+                "retired_key_ids": old if retired_to else [], "retired_key_file": str(retired_to) if retired_to else None,
+                "old_key_ids_still_listed": [] if retired_to else old}
+
+    # ------------------------------------------------------------------ export / restore
+    def export(self, path: str | Path, actor: str = "cli") -> dict:
+        """Write subjects and their still-encrypted templates to a gzip JSON-lines file.
+
+        The data key is NOT in the file (only its id): keep the key file separately, a restore
+        needs it. Line 1 is a header; then one line per subject with its templates."""
+        path = Path(path)
+        n_subj = n_tmpl = 0
+        with self.snapshot() as conn, gzip.open(path, "wt", encoding="utf-8") as fh:
+            header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": _iso(utcnow()),
+                      "store_id": self.store_id, "schema": "0001", "key_ids": sorted(self.key_usage()),
+                      "packs": self.pack_counts(),
+                      "note": "templates are AES-GCM encrypted; restore needs the data key file (not included)"}
+            fh.write(json.dumps(header) + "\n")
+            last = 0
+            while True:
+                subs = conn.execute(sa.select(subjects).where(subjects.c.pk > last).order_by(subjects.c.pk)
+                                    .limit(1000)).all()
+                if not subs:
+                    break
+                last = subs[-1].pk
+                tm = conn.execute(sa.select(templates).where(templates.c.subject_pk.in_([s.pk for s in subs]))
+                                  .order_by(templates.c.id)).mappings().all()
+                by_subject: dict[int, list] = {}
+                for t in tm:
+                    by_subject.setdefault(t["subject_pk"], []).append({
+                        "face_id": t["id"], "pack_id": t["pack_id"], "key_id": t["key_id"],
+                        "embedding_enc": base64.b64encode(t["embedding_enc"]).decode(),
+                        "image_enc": base64.b64encode(t["image_enc"]).decode() if t["image_enc"] else None,
+                        "quality": t["quality"], "quality_detail": _json_out(t["quality_detail"]),
+                        "source": t["source"], "created_at": _iso(t["created_at"])})
+                for s in subs:
+                    item = _subject_dict(s) | {"templates": by_subject.get(s.pk, [])}
+                    fh.write(json.dumps(item) + "\n")
+                    n_subj += 1
+                    n_tmpl += len(item["templates"])
+        self.audit(actor=actor, operation="gallery.export", outcome="ok",
+                   detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name})
+        return {"path": str(path), "subjects": n_subj, "templates": n_tmpl, "key_ids": header["key_ids"]}
+
+    def restore(self, path: str | Path, actor: str = "cli") -> dict:
+        """Load an export into an EMPTY store, keeping subject ids and face ids."""
+        path = Path(path)
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            try:
+                header = json.loads(fh.readline())
+            except (json.JSONDecodeError, OSError):
+                raise FacegateError("invalid_request", f"{path} is not a facegate export") from None
+            if header.get("format") != EXPORT_FORMAT or header.get("version") != EXPORT_VERSION:
+                raise FacegateError("invalid_request", f"{path} is not a facegate export (version {EXPORT_VERSION})")
+            missing = [k for k in header.get("key_ids", []) if not self.keys.has(k)]
+            if missing:
+                raise FacegateError("data_key_unavailable", f"the export is encrypted with data key(s) {missing}, which "
+                                    f"are not in this keyring ({self.keys.ids}); point FACEGATE_DATA_KEY_FILE at the "
+                                    "key file kept with the backup")
+            if self.count_subjects():
+                raise FacegateError("invalid_request", "restore needs an empty store (this one has subjects); "
+                                    "use a new FACEGATE_DATA_DIR or database")
+            n_subj = n_tmpl = 0
+            with write_transaction(self.db) as conn:
+                for line in fh:
+                    item = json.loads(line)
+                    ts = lambda v: datetime.fromisoformat(v) if v else utcnow()  # noqa: E731
+                    res = conn.execute(subjects.insert().values(
+                        subject_id=item["subject_id"], name=item["name"], status=item["status"],
+                        metadata=_json_in(item["metadata"]), consent=_json_in(item["consent"]),
+                        created_at=ts(item["created_at"]), updated_at=ts(item["updated_at"])))
+                    pk = int(res.inserted_primary_key[0])
+                    rows = [dict(id=t["face_id"], subject_pk=pk, pack_id=t["pack_id"], key_id=t["key_id"],
+                                 embedding_enc=base64.b64decode(t["embedding_enc"]),
+                                 image_enc=base64.b64decode(t["image_enc"]) if t["image_enc"] else None,
+                                 quality=t["quality"], quality_detail=_json_in(t["quality_detail"]),
+                                 source=t["source"], created_at=ts(t["created_at"])) for t in item["templates"]]
+                    if rows:
+                        # Authenticate every template before accepting the file.
+                        for r in rows:
+                            self.keys.decrypt(r["embedding_enc"], r["key_id"], embedding_aad(item["subject_id"], r["pack_id"]))
+                        conn.execute(templates.insert(), rows)
+                        self._log_changes(conn, "add", [(r["id"], pk, r["pack_id"]) for r in rows])
+                    n_subj += 1
+                    n_tmpl += len(rows)
+                if self.backend == "postgresql":
+                    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('templates', 'id'), "
+                                         "GREATEST((SELECT COALESCE(MAX(id), 0) FROM templates), 1))"))
+                audit.append(conn, actor=actor, operation="gallery.restore", outcome="ok",
+                             detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name,
+                                     "from_store": header.get("store_id")})
+        return {"subjects": n_subj, "templates": n_tmpl, "key_ids": header.get("key_ids", [])}
+
+
+def _pack(ids: list[int], vecs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if not ids:
+        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+    return np.asarray(ids, dtype=np.int64), np.ascontiguousarray(np.stack(vecs), dtype=np.float32)
