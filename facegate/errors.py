@@ -29,6 +29,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "model_unavailable": (503, "A required model is not installed."),
     "model_checksum_mismatch": (500, "A model file does not match its manifest checksum."),
     "not_ready": (503, "The service is not ready."),
+    "method_not_allowed": (405, "This route does not accept that HTTP method."),
+    "internal_error": (500, "An unexpected error occurred; it has been logged."),
 }
 
 

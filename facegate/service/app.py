@@ -1,0 +1,134 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Each worker process loads the models once at startup (lifespan), opens the database (bringing
+its schema to the newest migration), builds the gallery index from it and then keeps the index
+current by re-reading the change log every ``index_sync_s`` seconds.
+
+- ``/healthz``: 200 while the process is alive;
+- ``/readyz``: 200 only when the models are loaded and the index is current, else 503;
+- ``/metrics``: Prometheus; ``/docs``: OpenAPI.
+
+CORS is off unless ``FACEGATE_CORS_ORIGINS`` lists origins (comma-separated). TLS: run behind a
+reverse proxy, or pass uvicorn's ``--ssl-keyfile/--ssl-certfile`` (``facegate serve`` forwards
+them).
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from facegate.config import Settings
+from facegate.service import errors, metrics
+from facegate.service.deps import ServiceState
+from facegate.service.inference import InferencePool
+from facegate.service.middleware import ServiceMiddleware
+
+log = logging.getLogger("facegate.service")
+
+
+def _load(settings: Settings) -> ServiceState:
+    """Load the models and open the gallery (which opens and migrates the database)."""
+    from facegate.engine import FaceEngine
+    from facegate.index.gallery import Gallery
+
+    t0 = time.perf_counter()
+    engine = FaceEngine.load(settings)
+    gallery = Gallery(settings, engine)
+    st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery,
+                      pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
+                                         settings.retry_after_s))
+    st.sync_index()
+    log.info("models and gallery loaded in %.1fs (pack %s, index %s)", time.perf_counter() - t0,
+             engine.pack_id, gallery.opened_from)
+    return st
+
+
+def _gallery_gauges(st: ServiceState) -> None:
+    stats = st.gallery.stats()
+    metrics.GALLERY_SUBJECTS.set(stats["subjects"])
+    metrics.GALLERY_TEMPLATES.set(stats["templates_in_index"])
+
+
+async def _sync_loop(st: ServiceState) -> None:
+    while True:
+        await asyncio.sleep(st.settings.index_sync_s)
+        try:
+            await run_in_threadpool(st.sync_index)
+            await run_in_threadpool(_gallery_gauges, st)
+        except Exception:  # logged by sync_index; /readyz turns 503 until a sync succeeds
+            pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+
+    liveness = None
+    if importlib.util.find_spec("facegate.service.routers.liveness") is not None:
+        from facegate.service.routers import liveness   # written separately; uses require("liveness")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        st = await run_in_threadpool(_load, settings)
+        if liveness is not None and hasattr(liveness, "install"):
+            await run_in_threadpool(liveness.install, st)   # sets st.liveness (session store) and its models
+        app.state.facegate = st
+        await run_in_threadpool(_gallery_gauges, st)
+        task = asyncio.create_task(_sync_loop(st))
+        try:
+            yield
+        finally:
+            task.cancel()
+            st.pool.shutdown()
+            await run_in_threadpool(st.gallery.close)
+
+    app = FastAPI(title="facegate", version="1", lifespan=lifespan,
+                  description="Face verification identity service. Every /v1 call needs an X-API-Key header; "
+                              "errors are RFC 9457 problem+json with a stable `code`.")
+    errors.install(app)
+
+    from facegate.service.routers import audit, compare, identify, subjects, verify
+    for module in (subjects, verify, identify, compare, audit):
+        app.include_router(module.router)
+    if liveness is not None:
+        app.include_router(liveness.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request):
+        st: ServiceState | None = getattr(request.app.state, "facegate", None)
+        body = {"ready": False, "models_loaded": bool(st and st.models_loaded), "index_current": False}
+        if st is not None and st.models_loaded:
+            body["index_current"] = st.index_current()
+            body["pack_id"] = st.engine.pack_id
+            if st.sync_error:
+                body["error"] = st.sync_error
+            body["ready"] = body["index_current"]
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def prometheus():
+        data, ctype = metrics.render()
+        return Response(data, media_type=ctype)
+
+    if settings.cors_origins.strip():
+        from fastapi.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["X-API-Key", "Content-Type", "X-Request-Id", "X-Client-Id"])
+    app.add_middleware(ServiceMiddleware, max_request_bytes=settings.max_request_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory facegate.service.app:app_from_env`` (settings from the environment)."""
+    return create_app(Settings.load())

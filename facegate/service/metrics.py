@@ -1,0 +1,49 @@
+"""Prometheus metrics of the service, exposed at ``/metrics``.
+
+With several uvicorn workers each process counts its own requests; a scrape reaches one of
+them. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before ``facegate serve`` to have
+prometheus_client aggregate all workers.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+REQUESTS = Counter("facegate_requests_total", "HTTP requests answered", ["method", "route", "status"])
+REQUEST_SECONDS = Histogram("facegate_request_seconds", "HTTP request latency", ["route"],
+                            buckets=(.005, .01, .025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10))
+STAGE_SECONDS = Histogram("facegate_stage_seconds", "Latency of one pipeline stage",
+                          ["stage"],  # decode | detect | align | embed | search | queue
+                          buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+ERRORS = Counter("facegate_errors_total", "Error answers by stable code", ["code"])
+DECISIONS = Counter("facegate_decisions_total", "Match decisions", ["operation", "decision"])
+GALLERY_SUBJECTS = Gauge("facegate_gallery_subjects", "Subjects in this process's gallery index",
+                         multiprocess_mode="max")
+GALLERY_TEMPLATES = Gauge("facegate_gallery_templates", "Templates in this process's gallery index",
+                          multiprocess_mode="max")
+INFERENCE_PENDING = Gauge("facegate_inference_pending", "Inference jobs running or queued",
+                          multiprocess_mode="livesum")
+
+
+@contextmanager
+def stage(name: str):
+    """Time a block as pipeline stage ``name``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(name).observe(time.perf_counter() - t0)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,53 @@
+"""``POST /v1/identify``: who is this? (1:N over the gallery).
+
+Fields: ``image``, optional ``top_k`` (default ``identify_top_k``) and ``fmr``. Candidates are
+the subjects whose best template scores at or above the threshold, best first; an empty list
+when nobody does. ``decision`` is ``match`` only when the best subject also beats the next one
+by ``identify_margin`` (else ``ambiguous``): the gallery's rule.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from facegate.errors import FacegateError
+from facegate.service import auditing, metrics
+from facegate.service.deps import ServiceState, require, state
+from facegate.service.pipeline import analyse_face
+from facegate.service.schemas import IdentifyOut
+from facegate.service.uploads import image_field, number_field, openapi_body, read_fields
+
+router = APIRouter(tags=["matching"])
+
+
+@router.post("/v1/identify", response_model=IdentifyOut,
+             openapi_extra=openapi_body(("image",), {"top_k": {"type": "integer"}, "fmr": {"type": "number"}},
+                                        ("image",)))
+async def identify(request: Request, key=Depends(require("identify")), st: ServiceState = Depends(state)):
+    s = st.settings
+    try:
+        fields = await read_fields(request, s.max_image_bytes)
+        image = image_field(fields, "image", s.max_image_bytes)
+        top_k = number_field(fields, "top_k", int, s.identify_top_k, 1, 100)
+        fmr = number_field(fields, "fmr", float, None, 1e-7, 0.5)
+
+        def job():
+            face = analyse_face(st.engine, image, policy="single")
+            with metrics.stage("search"):
+                return face, st.gallery.identify(face.embedding, top_k, fmr)
+
+        face, found = await st.pool.run(job)
+    except FacegateError as exc:
+        await auditing.record(st, request, key, "identify", exc.code)
+        raise
+    candidates = [{k: c.get(k) for k in ("subject_id", "score", "face_id", "status")} for c in found["candidates"]]
+    decision_id = auditing.new_decision_id()
+    metrics.DECISIONS.labels("identify", found["decision"]).inc()
+    await auditing.record(st, request, key, "identify", found["decision"], subject_id=found.get("subject_id"),
+                          scores={"candidates": [[c["subject_id"], c["score"]] for c in candidates],
+                                  "best_score": found.get("best_score"), "threshold": found["threshold"],
+                                  "margin": found.get("margin"), "quality": round(face.quality.score, 3)},
+                          detail={"decision_id": decision_id, "top_k": top_k})
+    return {"candidates": candidates, "decision": found["decision"], "subject_id": found.get("subject_id"),
+            "margin": found.get("margin"), "required_margin": found["required_margin"],
+            "threshold": found["threshold"], "fmr": found["fmr"], "quality": face.quality.as_dict(),
+            "decision_id": decision_id, "request_id": request.state.request_id, "pack_id": st.engine.pack_id}
