@@ -29,6 +29,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "model_unavailable": (503, "A required model is not installed."),
     "model_checksum_mismatch": (500, "A model file does not match its manifest checksum."),
     "not_ready": (503, "The service is not ready."),
+    "liveness_session_unknown": (404, "No such liveness session, or it expired."),
+    "liveness_session_expired": (410, "The liveness challenge or result has expired."),
+    "liveness_session_closed": (409, "The liveness session was already judged or used."),
+    "liveness_failed": (422, "The liveness session did not pass or belongs to another subject."),
     "method_not_allowed": (405, "This route does not accept that HTTP method."),
     "internal_error": (500, "An unexpected error occurred; it has been logged."),
 }
