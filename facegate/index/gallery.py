@@ -1,0 +1,338 @@
+"""The gallery: the store (system of record) plus a FAISS index of its templates for 1:N.
+
+    gallery = Gallery(settings, engine)
+    gallery.enrol("P-1001", photo_bytes)              # duplicate check, then store + index
+    gallery.verify("P-1001", probe.embedding)         # 1:1, best over the subject's templates
+    gallery.identify(probe.embedding, top_k=5)        # 1:N, top subjects with a margin rule
+
+The database is the truth. The index is a cache of the engine pack's templates, persisted as a
+snapshot that records the change-log ``seq`` it reflects; opening loads the snapshot and
+replays newer change-log rows, and rebuilds from the database when there is no snapshot, it
+cannot be read, or it disagrees with the database (template count). Index entries are only
+added by replaying the change log, whose rows commit with their templates, so a crash at any
+point loses nothing and duplicates nothing: the next open replays from the snapshot's seq.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facegate.config import Settings
+from facegate.errors import FacegateError
+from facegate.index.store import Store
+from facegate.index.vector_index import KINDS, VectorIndex
+
+log = logging.getLogger(__name__)
+
+SAVE_EVERY_CHANGES = 2000          # snapshot after this many replayed changes (and on close)
+REPLAY_PAGE = 20000
+
+
+def _quality_dict(quality) -> tuple[float | None, dict | None]:
+    if quality is None:
+        return None, None
+    if isinstance(quality, dict):
+        return quality.get("score"), quality
+    d = quality.as_dict()
+    return d.get("score"), d
+
+
+def _unit64(vector: np.ndarray) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float64).reshape(-1)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def exact_scores(templates: list[np.ndarray], probe: np.ndarray) -> np.ndarray:
+    """Cosine of the probe with each stored template, one dot product per template in float64:
+    the same numbers whether a template is scored by 1:1 or inside a 1:N candidate list."""
+    q = _unit64(probe)
+    return np.array([float(np.dot(np.asarray(t, dtype=np.float64), q)) for t in templates])
+
+
+class Gallery:
+    """Store + vector index for one engine (one model pack)."""
+
+    def __init__(self, settings: Settings, engine, store: Store | None = None):
+        self.settings = settings
+        self.engine = engine
+        self.pack_id = engine.pack_id
+        self.store = store or Store.open(settings)
+        self._own_store = store is None
+        self._lock = threading.RLock()
+        self._unsaved = 0
+        self._last_sync = 0.0
+        self.index: VectorIndex
+        self.applied_seq = 0
+        self.opened_from = self._open_index()
+        foreign = {p: n for p, n in self.store.pack_counts().items() if p != self.pack_id}
+        if foreign:
+            log.warning("the store holds %s template(s) of other model packs (%s); they are not searched and "
+                        "verify answers pack_mismatch for subjects that only have those: re-enrol them",
+                        sum(foreign.values()), ", ".join(foreign))
+
+    # ------------------------------------------------------------------ index lifecycle
+    @property
+    def dim(self) -> int:
+        return int(getattr(self.engine.embedder, "dim", 512))
+
+    @property
+    def snapshot_path(self) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.pack_id)
+        return Path(self.settings.data_dir) / "index" / f"{self.store.store_id}-{safe}.faiss"
+
+    def _open_index(self) -> str:
+        """Load the snapshot and catch up, or rebuild; returns how ('snapshot' or 'rebuild: why')."""
+        path = self.snapshot_path
+        if path.exists():
+            try:
+                index, seq = VectorIndex.load(path)
+            except Exception as exc:           # unreadable or truncated snapshot: the DB has everything
+                log.warning("index snapshot %s unreadable (%s); rebuilding from the database", path, exc)
+                return "rebuild: " + self.rebuild(reason="unreadable snapshot")
+            with self.store.snapshot() as conn:
+                last = self.store.last_seq(conn)
+                if seq > last:
+                    return "rebuild: " + self.rebuild(reason=f"snapshot seq {seq} is ahead of the database ({last})")
+                self.index, self.applied_seq = index, seq
+                replayed = self._replay(conn)
+                expected = self.store.count_templates(self.pack_id, conn)
+            if len(self.index) != expected:
+                return "rebuild: " + self.rebuild(
+                    reason=f"snapshot+replay has {len(self.index)} templates, the database {expected}")
+            log.info("index snapshot %s at seq %d, replayed %d change(s)", path, seq, replayed)
+            if replayed:
+                self._unsaved += replayed
+                self.maybe_save(force=replayed >= SAVE_EVERY_CHANGES)
+            return "snapshot"
+        return "rebuild: " + self.rebuild(reason="no snapshot")
+
+    def rebuild(self, reason: str = "requested") -> str:
+        """Build the index from every template in the database, in one consistent read."""
+        t0 = time.perf_counter()
+        with self._lock:
+            with self.store.snapshot() as conn:
+                seq = self.store.last_seq(conn)
+                n = self.store.count_templates(self.pack_id, conn)
+                index = VectorIndex.for_size(self.dim, n, kind=self._index_kind())
+                for ids, vecs in self.store.iter_embeddings(conn, self.pack_id):
+                    index.add(ids, vecs)
+            self.index, self.applied_seq = index, seq
+            self._unsaved = 0
+            self.save()
+        log.info("index rebuilt (%s): %d templates at seq %d in %.2fs", reason, n, seq, time.perf_counter() - t0)
+        return reason
+
+    def _index_kind(self) -> str:
+        kind = (self.settings.index_kind or "auto").strip()
+        if kind != "auto" and kind not in KINDS:
+            log.warning("FACEGATE_INDEX_KIND=%s is not one of auto, %s; using auto", kind, ", ".join(KINDS))
+            return "auto"
+        return kind
+
+    def _replay(self, conn=None) -> int:
+        """Apply change-log rows newer than ``applied_seq``; returns how many were read."""
+        total = 0
+        while True:
+            changes = self.store.changes_since(self.applied_seq, limit=REPLAY_PAGE, conn=conn)
+            if not changes:
+                return total
+            final: dict[int, str] = {}
+            for c in changes:
+                if c["pack_id"] == self.pack_id:
+                    final[int(c["template_id"])] = c["op"]
+            removes = [t for t, op in final.items() if op == "remove"]
+            adds = [t for t, op in final.items() if op == "add"]
+            if removes:
+                self.index.remove(np.asarray(removes, dtype=np.int64))
+            if adds:
+                ids, vecs = self.store.embeddings_by_id(adds, self.pack_id, conn=conn)
+                if len(ids):
+                    self.index.add(ids, vecs)
+            self.applied_seq = int(changes[-1]["seq"])
+            total += len(changes)
+
+    def sync(self) -> int:
+        """Catch up with changes committed by any process (this one, another server, the CLI)."""
+        with self._lock:
+            n = self._replay()
+            self._last_sync = time.monotonic()
+            if n:
+                self._unsaved += n
+                self.maybe_save()
+            return n
+
+    def _sync_if_stale(self) -> None:
+        if time.monotonic() - self._last_sync >= float(getattr(self.settings, "index_sync_s", 1.0)):
+            self.sync()
+
+    def save(self) -> None:
+        with self._lock:
+            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+            self.index.save(self.snapshot_path, self.applied_seq)
+            self._unsaved = 0
+
+    def maybe_save(self, force: bool = False) -> None:
+        if force or self._unsaved >= SAVE_EVERY_CHANGES:
+            self.save()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._unsaved:
+                self.save()
+        if self._own_store:
+            self.store.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ 1:N core
+    def _rank_subjects(self, embedding: np.ndarray, n_subjects: int) -> list[dict]:
+        """Subjects ranked by their best EXACT score (decrypted templates, cosine) against the
+        probe: the index only proposes candidates."""
+        q = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        with self._lock:
+            if len(self.index) == 0:
+                return []
+            k = min(len(self.index), max(4 * n_subjects + 8, 16))
+            _, ids = self.index.search(q, k)
+        face_ids = [int(i) for i in ids[0] if i >= 0]
+        rows = self.store.embeddings_for_subjects_of(face_ids, self.pack_id)
+        if not rows:
+            return []
+        scores = exact_scores([r["embedding"] for r in rows], embedding)
+        best: dict[str, dict] = {}
+        for r, s in zip(rows, scores):
+            cur = best.get(r["subject_id"])
+            if cur is None or s > cur["score"]:
+                best[r["subject_id"]] = {"subject_id": r["subject_id"], "score": float(s), "face_id": r["face_id"],
+                                         "status": r["status"], "name": r["name"]}
+        return sorted(best.values(), key=lambda d: -d["score"])
+
+    def duplicates(self, embedding: np.ndarray, exclude_subject: str | None = None, fmr: float | None = None) -> list[dict]:
+        """Subjects other than ``exclude_subject`` whose templates match the face at the operating point."""
+        out = []
+        for cand in self._rank_subjects(embedding, 5):
+            if cand["subject_id"] == exclude_subject:
+                continue
+            d = self.engine.decide(cand["score"], fmr)
+            if d["match"]:
+                out.append({"subject_id": cand["subject_id"], "score": d["score"], "face_id": cand["face_id"],
+                            "threshold": d["threshold"]})
+        return out
+
+    # ------------------------------------------------------------------ operations
+    def enrol(self, subject_id: str, image_bytes: bytes, source: str = "api", allow_duplicate: bool = False,
+              actor: str = "system") -> dict:
+        """Detect the one face in the photo, check it is not someone else's, store and index it."""
+        face = self.engine.face(image_bytes, policy="single", min_face_px=self.settings.min_enrol_face_px)
+        return self.enrol_embedding(subject_id, face.embedding, face.quality, source=source,
+                                    allow_duplicate=allow_duplicate, image=image_bytes, actor=actor)
+
+    def enrol_embedding(self, subject_id: str, embedding: np.ndarray, quality=None, source: str = "api",
+                        allow_duplicate: bool = False, image: bytes | None = None, actor: str = "system",
+                        import_item: dict | None = None) -> dict:
+        """Enrol an embedding made by this gallery's engine (pack) from a checked photo."""
+        self.store.get_subject(subject_id)                 # unknown_subject before any search
+        self.sync()
+        dups = self.duplicates(embedding, exclude_subject=subject_id)
+        if dups and not allow_duplicate:
+            top = dups[0]
+            self.store.audit(actor=actor, operation="template.add", outcome="duplicate_blocked", subject_id=subject_id,
+                             scores={"duplicate_of": [{"subject_id": d["subject_id"], "score": d["score"]} for d in dups]},
+                             detail={"source": source})
+            raise FacegateError(
+                "duplicate_identity",
+                f"this face matches subject {top['subject_id']!r} (score {top['score']:.3f} >= threshold "
+                f"{top['threshold']:.3f}); one person may not hold two identities. Check the case, or enrol "
+                "with allow_duplicate (CLI --allow-duplicate) if they are different people.",
+                subject_id=subject_id, duplicate_of=dups)
+        score, detail = _quality_dict(quality)
+        rec = self.store.add_template(subject_id, embedding, self.pack_id, quality=score, quality_detail=detail,
+                                      source=source, image=image, import_item=import_item, actor=actor,
+                                      audit_detail={"duplicate_of": [d["subject_id"] for d in dups]} if dups else None)
+        self.sync()
+        return {"face_id": rec["face_id"], "subject_id": subject_id, "quality": detail, "pack_id": self.pack_id,
+                "duplicate_of": dups}
+
+    def verify(self, subject_id: str, embedding: np.ndarray, fmr: float | None = None) -> dict:
+        """1:1 against the subject's templates (best score), from the database directly."""
+        tmpl = self.store.subject_templates(subject_id, self.pack_id)
+        scores = exact_scores([e for _, e in tmpl], embedding)
+        i = int(np.argmax(scores))
+        return self.engine.decide(float(scores[i]), fmr) | {"face_id": tmpl[i][0], "subject_id": subject_id,
+                                                             "templates": len(tmpl)}
+
+    def identify(self, embedding: np.ndarray, top_k: int = 5, fmr: float | None = None) -> dict:
+        """1:N: the top-k subjects above the threshold (each once, exact calibrated scores).
+
+        ``decision``: ``match`` when the best subject is above the threshold and beats the
+        second-best subject (above the threshold or not) by at least ``identify_margin``;
+        ``ambiguous`` when it is above the threshold but the margin is smaller; ``no_match``
+        when nobody is above the threshold (then ``candidates`` is empty)."""
+        self._sync_if_stale()
+        ranked = self._rank_subjects(embedding, max(int(top_k), 2))
+        op = self.engine.decide(0.0, fmr)
+        threshold = op["threshold"]
+        above = [r for r in ranked if r["score"] >= threshold]
+        margin = ranked[0]["score"] - ranked[1]["score"] if len(ranked) >= 2 else None
+        required = float(self.settings.identify_margin)
+        if not above:
+            decision = "no_match"
+        elif margin is not None and margin < required:
+            decision = "ambiguous"
+        else:
+            decision = "match"
+        return {
+            "decision": decision,
+            "subject_id": above[0]["subject_id"] if decision == "match" else None,
+            "candidates": [{"subject_id": r["subject_id"], "score": round(r["score"], 6), "face_id": r["face_id"],
+                            "status": r["status"]} for r in above[:top_k]],
+            "threshold": threshold, "fmr": op["fmr"],
+            "margin": None if margin is None else round(margin, 6), "required_margin": required,
+            "best_score": round(ranked[0]["score"], 6) if ranked else None,
+            "pack_id": self.pack_id,
+        }
+
+    def erase(self, subject_id: str, actor: str = "system", reason: str | None = None) -> dict:
+        """Erase a subject: templates, index entries (and the snapshot on disk), journal rows."""
+        out = self.store.erase_subject(subject_id, actor=actor, reason=reason)
+        self._after_removal()
+        return out
+
+    def delete_subject(self, subject_id: str, actor: str = "system", reason: str | None = None) -> dict:
+        out = self.store.delete_subject(subject_id, actor=actor, reason=reason)
+        self._after_removal()
+        return out
+
+    def delete_template(self, face_id: int, actor: str = "system", subject_id: str | None = None) -> dict:
+        out = self.store.delete_template(face_id, actor=actor, subject_id=subject_id)
+        self._after_removal()
+        return out
+
+    def _after_removal(self) -> None:
+        # The snapshot on disk still holds the removed vectors: rewrite it now.
+        with self._lock:
+            self.sync()
+            self.save()
+
+    def stats(self) -> dict:
+        with self._lock:
+            self.sync()
+            in_db = self.store.count_templates(self.pack_id)
+            return {
+                "pack_id": self.pack_id, "backend": self.store.backend, "store_id": self.store.store_id,
+                "subjects": self.store.count_subjects(), "templates_in_db": in_db, "templates_in_index": len(self.index),
+                "consistent": len(self.index) == in_db, "applied_seq": self.applied_seq,
+                "last_seq": self.store.last_seq(), "other_packs": {p: n for p, n in self.store.pack_counts().items()
+                                                                   if p != self.pack_id},
+                "snapshot": str(self.snapshot_path), "opened_from": self.opened_from, "index": self.index.stats(),
+            }
