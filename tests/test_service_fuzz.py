@@ -71,6 +71,8 @@ payloads = st.one_of(
 
 def assert_client_error(resp: httpx.Response) -> None:
     assert resp.status_code < 500, (resp.status_code, resp.text[:500])
+    if resp.status_code == 400 and resp.text == "Invalid HTTP request received.":
+        return  # refused by uvicorn's HTTP parser (e.g. a control character in a header) before the app
     if resp.status_code >= 400:
         assert resp.headers["content-type"].startswith("application/problem+json"), resp.text[:200]
         assert "Traceback" not in resp.text

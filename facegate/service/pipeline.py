@@ -7,7 +7,12 @@ threads use at once.
 """
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
 
 from facegate.engine import MIN_QUALITY, Face, FaceEngine
 from facegate.errors import FacegateError
@@ -15,14 +20,44 @@ from facegate.models.alignment import align_face
 from facegate.models.quality import assess
 from facegate.service import metrics
 
+log = logging.getLogger("facegate.service")
+
+
+# No face fits in an image whose shorter side is below MTCNN's smallest window.
+MIN_IMAGE_SIDE = 12
+
+
+def decode_checked(engine: FaceEngine, image: bytes) -> np.ndarray:
+    """Decode with the engine's limits and refuse images too thin to hold a face."""
+    bgr = engine.decode(image)
+    if min(bgr.shape[:2]) < MIN_IMAGE_SIDE:
+        raise FacegateError("no_face", f"the image is {bgr.shape[1]}x{bgr.shape[0]} px: too small to hold a face")
+    return bgr
+
 
 def analyse_face(engine: FaceEngine, image: bytes, policy: str = "single", min_face_px: int | None = None,
                  min_quality: float | None = MIN_QUALITY, detect_min_face: int | None = None) -> Face:
     """The one embedded face in ``image``; records decode/detect/align/embed latencies."""
+    with image_processing():
+        return _analyse(engine, image, policy, min_face_px, min_quality, detect_min_face)
+
+
+@contextmanager
+def image_processing():
+    """OpenCV refusing a degenerate input is the input's fault: ``unsupported_image``, not a 500."""
+    try:
+        yield
+    except cv2.error as exc:
+        log.warning("image processing failed: %s", str(exc).strip()[:300])
+        raise FacegateError("unsupported_image", "the image could not be processed")
+
+
+def _analyse(engine, image, policy, min_face_px, min_quality, detect_min_face) -> Face:
     if not hasattr(engine, "_select") or not hasattr(engine, "embedder"):
+        decode_checked(engine, image)
         return engine.face(image, policy=policy, min_face_px=min_face_px, min_quality=min_quality)
     t0 = time.perf_counter()
-    bgr = engine.decode(image)
+    bgr = decode_checked(engine, image)
     t1 = time.perf_counter()
     metrics.STAGE_SECONDS.labels("decode").observe(t1 - t0)
     dets = engine._select(engine.detect(bgr, detect_min_face), bgr.shape, policy)

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from facegate.errors import FacegateError
 from facegate.service import auditing
 from facegate.service.deps import ServiceState, require, state
+from facegate.service.pipeline import decode_checked, image_processing
 from facegate.service.schemas import EnrolOut, SubjectCreate, SubjectOut, SubjectUpdate
 from facegate.service.uploads import image_field, openapi_body, read_fields, text_field
 
@@ -102,8 +103,14 @@ async def enrol_face(request: Request, subject_id: str = SubjectId, key=Depends(
         source = text_field(fields, "source", max_len=200) or f"api:{key.key_id}"
         allow_duplicate = _truthy(fields.get("allow_duplicate"))
         await run_in_threadpool(st.gallery.store.get_subject, subject_id)   # unknown_subject before inference
-        enrolled = await st.pool.run(st.gallery.enrol, subject_id, image, source=source,
-                                     allow_duplicate=allow_duplicate, actor=key.actor)
+
+        def job():
+            with image_processing():
+                decode_checked(st.engine, image)
+                return st.gallery.enrol(subject_id, image, source=source, allow_duplicate=allow_duplicate,
+                                        actor=key.actor)
+
+        enrolled = await st.pool.run(job)
     except FacegateError as exc:
         dups = exc.detail.get("duplicate_of") or []
         await auditing.record(st, request, key, "api.face.enrol", exc.code, subject_id=subject_id,
