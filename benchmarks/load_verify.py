@@ -2,10 +2,11 @@
 
 For each worker count it starts a server (temporary data directory, keys from the CLI), enrols
 one LFW subject, then sends ``--requests`` verifications (genuine probe) at each concurrency
-level with an async httpx client and reports throughput and p50/p95/p99 latency. Before any
-server runs it times the bare engine on the same probe in this process (decode, detect, align,
-embed + cosine against the enrolled template): the service's overhead is its single-client
-median latency over that median.
+level with an async httpx client and reports throughput and p50/p95/p99 latency. It also times
+the bare engine on the same probe in this process (decode, detect, align,
+embed + cosine against the enrolled template) interleaved call by call with single-client
+service calls, so both see the same load from other processes: the service's overhead is
+the difference of the medians over the bare median.
 
     python benchmarks/load_verify.py --workers 1,2 --concurrency 1,2,4,8 --requests 60
 
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -38,22 +40,68 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def bare_engine(enrol: bytes, probe: bytes, n: int) -> dict:
-    """Median time of the engine alone: probe -> face -> cosine with the enrolled embedding."""
-    from facegate.config import Settings
-    from facegate.engine import FaceEngine
+ENGINE_STAGES = ("decode", "detect", "align", "embed")
 
-    engine = FaceEngine.load(Settings.load())
-    ref = engine.face(enrol, policy="single").embedding
-    for _ in range(3):
-        engine.face(probe, policy="single")
-    times = []
-    for _ in range(n):
+
+def scrape(url: str) -> dict:
+    """Sums and counts of the service's own latency histograms (all workers)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out: dict = {}
+    for m in re.finditer(r'^facegate_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$', text, re.M):
+        out[(m[2], m[1])] = float(m[3])
+    for m in re.finditer(r'^facegate_request_seconds_(sum|count)\{route="/v1/verify"\} (\S+)$', text, re.M):
+        out[("request", m[1])] = float(m[2])
+    return out
+
+
+def server_side(before: dict, after: dict) -> dict:
+    """Per verify request, measured inside the server: the whole request, the engine's stages, and the rest."""
+    n = after.get(("request", "count"), 0) - before.get(("request", "count"), 0)
+    if not n:
+        return {}
+    mean = {k: 1000 * (after.get((k, "sum"), 0) - before.get((k, "sum"), 0)) / n
+            for k in {k for k, _ in after}}
+    engine = sum(mean.get(k, 0) for k in ENGINE_STAGES)
+    return {"requests": int(n), "request_mean_ms": mean["request"], "engine_mean_ms": engine,
+            "stages_mean_ms": {k: round(v, 2) for k, v in sorted(mean.items()) if k != "request"},
+            "overhead_pct": 100 * (mean["request"] - engine) / engine}
+
+
+class BareEngine:
+    """The engine alone in this process: probe -> face -> cosine with the enrolled embedding."""
+
+    def __init__(self, enrol: bytes):
+        from facegate.config import Settings
+        from facegate.engine import FaceEngine
+
+        self.engine = FaceEngine.load(Settings.load())
+        self.ref = self.engine.face(enrol, policy="single").embedding
+
+    def call(self, probe: bytes) -> float:
         t0 = time.perf_counter()
-        face = engine.face(probe, policy="single")
-        engine.decide(engine.similarity(face.embedding, ref))
-        times.append(time.perf_counter() - t0)
-    return {"n": n, "p50_ms": 1000 * statistics.median(times), "mean_ms": 1000 * statistics.fmean(times)}
+        face = self.engine.face(probe, policy="single")
+        self.engine.decide(self.engine.similarity(face.embedding, self.ref))
+        return time.perf_counter() - t0
+
+
+def overhead(bare: BareEngine, url: str, key: str, subject: str, probe: bytes, n: int) -> dict:
+    """Bare engine and service calls interleaved one by one, so both see the same machine load
+    (other processes share the CPU): medians and the service's overhead over the engine."""
+    b, s = [], []
+    with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
+        for i in range(n + 3):
+            tb = bare.call(probe)
+            t0 = time.perf_counter()
+            r = client.post("/v1/verify", data={"subject_id": subject}, files={"image": ("p.jpg", probe, "image/jpeg")})
+            ts = time.perf_counter() - t0
+            r.raise_for_status()
+            if i >= 3:
+                b.append(tb)
+                s.append(ts)
+    pb, ps = statistics.median(b), statistics.median(s)
+    return {"n": n, "bare_p50_ms": 1000 * pb, "service_p50_ms": 1000 * ps,
+            "overhead_pct": 100 * (ps - pb) / pb,
+            "paired_overhead_pct_p50": 100 * statistics.median([(y - x) / x for x, y in zip(b, s)])}
 
 
 def free_port() -> int:
@@ -68,13 +116,17 @@ def facegate(env, *args) -> str:
 
 
 class SpawnedServer:
-    def __init__(self, workers: int, concurrency: int, queue: int):
+    def __init__(self, workers: int, concurrency: int, queue: int, intra_op_threads: int = 0):
         self.tmp = tempfile.TemporaryDirectory(prefix="facegate-bench-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "FACEGATE_DATA_DIR": self.tmp.name, "FACEGATE_RATE_LIMIT_PER_MINUTE": "1000000",
-                    "FACEGATE_INFERENCE_CONCURRENCY": str(concurrency), "FACEGATE_INFERENCE_QUEUE": str(queue)}
+                    "FACEGATE_INFERENCE_CONCURRENCY": str(concurrency), "FACEGATE_INFERENCE_QUEUE": str(queue),
+                    "FACEGATE_INTRA_OP_THREADS": str(intra_op_threads)}
         self.env.pop("FACEGATE_DATABASE_URL", None)
+        metrics_dir = Path(self.tmp.name) / "metrics"
+        metrics_dir.mkdir()
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)   # /metrics sums all workers
         self.admin = json.loads(facegate(self.env, "keys", "create", "--role", "admin", "--json"))["key"]
         self.kiosk = json.loads(facegate(self.env, "keys", "create", "--role", "kiosk", "--json"))["key"]
         self.proc = subprocess.Popen([sys.executable, "-m", "facegate", "serve", "--port", str(self.port),
@@ -144,9 +196,11 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,2,4,8", help="concurrent clients")
     ap.add_argument("--requests", type=int, default=60, help="verifications per concurrency level")
     ap.add_argument("--max-seconds", type=float, default=60, help="cap per concurrency level")
-    ap.add_argument("--bare", type=int, default=40, help="bare engine calls for the baseline")
+    ap.add_argument("--bare", type=int, default=40, help="interleaved bare-engine / service call pairs")
     ap.add_argument("--inference-concurrency", type=int, default=2)
     ap.add_argument("--inference-queue", type=int, default=64)
+    ap.add_argument("--intra-op-threads", type=int, default=0, help="onnxruntime threads per session in the server "
+                    "(0 = all cores)")
     ap.add_argument("--url", help="benchmark this running server instead of starting servers")
     ap.add_argument("--key", help="kiosk key for --url")
     ap.add_argument("--subject", help="enrolled subject for --url")
@@ -157,40 +211,56 @@ def main() -> int:
     probe = (LFW / PERSON / f"{PERSON}_0002.jpg").read_bytes()
     levels = [int(c) for c in args.concurrency.split(",")]
     results = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-               "cpus": os.cpu_count(), "bare_engine": bare_engine(enrol, probe, args.bare), "runs": []}
-    print(f"bare engine: p50 {results['bare_engine']['p50_ms']:.1f} ms over {args.bare} calls", flush=True)
+               "cpus": os.cpu_count(), "args": vars(args), "runs": [], "overhead": {}}
+    bare = BareEngine(enrol)
 
     if args.url:
+        results["overhead"]["given"] = overhead(bare, args.url, args.key, args.subject, probe, args.bare)
         for c in levels:
             r = asyncio.run(load(args.url, args.key, args.subject, probe, c, args.requests, args.max_seconds))
             results["runs"].append({"workers": None, **r})
             print(json.dumps(results["runs"][-1]), flush=True)
     else:
         for w in [int(x) for x in args.workers.split(",")]:
-            server = SpawnedServer(w, args.inference_concurrency, args.inference_queue)
+            server = SpawnedServer(w, args.inference_concurrency, args.inference_queue, args.intra_op_threads)
             try:
                 server.enrol("P-BENCH", enrol)
+                results["overhead"][str(w)] = overhead(bare, server.url, server.kiosk, "P-BENCH", probe, args.bare)
+                print(json.dumps({"workers": w, "overhead": results["overhead"][str(w)]}), flush=True)
                 for c in levels:
+                    before = scrape(server.url)
                     r = asyncio.run(load(server.url, server.kiosk, "P-BENCH", probe, c, args.requests, args.max_seconds))
+                    r["server_side"] = server_side(before, scrape(server.url))
                     results["runs"].append({"workers": w, **r})
                     print(json.dumps(results["runs"][-1]), flush=True)
             finally:
                 server.stop()
     results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    one = [r for r in results["runs"] if r["concurrency"] == 1]
-    if one:
-        base = results["bare_engine"]["p50_ms"]
-        results["overhead_pct"] = {str(r["workers"]): round(100 * (r["p50_ms"] - base) / base, 1) for r in one}
 
     print()
-    print(f"bare engine p50 {results['bare_engine']['p50_ms']:.1f} ms; {results['uptime_before']}")
+    print(f"before: {results['uptime_before']}\nafter:  {results['uptime_after']}")
     print("| workers | clients | ok/sent | req/s | p50 ms | p95 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         print(f"| {r['workers']} | {r['concurrency']} | {r['ok']}/{r['requests']} | {r['throughput_rps']:.1f} | "
               f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} |")
-    if "overhead_pct" in results:
-        print(f"service overhead over the bare engine at 1 client (p50): {results['overhead_pct']} %")
+    print()
+    print("Inside the server, per request (means; engine = decode+detect+align+embed):")
+    print("| workers | clients | request ms | engine ms | rest ms | overhead | stages ms |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        ss = r.get("server_side") or {}
+        if ss:
+            print(f"| {r['workers']} | {r['concurrency']} | {ss['request_mean_ms']:.1f} | {ss['engine_mean_ms']:.1f} | "
+                  f"{ss['request_mean_ms'] - ss['engine_mean_ms']:.1f} | {ss['overhead_pct']:+.1f} % | "
+                  f"{json.dumps(ss['stages_mean_ms'])} |")
+    print()
+    print("Interleaved with the bare engine in the benchmark process (1 client):")
+    print("| workers | bare engine p50 ms | service p50 ms (1 client) | overhead (p50s) | overhead (paired, p50) |")
+    print("|---|---|---|---|---|")
+    for w, o in results["overhead"].items():
+        print(f"| {w} | {o['bare_p50_ms']:.1f} | {o['service_p50_ms']:.1f} | {o['overhead_pct']:+.1f} % | "
+              f"{o['paired_overhead_pct_p50']:+.1f} % |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -49,6 +49,7 @@ class Settings:
     identify_top_k: int = 5
     retry_after_s: int = 1                # Retry-After on 503 overloaded
     index_sync_s: float = 2.0             # how often a server re-reads gallery changes from the database
+    key_cache_s: float = 5.0              # a server re-reads an API key (revocation) at least this often
     liveness_seed: int | None = None      # tests only: deterministic challenges
     liveness_pad: str = "auto"            # passive PAD: auto | none | comma list of fr_liveness, minifasnet
     liveness_pad_threshold: float = 0.5   # P(live) of the weakest PAD family needed to pass

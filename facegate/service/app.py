@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from facegate.config import Settings
 from facegate.service import errors, metrics
+from facegate.service.auth import KeyCache
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
@@ -43,7 +44,8 @@ def _load(settings: Settings) -> ServiceState:
     gallery = Gallery(settings, engine)
     st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery,
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
-                                         settings.retry_after_s))
+                                         settings.retry_after_s),
+                      keys=KeyCache(settings.key_cache_s))
     st.sync_index()
     log.info("models and gallery loaded in %.1fs (pack %s, index %s)", time.perf_counter() - t0,
              engine.pack_id, gallery.opened_from)

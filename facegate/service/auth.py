@@ -124,6 +124,35 @@ def authenticate(db: sa.Engine, presented: str | None) -> ApiKey:
     return _row_to_key(row)
 
 
+class KeyCache:
+    """Recently authenticated keys by hash, so most requests skip the database; a revocation
+    takes effect within ``ttl`` seconds."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._keys: dict[str, tuple[ApiKey, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, presented: str | None) -> ApiKey | None:
+        if not presented or self.ttl <= 0:
+            return None
+        h = hash_key(presented)
+        with self._lock:
+            hit = self._keys.get(h)
+            if hit is None or hit[1] < time.monotonic():
+                self._keys.pop(h, None)
+                return None
+            return hit[0]
+
+    def put(self, presented: str, key: ApiKey) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[hash_key(presented)] = (key, time.monotonic() + self.ttl)
+
+
 class RateLimiter:
     """Token bucket per key: ``limit`` requests per minute, bursts up to ``limit``.
 

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
-from facegate.service import auth
-from facegate.service.auth import ApiKey, RateLimiter
+from facegate.service import auth, metrics
+from facegate.service.auth import ApiKey, KeyCache, RateLimiter
 from facegate.service.inference import InferencePool
 
 log = logging.getLogger("facegate.service")
@@ -33,6 +33,7 @@ class ServiceState:
     gallery: object = None
     pool: InferencePool | None = None
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
     liveness: object = None        # optional: liveness session store, see routers/verify.py
     last_sync: float = 0.0
     sync_error: str | None = None
@@ -77,7 +78,12 @@ def require(permission: str):
     """Dependency: a valid ``X-API-Key`` whose role grants ``permission``, within its rate limit."""
 
     async def dependency(request: Request, st: ServiceState = Depends(state)) -> ApiKey:
-        key = await run_in_threadpool(auth.authenticate, st.db, request.headers.get("x-api-key"))
+        presented = request.headers.get("x-api-key")
+        key = st.keys.get(presented)
+        if key is None:
+            with metrics.stage("auth"):
+                key = await run_in_threadpool(auth.authenticate, st.db, presented)
+            st.keys.put(presented, key)
         request.state.key = key
         st.limiter.take(key.key_id, key.rate_limit_per_minute or st.settings.rate_limit_per_minute)
         if not auth.may(key.role, permission):

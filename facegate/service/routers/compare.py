@@ -31,23 +31,29 @@ async def compare(request: Request, key=Depends(require("compare")), st: Service
         image_b = image_field(fields, "image_b", s.max_image_bytes)
         fmr = number_field(fields, "fmr", float, None, 1e-7, 0.5)
 
+        who = auditing.caller(request, key)
+
         def job():
             live = analyse_face(st.engine, image_a, policy="single")
             doc = analyse_face(st.engine, image_b, policy="largest", min_face_px=s.min_document_face_px,
                                min_quality=None, detect_min_face=min(s.min_face_px, s.min_document_face_px))
-            return live, doc
+            return answer(st, who, live, doc, fmr)
 
-        live, doc = await st.pool.run(job)
+        return await st.pool.run(job)
     except FacegateError as exc:
         await auditing.record(st, request, key, "compare", exc.code)
         raise
+
+
+def answer(st: ServiceState, who: auditing.Caller, live, doc, fmr: float | None) -> dict:
+    """The decision, audited before it is returned."""
     score = st.engine.similarity(live.embedding, doc.embedding)
-    result = decide(st.engine, s, score, min(live.quality.score, doc.quality.score), fmr)
+    result = decide(st.engine, st.settings, score, min(live.quality.score, doc.quality.score), fmr)
     decision_id = auditing.new_decision_id()
     metrics.DECISIONS.labels("compare", result["decision"]).inc()
-    await auditing.record(st, request, key, "compare", result["decision"],
-                          scores={"score": result["score"], "threshold": result["threshold"],
-                                  "quality_a": round(live.quality.score, 3), "quality_b": round(doc.quality.score, 3)},
-                          detail={"decision_id": decision_id, "review_reasons": result["review_reasons"]})
+    auditing.write(st, who, "compare", result["decision"],
+                   scores={"score": result["score"], "threshold": result["threshold"],
+                           "quality_a": round(live.quality.score, 3), "quality_b": round(doc.quality.score, 3)},
+                   detail={"decision_id": decision_id, "review_reasons": result["review_reasons"]})
     return {**result, "quality_a": live.quality.as_dict(), "quality_b": doc.quality.as_dict(),
-            "decision_id": decision_id, "request_id": request.state.request_id, "pack_id": st.engine.pack_id}
+            "decision_id": decision_id, "request_id": who.request_id, "pack_id": st.engine.pack_id}

@@ -30,24 +30,31 @@ async def identify(request: Request, key=Depends(require("identify")), st: Servi
         top_k = number_field(fields, "top_k", int, s.identify_top_k, 1, 100)
         fmr = number_field(fields, "fmr", float, None, 1e-7, 0.5)
 
+        who = auditing.caller(request, key)
+
         def job():
             face = analyse_face(st.engine, image, policy="single")
             with metrics.stage("search"):
-                return face, st.gallery.identify(face.embedding, top_k, fmr)
+                found = st.gallery.identify(face.embedding, top_k, fmr)
+            return answer(st, who, face, found, top_k)
 
-        face, found = await st.pool.run(job)
+        return await st.pool.run(job)
     except FacegateError as exc:
         await auditing.record(st, request, key, "identify", exc.code)
         raise
+
+
+def answer(st: ServiceState, who: auditing.Caller, face, found: dict, top_k: int) -> dict:
+    """The candidates, audited before they are returned."""
     candidates = [{k: c.get(k) for k in ("subject_id", "score", "face_id", "status")} for c in found["candidates"]]
     decision_id = auditing.new_decision_id()
     metrics.DECISIONS.labels("identify", found["decision"]).inc()
-    await auditing.record(st, request, key, "identify", found["decision"], subject_id=found.get("subject_id"),
-                          scores={"candidates": [[c["subject_id"], c["score"]] for c in candidates],
-                                  "best_score": found.get("best_score"), "threshold": found["threshold"],
-                                  "margin": found.get("margin"), "quality": round(face.quality.score, 3)},
-                          detail={"decision_id": decision_id, "top_k": top_k})
+    auditing.write(st, who, "identify", found["decision"], subject_id=found.get("subject_id"),
+                   scores={"candidates": [[c["subject_id"], c["score"]] for c in candidates],
+                           "best_score": found.get("best_score"), "threshold": found["threshold"],
+                           "margin": found.get("margin"), "quality": round(face.quality.score, 3)},
+                   detail={"decision_id": decision_id, "top_k": top_k})
     return {"candidates": candidates, "decision": found["decision"], "subject_id": found.get("subject_id"),
             "margin": found.get("margin"), "required_margin": found["required_margin"],
             "threshold": found["threshold"], "fmr": found["fmr"], "quality": face.quality.as_dict(),
-            "decision_id": decision_id, "request_id": request.state.request_id, "pack_id": st.engine.pack_id}
+            "decision_id": decision_id, "request_id": who.request_id, "pack_id": st.engine.pack_id}

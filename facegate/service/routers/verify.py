@@ -7,6 +7,7 @@ point). The answer is ``match`` / ``no_match`` / ``manual_review`` (see
 """
 from __future__ import annotations
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 
 from facegate.errors import FacegateError
@@ -18,6 +19,15 @@ from facegate.service.schemas import VerifyOut
 from facegate.service.uploads import image_field, number_field, openapi_body, read_fields, text_field
 
 router = APIRouter(tags=["matching"])
+
+
+def subject_status(db, subject_id: str) -> str:
+    from facegate.index.schema import subjects
+    with db.connect() as conn:
+        status = conn.execute(sa.select(subjects.c.status).where(subjects.c.subject_id == subject_id)).scalar()
+    if status is None:
+        raise FacegateError("unknown_subject", f"no subject {subject_id!r}", subject_id=subject_id)
+    return status
 
 
 def check_liveness(st: ServiceState, session_id: str | None, key) -> dict | None:
@@ -63,18 +73,26 @@ async def verify(request: Request, key=Depends(require("verify")), st: ServiceSt
         fmr = number_field(fields, "fmr", float, None, 1e-7, 0.5)
         liveness = check_liveness(st, text_field(fields, "liveness_session_id", max_len=128), key)
 
+        who = auditing.caller(request, key)
+
         def job():
-            status = st.gallery.store.get_subject(subject_id)["status"]  # unknown_subject before inference
+            with metrics.stage("search"):   # unknown_subject before any inference
+                status = subject_status(st.db, subject_id)
             face = analyse_face(st.engine, image, policy="single")
             with metrics.stage("search"):
                 match = st.gallery.verify(subject_id, face.embedding, fmr)
-            return status, face, match
+            return answer(st, who, subject_id, face, match, status, fmr, liveness)
 
-        status, face, match = await st.pool.run(job)
+        return await st.pool.run(job)
     except FacegateError as exc:
         await auditing.record(st, request, key, "verify", exc.code, subject_id=subject_id)
         raise
-    result = decide(st.engine, s, match["score"], face.quality.score, fmr, subject_status=status)
+
+
+def answer(st: ServiceState, who: auditing.Caller, subject_id: str, face, match: dict, status: str,
+           fmr: float | None, liveness: dict | None) -> dict:
+    """The decision, audited before it is returned."""
+    result = decide(st.engine, st.settings, match["score"], face.quality.score, fmr, subject_status=status)
     live_reasons = liveness_reasons(st, liveness, face.embedding)
     if live_reasons:
         result.update(match=False, decision="manual_review", review_reasons=result["review_reasons"] + live_reasons)
@@ -82,12 +100,12 @@ async def verify(request: Request, key=Depends(require("verify")), st: ServiceSt
         liveness = {k: v for k, v in liveness.items() if k in ("session_id", "passed", "score", "reason", "checks")}
     decision_id = auditing.new_decision_id()
     metrics.DECISIONS.labels("verify", result["decision"]).inc()
-    await auditing.record(st, request, key, "verify", result["decision"], subject_id=subject_id,
-                          scores={"score": result["score"], "threshold": result["threshold"],
-                                  "quality": round(face.quality.score, 3)},
-                          detail={"decision_id": decision_id, "face_id": match.get("face_id"),
-                                  "review_reasons": result["review_reasons"],
-                                  "liveness_session_id": liveness and liveness.get("session_id")})
+    auditing.write(st, who, "verify", result["decision"], subject_id=subject_id,
+                   scores={"score": result["score"], "threshold": result["threshold"],
+                           "quality": round(face.quality.score, 3)},
+                   detail={"decision_id": decision_id, "face_id": match.get("face_id"),
+                           "review_reasons": result["review_reasons"],
+                           "liveness_session_id": liveness and liveness.get("session_id")})
     return {**result, "quality": face.quality.as_dict(), "subject_id": subject_id, "face_id": match.get("face_id"),
-            "liveness": liveness, "decision_id": decision_id, "request_id": request.state.request_id,
+            "liveness": liveness, "decision_id": decision_id, "request_id": who.request_id,
             "pack_id": st.engine.pack_id}
