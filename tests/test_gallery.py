@@ -193,3 +193,37 @@ def test_templates_of_another_pack_are_never_compared(gallery_env, faces):
         g2.verify("old", faces["Laura_Bush"][1][1])
     assert e.value.code == "pack_mismatch" and "re-enrol" in e.value.message.lower()
     assert g2.identify(faces["Laura_Bush"][1][1])["candidates"] == []
+
+
+def test_photos_are_kept_only_when_enabled_and_then_encrypted(tmp_path, engine, faces):
+    from facegate.index.gallery import Gallery
+    photo = faces["Jacques_Chirac"][0][0]
+    off = Gallery(make_settings(tmp_path / "off", ""), engine)
+    off.store.add_subject("P-1")
+    off.enrol("P-1", photo)
+    assert off.store.list_templates("P-1")[0]["image_stored"] is False
+    off.close()
+    on = Gallery(make_settings(tmp_path / "on", "", store_images=True), engine)
+    on.store.add_subject("P-1")
+    on.enrol("P-1", photo)
+    assert on.store.list_templates("P-1")[0]["image_stored"] is True
+    on.store.checkpoint()
+    raw = (tmp_path / "on" / "facegate.db").read_bytes()
+    assert photo[:32] not in raw and photo[1000:1032] not in raw
+    on.close()
+
+
+def test_pack_change_re_enrols_from_kept_photos(tmp_path, engine, faces):
+    from facegate.index.gallery import Gallery
+    g = Gallery(make_settings(tmp_path / "d", "", store_images=True), engine)
+    photo, emb = faces["Andre_Agassi"][0]
+    g.store.add_subject("P-1")
+    g.store.add_template("P-1", emb, "retired-pack", image=photo)     # made by the previous pack
+    with pytest.raises(FacegateError) as e:
+        g.verify("P-1", faces["Andre_Agassi"][1][1])
+    assert e.value.code == "pack_mismatch"
+    res = g.reenrol_from_photos()
+    assert res["reenrolled"] == 1 and res["failed"] == []
+    assert g.verify("P-1", faces["Andre_Agassi"][1][1])["match"]
+    assert g.reenrol_from_photos()["reenrolled"] == 0                  # done once
+    g.close()

@@ -128,6 +128,10 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_index_rebuild)
     p = _with_json(isub.add_parser("stats", help="index and database counts, consistency, snapshot"))
     p.set_defaults(func=cmd_index_stats)
+    p = _with_json(isub.add_parser("reenrol", help="after a model-pack change: re-embed the stored photos "
+                                                   "(FACEGATE_STORE_IMAGES=1) of other packs' templates"))
+    p.add_argument("--subject", help="only this subject")
+    p.set_defaults(func=cmd_index_reenrol)
 
 
 def register_key_rotation(ks) -> None:
@@ -299,6 +303,17 @@ def cmd_index_stats(args) -> int:
     if st["other_packs"]:
         text += f"\ntemplates of other packs (not searched, re-enrol): {st['other_packs']}"
     _out(args, st, text)
+    return 0
+
+
+def cmd_index_reenrol(args) -> int:
+    with _gallery() as g:
+        res = g.reenrol_from_photos(args.subject, actor=_actor())
+    text = f"re-enrolled {res['reenrolled']} photo(s) with pack {res['pack_id']}; {len(res['failed'])} failed"
+    if res["other_pack_templates"]:
+        text += (f"\ntemplates of other packs remain: {res['other_pack_templates']} (subjects without a stored photo "
+                 "must be re-enrolled from a new photo; erase old templates when done)")
+    _out(args, res, text)
     return 0
 
 

@@ -155,6 +155,8 @@ class Gallery:
                     self.index.add(ids, vecs)
             self.applied_seq = int(changes[-1]["seq"])
             total += len(changes)
+            if len(changes) < REPLAY_PAGE:
+                return total
 
     def sync(self) -> int:
         """Catch up with changes committed by any process (this one, another server, the CLI)."""
@@ -241,7 +243,7 @@ class Gallery:
                         allow_duplicate: bool = False, image: bytes | None = None, actor: str = "system",
                         import_item: dict | None = None) -> dict:
         """Enrol an embedding made by this gallery's engine (pack) from a checked photo."""
-        self.store.get_subject(subject_id)                 # unknown_subject before any search
+        self.store.require_subject(subject_id)             # unknown_subject before any search
         self.sync()
         dups = self.duplicates(embedding, exclude_subject=subject_id)
         if dups and not allow_duplicate:
@@ -301,6 +303,23 @@ class Gallery:
             "best_score": round(ranked[0]["score"], 6) if ranked else None,
             "pack_id": self.pack_id,
         }
+
+    def reenrol_from_photos(self, subject_id: str | None = None, actor: str = "system") -> dict:
+        """After a model-pack change: embed the stored photos (FACEGATE_STORE_IMAGES=1) of
+        templates made by other packs with this engine and enrol them as this pack's templates
+        (source ``reenrol:<old face id>``; a re-run skips those done). Old templates stay until
+        erased; they are never compared with this pack's."""
+        done, failed = 0, []
+        for old_id, sid, photo in self.store.foreign_pack_photos(self.pack_id, subject_id):
+            try:
+                face = self.engine.face(photo, policy="largest", min_face_px=self.settings.min_enrol_face_px)
+                self.enrol_embedding(sid, face.embedding, face.quality, source=f"reenrol:{old_id}",
+                                     allow_duplicate=True, image=photo, actor=actor)
+                done += 1
+            except FacegateError as exc:
+                failed.append({"face_id": old_id, "subject_id": sid, "code": exc.code})
+        without = {p: n for p, n in self.store.pack_counts().items() if p != self.pack_id}
+        return {"reenrolled": done, "failed": failed, "pack_id": self.pack_id, "other_pack_templates": without}
 
     def erase(self, subject_id: str, actor: str = "system", reason: str | None = None) -> dict:
         """Erase a subject: templates, index entries (and the snapshot on disk), journal rows."""

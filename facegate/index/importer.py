@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
+from facegate.index.vector_index import set_threads
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STAGES = ("read", "decode", "detect", "align", "embed")
@@ -123,6 +124,9 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
     """Enrol ``items`` into ``gallery``; returns a summary (counts, rate, time per stage)."""
     settings = gallery.settings
     store = gallery.store
+    # The parent's searches are single queries on a small index while the workers use every
+    # core: FAISS's OpenMP threads would only wait for each other.
+    set_threads(1)
     t_start = time.perf_counter()
     workers = max(1, int(workers or os.cpu_count() or 1))
 
@@ -147,7 +151,7 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
 
     report_path = Path(report_path) if report_path else default_report_path(settings)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    counts = {"enrolled": 0, "errors": 0}
+    counts = {"enrolled": 0, "errors": 0, "duplicates_allowed": 0}
     by_code: dict[str, int] = {}
     stage = {s: 0.0 for s in STAGES} | {"db": 0.0}
 
@@ -178,11 +182,12 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
                 t0 = time.perf_counter()
                 try:
                     image = it.path.read_bytes() if settings.store_images else None
-                    gallery.enrol_embedding(it.subject_id, res["embedding"], res["quality"],
+                    rec = gallery.enrol_embedding(it.subject_id, res["embedding"], res["quality"],
                                             source=f"import:{it.path.name}", allow_duplicate=allow_duplicate,
                                             image=image, actor=actor,
                                             import_item={"item_key": it.item_key, "path": str(it.path)})
                     counts["enrolled"] += 1
+                    counts["duplicates_allowed"] += bool(rec["duplicate_of"])
                 except FacegateError as exc:
                     fail(it, exc.code, exc.message)
                 stage["db"] += time.perf_counter() - t0
@@ -211,6 +216,7 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
     return {
         "photos": len(items), "unique_photos": len(unique), "already_done": len(done), "processed": processed,
         "enrolled": counts["enrolled"], "errors": counts["errors"], "errors_by_code": by_code,
+        "duplicates_allowed": counts["duplicates_allowed"],
         "subjects_created": created, "workers": workers, "elapsed_s": round(elapsed, 2),
         "photos_per_s": round(processed / elapsed, 2) if elapsed > 0 else None,
         "ms_per_photo_by_stage": per_photo,

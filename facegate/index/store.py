@@ -167,6 +167,12 @@ class Store:
                 created = len(new)
         return created
 
+    def require_subject(self, subject_id: str) -> None:
+        """Raise ``unknown_subject`` unless the subject exists."""
+        with self.db.connect() as conn:
+            if conn.execute(sa.select(subjects.c.pk).where(subjects.c.subject_id == subject_id)).scalar() is None:
+                raise FacegateError("unknown_subject", f"no subject {subject_id!r}", subject_id=subject_id)
+
     def get_subject(self, subject_id: str) -> dict:
         with self.db.connect() as conn:
             row = self._subject_row(conn, subject_id)
@@ -309,6 +315,24 @@ class Store:
             audit.append(conn, actor=actor, operation="template.delete", outcome="ok", subject_id=row.subject_id,
                          detail={"face_id": row.id})
         return {"face_id": int(face_id), "subject_id": row.subject_id}
+
+    def foreign_pack_photos(self, pack_id: str, subject_id: str | None = None):
+        """Stored photos of templates made by OTHER packs that have no re-enrolled copy in
+        ``pack_id`` yet: yields (face_id, subject_id, photo bytes)."""
+        q = (sa.select(templates.c.id, templates.c.pack_id, templates.c.image_enc, templates.c.key_id,
+                       subjects.c.subject_id)
+             .join(subjects, subjects.c.pk == templates.c.subject_pk)
+             .where(templates.c.pack_id != pack_id, templates.c.image_enc.is_not(None)).order_by(templates.c.id))
+        if subject_id is not None:
+            q = q.where(subjects.c.subject_id == subject_id)
+        with self.db.connect() as conn:
+            done = set(conn.execute(sa.select(templates.c.source).where(
+                templates.c.pack_id == pack_id, templates.c.source.startswith("reenrol:"))).scalars())
+            rows = conn.execute(q).all()
+        for r in rows:
+            if f"reenrol:{r.id}" in done:
+                continue
+            yield r.id, r.subject_id, self.keys.decrypt(r.image_enc, r.key_id, image_aad(r.subject_id, r.pack_id))
 
     def list_templates(self, subject_id: str) -> list[dict]:
         with self.db.connect() as conn:
