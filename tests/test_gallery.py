@@ -227,3 +227,14 @@ def test_pack_change_re_enrols_from_kept_photos(tmp_path, engine, faces):
     assert g.verify("P-1", faces["Andre_Agassi"][1][1])["match"]
     assert g.reenrol_from_photos()["reenrolled"] == 0                  # done once
     g.close()
+
+
+def test_configured_index_kind_is_applied_on_the_next_open(gallery_env, faces):
+    open_gallery, _ = gallery_env
+    g = open_gallery()
+    enrol_people(g, faces)
+    assert g.index.kind == "flat"
+    g.close()
+    g2 = open_gallery(index_kind="ivf_sq")
+    assert g2.opened_from.startswith("rebuild") and g2.index.kind == "ivf_sq" and len(g2.index) == len(PEOPLE)
+    assert g2.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"

@@ -104,6 +104,10 @@ class Gallery:
             if len(self.index) != expected:
                 return "rebuild: " + self.rebuild(
                     reason=f"snapshot+replay has {len(self.index)} templates, the database {expected}")
+            wanted = VectorIndex.for_size(self.dim, expected, kind=self._index_kind()).kind
+            if wanted != self.index.kind:
+                return "rebuild: " + self.rebuild(reason=f"{expected} templates call for a {wanted} index, "
+                                                         f"the snapshot is {self.index.kind}")
             log.info("index snapshot %s at seq %d, replayed %d change(s)", path, seq, replayed)
             if replayed:
                 self._unsaved += replayed
