@@ -406,3 +406,40 @@ def test_cli_keys_and_audit_list(server):
 def test_server_still_alive(server):
     assert server.alive(), server.log()
     assert "Traceback" not in server.log(), server.log()
+
+
+def test_no_cors_by_default(server):
+    r = httpx.options(server.url + "/v1/verify", headers={"Origin": "https://evil.example",
+                                                           "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers
+    r = call(server, None, "POST", "/v1/verify", json={}, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_two_workers_share_one_gallery(tmp_path):
+    """``--workers 2``: whichever process answers, an enrolment is visible to verify at once and
+    to identify after the index sync."""
+    need_shared("data", "lfw-dev", "images")
+    srv = Server(tmp_path / "two", workers=2, index_sync_s=0.3, rate_limit_per_minute=100_000)
+    srv.keys = {"admin": create_key(srv.env, "admin")}
+    srv.start()
+    try:
+        sid = subject_id("Amelia_Vega")
+        assert call(srv, "admin", "POST", "/v1/subjects", json={"subject_id": sid}).status_code == 201
+        r = call(srv, "admin", "POST", f"/v1/subjects/{sid}/faces",
+                 files={"image": ("e.jpg", photo("Amelia_Vega", 1), "image/jpeg")})
+        assert r.status_code == 201, r.text
+        probe = photo("Amelia_Vega", 2)
+        for _ in range(4):   # new connections: both workers get some of them
+            r = call(srv, "admin", "POST", "/v1/verify", data={"subject_id": sid},
+                     files={"image": ("p.jpg", probe, "image/jpeg")})
+            assert r.status_code == 200 and r.json()["match"] is True, r.text
+        import time
+        time.sleep(1.0)
+        for _ in range(4):
+            r = call(srv, "admin", "POST", "/v1/identify", files={"image": ("p.jpg", probe, "image/jpeg")})
+            assert r.status_code == 200 and [c["subject_id"] for c in r.json()["candidates"]] == [sid], r.text
+        assert httpx.get(srv.url + "/readyz").status_code == 200
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()
