@@ -94,6 +94,15 @@ def test_enrol_and_read_subject(enrolled):
     assert "embedding" not in r.text and "embedding_enc" not in r.text
 
 
+def test_list_subjects(enrolled):
+    r = call(enrolled, "operator", "GET", "/v1/subjects", params={"prefix": "P-A", "limit": 10})
+    assert r.status_code == 200, r.text
+    listed = {s["subject_id"]: s for s in r.json()["subjects"]}
+    assert subject_id("Andre_Agassi") in listed and subject_id("Colin_Powell") not in listed
+    assert listed[subject_id("Andre_Agassi")]["n_faces"] == 1
+    problem(call(enrolled, "kiosk", "GET", "/v1/subjects"), 403, "forbidden")
+
+
 def test_verify_genuine_multipart_and_base64(enrolled):
     sid = subject_id("Colin_Powell")
     r = call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": sid},

@@ -48,6 +48,17 @@ class SubjectOut(BaseModel):
     faces: list[FaceOut] = []
 
 
+class SubjectListed(SubjectOut):
+    n_faces: int = 0
+
+
+class SubjectPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    subjects: list[SubjectListed]
+
+
 class EnrolOut(BaseModel):
     subject_id: str
     face_id: int

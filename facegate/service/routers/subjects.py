@@ -1,6 +1,7 @@
 """Subjects and their face templates.
 
 - ``POST /v1/subjects`` (JSON ``{"subject_id", "name", "status", "metadata", "consent"}``)
+- ``GET /v1/subjects`` (query ``status``, ``prefix``, ``limit``, ``offset``)
 - ``GET /v1/subjects/{id}``, ``PATCH /v1/subjects/{id}``
 - ``DELETE /v1/subjects/{id}``: erasure of the subject and all its templates (admin only)
 - ``POST /v1/subjects/{id}/faces`` (field ``image``; optional ``source``, ``allow_duplicate``)
@@ -11,14 +12,15 @@ The store audits each change in its own transaction (actor ``key:<key id>``); th
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from facegate.errors import FacegateError
 from facegate.service import auditing
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.pipeline import decode_checked, image_processing
-from facegate.service.schemas import EnrolOut, SubjectCreate, SubjectOut, SubjectUpdate
+from facegate.service.schemas import (EnrolOut, SubjectCreate, SubjectOut, SubjectPage, SubjectStatus,
+                                      SubjectUpdate)
 from facegate.service.uploads import image_field, openapi_body, read_fields, text_field
 
 router = APIRouter(tags=["subjects"])
@@ -49,6 +51,16 @@ async def create_subject(body: SubjectCreate, request: Request, key=Depends(requ
         raise
     await auditing.record(st, request, key, "api.subject.create", "created", subject_id=body.subject_id)
     return subject_out(subject)
+
+
+@router.get("/v1/subjects", response_model=SubjectPage)
+async def list_subjects(status: SubjectStatus | None = None, prefix: str | None = Query(None, max_length=128),
+                        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+                        key=Depends(require("subjects:read")), st: ServiceState = Depends(state)):
+    page = await run_in_threadpool(st.gallery.store.list_subjects, status=status, limit=limit, offset=offset,
+                                   prefix=prefix)
+    return {"total": page["total"], "limit": limit, "offset": offset,
+            "subjects": [subject_out(s) | {"faces": [], "n_faces": s.get("n_templates", 0)} for s in page["subjects"]]}
 
 
 @router.get("/v1/subjects/{subject_id}", response_model=SubjectOut)
