@@ -279,6 +279,27 @@ def test_unknown_subject_and_face(enrolled):
             404, "unknown_face")
 
 
+def test_not_enrolled_and_pack_mismatch(enrolled, engine):
+    """A subject without templates, and one whose only template was made by another model pack."""
+    from facegate.config import Settings
+    from facegate.index.store import Store
+
+    probe = photo("Ann_Veneman", 2)
+    assert call(enrolled, "operator", "POST", "/v1/subjects", json={"subject_id": "P-EMPTY"}).status_code == 201
+    problem(call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": "P-EMPTY"},
+                 files={"image": ("p.jpg", probe, "image/jpeg")}), 404, "not_enrolled")
+    assert call(enrolled, "operator", "POST", "/v1/subjects", json={"subject_id": "P-OLDPACK"}).status_code == 201
+    store = Store.open(Settings.load(data_dir=enrolled.env["FACEGATE_DATA_DIR"]))
+    try:
+        store.add_template("P-OLDPACK", engine.face(photo("Ann_Veneman", 1)).embedding, pack_id="retired-pack-v0",
+                           source="test: a template from an older model pack")
+    finally:
+        store.close()
+    body = problem(call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": "P-OLDPACK"},
+                        files={"image": ("p.jpg", probe, "image/jpeg")}), 409, "pack_mismatch")
+    assert body["template_packs"] == ["retired-pack-v0"]
+
+
 def test_conflicts(enrolled):
     problem(call(enrolled, "operator", "POST", "/v1/subjects", json={"subject_id": subject_id("Colin_Powell")}),
             409, "subject_exists")
