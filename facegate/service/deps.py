@@ -11,7 +11,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from facegate.config import Settings
@@ -22,6 +23,8 @@ from facegate.service.inference import InferencePool
 
 log = logging.getLogger("facegate.service")
 
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="an API key from `facegate keys create`")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")
 
 
@@ -77,8 +80,8 @@ def client_id(request: Request, key: ApiKey | None) -> str | None:
 def require(permission: str):
     """Dependency: a valid ``X-API-Key`` whose role grants ``permission``, within its rate limit."""
 
-    async def dependency(request: Request, st: ServiceState = Depends(state)) -> ApiKey:
-        presented = request.headers.get("x-api-key")
+    async def dependency(request: Request, st: ServiceState = Depends(state),
+                         presented: str | None = Security(API_KEY_HEADER)) -> ApiKey:
         key = st.keys.get(presented)
         if key is None:
             with metrics.stage("auth"):
