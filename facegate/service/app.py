@@ -54,6 +54,8 @@ def _load(settings: Settings) -> ServiceState:
 
 def _gallery_gauges(st: ServiceState) -> None:
     stats = st.gallery.stats()
+    st.index_stats = {k: stats.get(k) for k in ("subjects", "templates_in_db", "templates_in_index", "applied_seq",
+                                                 "last_seq", "consistent")}
     metrics.GALLERY_SUBJECTS.set(stats["subjects"])
     metrics.GALLERY_TEMPLATES.set(stats["templates_in_index"])
 
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if st is not None and st.models_loaded:
             body["index_current"] = st.index_current()
             body["pack_id"] = st.engine.pack_id
+            body["index"] = st.index_stats
             if st.sync_error:
                 body["error"] = st.sync_error
             body["ready"] = body["index_current"]

@@ -39,6 +39,7 @@ class ServiceState:
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
     liveness: object = None        # optional: liveness session store, see routers/verify.py
     last_sync: float = 0.0
+    index_stats: dict = field(default_factory=dict)   # counts from the last sync, shown by /readyz
     sync_error: str | None = None
     started: float = field(default_factory=time.time)
 
