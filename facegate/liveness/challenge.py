@@ -42,12 +42,14 @@ class LivenessSession:
     expires_at: float
     subject_id: str | None = None
     purpose: str | None = None
+    owner: str | None = None              # who opened it (e.g. the API key id); only they may use it
     status: str = PENDING
     capture: Capture = field(default_factory=Capture, repr=False)
     result: dict | None = field(default=None, repr=False)
     embedding: np.ndarray | None = field(default=None, repr=False)
     completed_at: float | None = None
     valid_until: float | None = None      # a passed session may be consumed until then
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def public(self) -> dict:
         out = {"session_id": self.id, "challenge": list(self.challenge), "nonce": self.nonce,
@@ -75,7 +77,7 @@ class LivenessSessions:
 
     # ------------------------------------------------------------ lifecycle
     def create(self, subject_id: str | None = None, purpose: str | None = None,
-               challenge: list[str] | None = None) -> LivenessSession:
+               challenge: list[str] | None = None, owner: str | None = None) -> LivenessSession:
         now = self.clock()
         if challenge is not None:
             unknown = [a for a in challenge if a not in ACTIONS]
@@ -87,21 +89,23 @@ class LivenessSessions:
                 id=secrets.token_urlsafe(18), challenge=list(challenge or draw_challenge(self._rng)),
                 nonce=secrets.token_urlsafe(16), created_at=now,
                 expires_at=now + self.settings.liveness_session_ttl_s, subject_id=subject_id, purpose=purpose,
+                owner=owner,
                 capture=Capture(self.settings.liveness_max_frames, self.settings.liveness_max_seconds))
             self._sessions[s.id] = s
             return s
 
-    def get(self, session_id: str) -> LivenessSession:
+    def get(self, session_id: str, owner: str | None = None) -> LivenessSession:
+        """The session; another owner's session is reported as unknown."""
         with self._lock:
             self._expire(self.clock())
             s = self._sessions.get(session_id)
-        if s is None:
+        if s is None or (owner is not None and s.owner is not None and s.owner != owner):
             raise FacegateError("liveness_session_unknown", f"no liveness session {session_id!r} (or it expired)")
         return s
 
-    def pending(self, session_id: str, nonce: str | None = None) -> LivenessSession:
+    def pending(self, session_id: str, nonce: str | None = None, owner: str | None = None) -> LivenessSession:
         """The session, if it is still waiting for its capture (and the nonce matches, when given)."""
-        s = self.get(session_id)
+        s = self.get(session_id, owner)
         if s.status != PENDING:
             raise FacegateError("liveness_session_closed", f"the session is already {s.status}", status=s.status)
         if self.clock() > s.expires_at:
@@ -110,10 +114,20 @@ class LivenessSessions:
             raise FacegateError("invalid_request", "the nonce does not match the session's")
         return s
 
-    def complete(self, session_id: str, judge, nonce: str | None = None) -> dict:
+    def add_to_capture(self, session_id: str, add, nonce: str | None = None, owner: str | None = None) -> int:
+        """Run ``add(capture)`` (which appends decoded frames) on a pending session, one upload at
+        a time; returns the number of frames the capture now holds."""
+        s = self.pending(session_id, nonce, owner)
+        with s.lock:
+            if s.status != PENDING:
+                raise FacegateError("liveness_session_closed", f"the session is already {s.status}", status=s.status)
+            add(s.capture)
+            return len(s.capture.frames)
+
+    def complete(self, session_id: str, judge, nonce: str | None = None, owner: str | None = None) -> dict:
         """Judge the session's capture; the verdict is final (a failed session cannot be retried)."""
-        s = self.pending(session_id, nonce)
-        with self._lock:
+        s = self.pending(session_id, nonce, owner)
+        with s.lock:
             if s.status != PENDING:
                 raise FacegateError("liveness_session_closed", f"the session is already {s.status}", status=s.status)
             s.status = "judging"
@@ -133,10 +147,10 @@ class LivenessSessions:
         s.capture = Capture(0, 0)   # frames are not kept once judged
         return s.result
 
-    def consume(self, session_id: str, subject_id: str | None = None) -> LivenessSession:
+    def consume(self, session_id: str, subject_id: str | None = None, owner: str | None = None) -> LivenessSession:
         """Use a passed session once (e.g. by verify): it must be passed, unexpired, unused, and
         for ``subject_id`` when the session named one. Returns it with its face embedding."""
-        s = self.get(session_id)
+        s = self.get(session_id, owner)
         with self._lock:
             if s.status == CONSUMED:
                 raise FacegateError("liveness_session_closed", "the liveness session was already used",
@@ -146,9 +160,9 @@ class LivenessSessions:
                                     reasons=(s.result or {}).get("reasons", []))
             if self.clock() > (s.valid_until or 0):
                 raise FacegateError("liveness_session_expired", "the liveness result is too old to use")
+            s.status = CONSUMED     # used even when the subject is wrong: no second try with it
             if s.subject_id and subject_id and s.subject_id != subject_id:
                 raise FacegateError("liveness_failed", "the liveness session was opened for another subject")
-            s.status = CONSUMED
             return s
 
     def _expire(self, now: float) -> None:

@@ -100,13 +100,16 @@ class LivenessJudge:
                 "frames": [round(o.t, 3) for o in picks], "live": score >= self.settings.liveness_pad_threshold}
 
     # ---------------------------------------------------------------- the verdict
-    def judge(self, challenge: list[str], capture: Capture) -> dict:
+    def judge(self, challenge: list[str], capture: Capture,
+              observations: list[FrameObservation] | None = None) -> dict:
+        """The verdict on ``capture`` for ``challenge``; ``observations`` (from :meth:`observe` on
+        the same capture) may be passed to judge several challenges on one capture."""
         t0 = time.perf_counter()
         reasons: list[str] = []
         if len(capture.frames) < 2:
             return self._result(challenge, ["too_few_frames"], [], {"frames": len(capture.frames)},
                                 None, {"available": bool(self.pad_models), "status": "not_run"}, t0, {})
-        obs = self.observe(capture)
+        obs = observations if observations is not None else self.observe(capture)
         t1 = time.perf_counter()
         faced = [o for o in obs if o.has_face]
         cap_reasons, cap = capture_checks(capture, obs)

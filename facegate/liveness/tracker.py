@@ -66,7 +66,7 @@ class TrackerTimes:
 
 class FaceTracker:
     def __init__(self, detector, landmarker: Landmarker68, eyes: EyeStateClassifier, pose: HeadPoseEstimator,
-                 detect_side: int = 320, detect_every: int = 2, min_face_fraction: float = 0.12):
+                 detect_side: int = 320, detect_every: int = 1, min_face_fraction: float = 0.12):
         self.detector = detector
         self.landmarker = landmarker
         self.eyes = eyes

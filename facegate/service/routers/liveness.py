@@ -1,0 +1,213 @@
+"""Active liveness over HTTP: a challenge session, its capture, the verdict.
+
+1. ``POST /v1/liveness/sessions`` (optional ``subject_id``, ``purpose``) -> ``session_id``, the
+   ordered ``challenge``, a ``nonce`` and ``expires_at``.
+2. The capture, before ``expires_at``, with the ``nonce``:
+   ``POST /v1/liveness/sessions/{id}/frames`` (multipart: JPEG files in ``frames``, their times
+   in seconds in ``timestamps`` as a comma list; several requests append to the capture) and/or
+   ``POST /v1/liveness/sessions/{id}/video`` (multipart: one short mp4/webm in ``video``).
+   Either accepts ``complete=true`` to judge at once.
+3. ``POST /v1/liveness/sessions/{id}/complete`` -> the result: ``live``, ``score``, per-action
+   detections with times, the passive PAD score (or ``"passive: unavailable"``), capture and
+   identity figures, and machine-readable ``reasons`` when not live.
+
+A passed session can be given once to ``POST /v1/verify`` as ``liveness_session_id`` within
+``liveness_result_ttl_s``; verify then checks that the session's face is the verified person.
+Sessions belong to the API key that opened them. The store is in memory (per worker process):
+see :mod:`facegate.liveness.challenge`.
+"""
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import UploadFile
+
+from facegate.errors import FacegateError
+from facegate.liveness.challenge import LivenessSessions
+from facegate.liveness.judge import LivenessJudge
+from facegate.service import auditing
+from facegate.service.deps import ServiceState, require, state
+from facegate.service.uploads import read_fields, text_field
+
+router = APIRouter(tags=["liveness"])
+
+MAX_FRAMES_PER_REQUEST = 120
+MAX_VIDEO_BYTES = 25 * 1024 * 1024
+
+
+class ServiceLiveness:
+    """One worker's liveness sessions and judge; ``consume`` is what ``/v1/verify`` calls."""
+
+    def __init__(self, sessions: LivenessSessions, judge: LivenessJudge):
+        self.sessions = sessions
+        self.judge = judge
+
+    def status(self) -> dict:
+        return {"passive": self.judge.passive_status, "store": "memory"}
+
+    def consume(self, session_id: str, key) -> dict:
+        """The passed session's verdict and face embedding, once; a session that did not pass
+        (or was opened for another subject) gives ``passed: False``."""
+        try:
+            s = self.sessions.consume(session_id, owner=key.key_id if key else None)
+        except FacegateError as exc:
+            if exc.code != "liveness_failed":
+                raise
+            return {"session_id": session_id, "passed": False, "reason": exc.message,
+                    "checks": exc.detail.get("reasons", [])}
+        result = s.result or {}
+        return {"session_id": s.id, "passed": True, "score": result.get("score"), "subject_id": s.subject_id,
+                "embedding": s.embedding, "checks": result.get("reasons", [])}
+
+
+def install(st: ServiceState) -> None:
+    """Called once per worker at startup (after the engine is loaded)."""
+    st.liveness = ServiceLiveness(LivenessSessions(st.settings), LivenessJudge.load(st.engine, st.settings))
+
+
+def _service(st: ServiceState) -> ServiceLiveness:
+    if st.liveness is None:
+        raise FacegateError("model_unavailable", "liveness is not installed on this server")
+    return st.liveness
+
+
+def _owner(key) -> str | None:
+    return key.key_id if key else None
+
+
+async def _read_form(request: Request, max_files: int, max_file_bytes: int) -> tuple[dict, list[tuple[str, bytes]]]:
+    """Text fields and file parts (in order) of a multipart body; JSON bodies give fields only."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "multipart/form-data":
+        return await read_fields(request, max_file_bytes), []
+    try:
+        form = await request.form(max_files=max_files, max_fields=32, max_part_size=64 * 1024)
+    except Exception as exc:
+        raise FacegateError("invalid_request", f"malformed form body: {str(exc)[:200]}")
+    fields, files = {}, []
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            data = await value.read(max_file_bytes + 1)
+            if len(data) > max_file_bytes:
+                raise FacegateError("image_too_large", f"a part of {name!r} exceeds {max_file_bytes} bytes",
+                                    limit_bytes=max_file_bytes)
+            files.append((name, data))
+        else:
+            fields[name] = value
+    return fields, files
+
+
+def _timestamps(value, count: int) -> list[float]:
+    if value is None or value == "":
+        raise FacegateError("invalid_request", "field 'timestamps' (seconds, one per frame) is required",
+                            field="timestamps")
+    try:
+        if isinstance(value, list):
+            times = [float(v) for v in value]
+        else:
+            text = str(value).strip()
+            times = [float(v) for v in (json.loads(text) if text.startswith("[") else text.split(","))]
+    except (TypeError, ValueError):
+        raise FacegateError("invalid_request", "timestamps must be numbers (seconds)", field="timestamps")
+    if len(times) != count:
+        raise FacegateError("invalid_request", f"{count} frames but {len(times)} timestamps", field="timestamps")
+    return times
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in {"1", "true", "yes", "on"} if value is not None else False
+
+
+async def _judge(st: ServiceState, request: Request, key, session_id: str, nonce: str | None) -> dict:
+    lv = _service(st)
+    owner = _owner(key)
+    session = lv.sessions.pending(session_id, nonce, owner)
+    result = await st.pool.run(lv.sessions.complete, session_id, lv.judge, nonce, owner)
+    await auditing.record(st, request, key, "liveness", "live" if result["live"] else "not_live",
+                          subject_id=session.subject_id,
+                          scores={"score": result["score"],
+                                  "passive": result["passive"].get("score")},
+                          detail={"liveness_session_id": session_id, "challenge": result["challenge"],
+                                  "reasons": result["reasons"], "purpose": session.purpose})
+    return result
+
+
+@router.post("/v1/liveness/sessions", status_code=201)
+async def create_session(request: Request, key=Depends(require("liveness")), st: ServiceState = Depends(state)):
+    lv = _service(st)
+    fields = {}
+    if request.headers.get("content-type"):
+        body = await request.body()
+        if body.strip():
+            fields = await read_fields(request, st.settings.max_image_bytes)
+    subject_id = text_field(fields, "subject_id", max_len=128)
+    purpose = text_field(fields, "purpose", max_len=64)
+    s = lv.sessions.create(subject_id=subject_id, purpose=purpose, owner=_owner(key))
+    await auditing.record(st, request, key, "liveness_session", "created", subject_id=subject_id,
+                          detail={"liveness_session_id": s.id, "challenge": s.challenge, "purpose": purpose})
+    return s.public() | {"passive": lv.judge.passive_status}
+
+
+@router.get("/v1/liveness/sessions/{session_id}")
+async def get_session(session_id: str, key=Depends(require("liveness")), st: ServiceState = Depends(state)):
+    s = _service(st).sessions.get(session_id, _owner(key))
+    return s.public() | ({"result": s.result} if s.result else {})
+
+
+@router.post("/v1/liveness/sessions/{session_id}/frames")
+async def add_frames(session_id: str, request: Request, key=Depends(require("liveness")),
+                     st: ServiceState = Depends(state)):
+    lv = _service(st)
+    s = st.settings
+    fields, files = await _read_form(request, MAX_FRAMES_PER_REQUEST, s.max_image_bytes)
+    nonce = text_field(fields, "nonce", required=True, max_len=64)
+    frames = [data for name, data in files if name == "frames"]
+    if not frames:
+        raise FacegateError("invalid_request", "send JPEG files in the multipart field 'frames'", field="frames")
+    times = _timestamps(fields.get("timestamps"), len(frames))
+    lv.sessions.pending(session_id, nonce, _owner(key))
+
+    def job():
+        return lv.sessions.add_to_capture(
+            session_id, lambda cap: cap.add_jpegs(list(zip(times, frames)), s.max_image_bytes, s.max_image_pixels),
+            nonce, _owner(key))
+
+    total = await st.pool.run(job)
+    if _truthy(fields.get("complete")):
+        return await _judge(st, request, key, session_id, nonce)
+    return {"session_id": session_id, "frames_received": total, "status": "pending"}
+
+
+@router.post("/v1/liveness/sessions/{session_id}/video")
+async def add_video(session_id: str, request: Request, key=Depends(require("liveness")),
+                    st: ServiceState = Depends(state)):
+    lv = _service(st)
+    s = st.settings
+    fields, files = await _read_form(request, 1, MAX_VIDEO_BYTES)
+    nonce = text_field(fields, "nonce", required=True, max_len=64)
+    videos = [data for name, data in files if name == "video"]
+    if len(videos) != 1:
+        raise FacegateError("invalid_request", "send one mp4/webm file in the multipart field 'video'", field="video")
+    lv.sessions.pending(session_id, nonce, _owner(key))
+
+    def job():
+        return lv.sessions.add_to_capture(session_id, lambda cap: cap.add_video(videos[0], s.max_image_pixels),
+                                          nonce, _owner(key))
+
+    total = await st.pool.run(job)
+    if _truthy(fields.get("complete")):
+        return await _judge(st, request, key, session_id, nonce)
+    return {"session_id": session_id, "frames_received": total, "status": "pending"}
+
+
+@router.post("/v1/liveness/sessions/{session_id}/complete")
+async def complete(session_id: str, request: Request, key=Depends(require("liveness")),
+                   st: ServiceState = Depends(state)):
+    fields = {}
+    if request.headers.get("content-type"):
+        body = await request.body()
+        if body.strip():
+            fields = await read_fields(request, st.settings.max_image_bytes)
+    nonce = text_field(fields, "nonce", required=True, max_len=64)
+    return await _judge(st, request, key, session_id, nonce)

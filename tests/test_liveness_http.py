@@ -1,0 +1,117 @@
+"""The liveness HTTP API in-process (FastAPI TestClient on the real app and models): a session,
+its capture as JPEG frames over two requests or as one video, the verdict, single use, roles."""
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import pytest
+
+from conftest import need_shared
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, settings):
+    from fastapi.testclient import TestClient
+
+    from facegate.service import auth
+    from facegate.service.app import create_app
+
+    need_shared("data", "face-videos")
+    data = tmp_path_factory.mktemp("liveness-service")
+    app = create_app(dataclasses.replace(settings, data_dir=str(data), database_url="", liveness_seed=3,
+                                         rate_limit_per_minute=100_000))
+    with TestClient(app) as c:
+        db = app.state.facegate.db
+        made = {name: auth.create_key(db, role) for name, role in
+                (("kiosk", "kiosk"), ("kiosk2", "kiosk"), ("operator", "operator"))}
+        c.keys = {name: secret for name, (secret, _) in made.items()}
+        c.records = {name: record for name, (_, record) in made.items()}
+        c.state = app.state.facegate
+        yield c
+
+
+def h(client, who):
+    return {"X-API-Key": client.keys[who]}
+
+
+def clip_frames(name, start, end):
+    from facegate.liveness.attacks import segment
+    from facegate.liveness.capture import Capture
+    cap = Capture(max_frames=1000, max_seconds=60)
+    cap.add_video((need_shared("data", "face-videos") / f"{name}.mp4").read_bytes(), 40_000_000)
+    return [(f.t, cv2.imencode(".jpg", f.bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+            for f in segment(cap, start, end).frames]
+
+
+def test_roles(client):
+    r = client.post("/v1/liveness/sessions", headers=h(client, "operator"))
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    assert client.post("/v1/liveness/sessions").status_code == 401
+
+
+def test_frames_in_two_requests_then_complete(client):
+    # the seeded store draws challenges deterministically; take the first one the clip answers
+    # (d18 1-7.2 s: mouth open ~2.2 s, blink ~3.2 s, mouth open ~4.0 s, blink ~6.2 s)
+    answerable = (["open_mouth", "blink"], ["blink", "open_mouth"])
+    for _ in range(200):
+        r = client.post("/v1/liveness/sessions", headers=h(client, "kiosk"),
+                        json={"subject_id": "P-1", "purpose": "pension"})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        if body["challenge"] in answerable:
+            break
+    assert body["challenge"] in answerable and body["nonce"] and body["expires_at"].endswith("Z")
+    sid = body["session_id"]
+    assert client.get(f"/v1/liveness/sessions/{sid}", headers=h(client, "kiosk2")).status_code == 404
+
+    frames = clip_frames("d18", 1.0, 7.2)
+    half = len(frames) // 2
+    for part in (frames[:half], frames[half:]):
+        files = [("frames", (f"{i}.jpg", data, "image/jpeg")) for i, (_, data) in enumerate(part)]
+        r = client.post(f"/v1/liveness/sessions/{sid}/frames", headers=h(client, "kiosk"), files=files,
+                        data={"nonce": body["nonce"], "timestamps": ",".join(f"{t:.4f}" for t, _ in part)})
+        assert r.status_code == 200, r.text
+    assert r.json()["frames_received"] == len(frames)
+
+    bad = client.post(f"/v1/liveness/sessions/{sid}/complete", headers=h(client, "kiosk"), json={"nonce": "x"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+    r = client.post(f"/v1/liveness/sessions/{sid}/complete", headers=h(client, "kiosk"), json={"nonce": body["nonce"]})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["live"], result["reasons"]
+    assert [a["action"] for a in result["actions"]] == body["challenge"] and all(a["detected"] for a in result["actions"])
+    assert "embedding" not in result and result["passive"]["available"]
+    again = client.post(f"/v1/liveness/sessions/{sid}/complete", headers=h(client, "kiosk"), json={"nonce": body["nonce"]})
+    assert again.status_code == 409 and again.json()["code"] == "liveness_session_closed"
+
+    # what /v1/verify calls: once, by the key that opened it, with the live face's embedding
+    from facegate.errors import FacegateError
+    with pytest.raises(FacegateError, match="liveness_session_unknown"):
+        client.state.liveness.consume(sid, client.records["kiosk2"])
+    used = client.state.liveness.consume(sid, client.records["kiosk"])
+    assert used["passed"] and used["embedding"].shape == (512,)
+    with pytest.raises(FacegateError, match="liveness_session_closed"):
+        client.state.liveness.consume(sid, client.records["kiosk"])
+
+
+def test_video_upload_judged_at_once(client):
+    r = client.post("/v1/liveness/sessions", headers=h(client, "kiosk"))
+    body = r.json()
+    video = (need_shared("data", "face-videos") / "d0.mp4").read_bytes()    # only blinks, once
+    r = client.post(f"/v1/liveness/sessions/{body['session_id']}/video", headers=h(client, "kiosk"),
+                    files=[("video", ("d0.mp4", video, "video/mp4"))], data={"nonce": body["nonce"], "complete": "true"})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["challenge"] == body["challenge"] and len(result["challenge"]) >= 2
+    assert not result["live"] and result["reasons"]
+    assert all(x.startswith("action_not_detected:") for x in result["reasons"]), result["reasons"]
+    assert result["capture"]["frames"] == 78
+    late = client.post(f"/v1/liveness/sessions/{body['session_id']}/frames", headers=h(client, "kiosk"),
+                       files=[("frames", ("a.jpg", b"\xff\xd8\xff", "image/jpeg"))],
+                       data={"nonce": body["nonce"], "timestamps": "0"})
+    assert late.status_code == 409 and late.json()["code"] == "liveness_session_closed"
+    junk = client.post("/v1/liveness/sessions", headers=h(client, "kiosk")).json()
+    r = client.post(f"/v1/liveness/sessions/{junk['session_id']}/video", headers=h(client, "kiosk"),
+                    files=[("video", ("x.mp4", b"not a video at all", "video/mp4"))], data={"nonce": junk["nonce"]})
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_image"
