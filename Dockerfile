@@ -30,7 +30,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     FACEGATE_HOST=0.0.0.0 \
     FACEGATE_PORT=8000
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/facegate/models /opt/facegate/models
+COPY --from=build /opt/facegate/models/default /opt/facegate/models/default
 RUN useradd --system --uid 10001 --home-dir /var/lib/facegate facegate \
  && mkdir -p /var/lib/facegate && chown facegate /var/lib/facegate
 USER facegate
