@@ -120,3 +120,88 @@ store_info = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+# ---------------------------------------------------------------- workflows (revision 0002)
+
+CERT_OUTCOMES = ("certified", "failed", "manual_review")
+
+certifications = sa.Table(
+    # One row per pension-certification attempt; a period's status is derived from them.
+    "certifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subject_pk", sa.Integer, sa.ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),          # face | manual
+    sa.Column("valid_until", TS),
+    sa.Column("score", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("fmr", sa.Float),
+    sa.Column("liveness_session_id", sa.String(128)),
+    sa.Column("reasons", sa.Text),                               # JSON list
+    sa.Column("note", sa.Text),                                  # operator's note for manual decisions
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("client_id", sa.String(128)),
+    sa.Column("decision_id", sa.String(64)),
+    sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint("outcome IN ('certified', 'failed', 'manual_review')", name="ck_certifications_outcome"),
+    sa.CheckConstraint("method IN ('face', 'manual')", name="ck_certifications_method"),
+    sa.Index("ix_certifications_subject_period", "subject_pk", "period"),
+    sa.Index("ix_certifications_period", "period"),
+    sqlite_autoincrement=True,
+)
+
+certification_captures = sa.Table(
+    # Encrypted embeddings of certification captures: the 1:N check for one face certifying
+    # for several subjects. Erased with the subject.
+    "certification_captures", metadata,
+    sa.Column("certification_id", sa.Integer, sa.ForeignKey("certifications.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("subject_pk", sa.Integer, sa.ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("pack_id", sa.String(128), nullable=False),
+    sa.Column("embedding_enc", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_certification_captures_period", "period", "pack_id"),
+)
+
+fraud_signals = sa.Table(
+    "fraud_signals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),    # shared_face | repeated_failures | deceased_subject | liveness_failed
+    sa.Column("subject_id", sa.String(128), nullable=False),
+    sa.Column("other_subject_id", sa.String(128)),
+    sa.Column("certification_id", sa.Integer),
+    sa.Column("period", sa.String(16)),
+    sa.Column("detail", sa.Text),                        # JSON: scores, reasons; never biometrics
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_fraud_signals_subject_id", "subject_id"),
+    sa.Index("ix_fraud_signals_kind", "kind"),
+    sqlite_autoincrement=True,
+)
+
+kiosks = sa.Table(
+    "kiosks", metadata,
+    sa.Column("kiosk_id", sa.String(64), primary_key=True),
+    sa.Column("location", sa.String(256), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("disabled_at", TS),
+    sa.CheckConstraint("status IN ('active', 'disabled')", name="ck_kiosks_status"),
+)
+
+kiosk_events = sa.Table(
+    # One row per kiosk authentication: the per-kiosk report reads it.
+    "kiosk_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kiosk_id", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),      # document | subject | search
+    sa.Column("decision", sa.String(16), nullable=False),  # match | no_match | manual_review | error
+    sa.Column("reason", sa.String(64)),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_kiosk_events_kiosk_id", "kiosk_id"),
+    sqlite_autoincrement=True,
+)
