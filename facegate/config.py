@@ -51,6 +51,11 @@ class Settings:
     index_sync_s: float = 2.0             # how often a server re-reads gallery changes from the database
     key_cache_s: float = 5.0              # a server re-reads an API key (revocation) at least this often
     liveness_seed: int | None = None      # tests only: deterministic challenges
+    cert_period: str = "year"             # pension certification period: year | half | quarter | month
+    cert_grace_days: int = 0              # days after a period ends before the uncertified are overdue
+    cert_max_failures: int = 3            # failed face attempts within the window -> locked to manual review
+    cert_failure_window_h: float = 24.0
+    kiosk_require_liveness: bool = True   # kiosk: no passed liveness session -> manual_review, never a match
     liveness_pad: str = "auto"            # passive PAD: auto | none | comma list of fr_liveness, minifasnet
     liveness_pad_threshold: float = 0.5   # P(live) of the weakest PAD family needed to pass
     liveness_pad_frames: int = 4          # frames of a capture scored by passive PAD
