@@ -72,11 +72,14 @@ class OperatingPoints:
         return cls(data["points"], str(path))
 
     @classmethod
-    def for_pack(cls, pack) -> "OperatingPoints | None":
-        own = pack.path / "calibration.json"
+    def for_pack(cls, pack, variant: str | None = None) -> "OperatingPoints | None":
+        """The pack's table: ``calibration[-variant].json`` in the pack folder, else the one
+        shipped for the default pack (``variant`` "document": one side an ID-card chip photo)."""
+        suffix = f"-{variant}" if variant else ""
+        own = pack.path / f"calibration{suffix}.json"
         if own.exists():
             return cls.from_file(own)
-        builtin = resources.files(__package__) / f"{pack.manifest.get('pack', '')}.json"
+        builtin = resources.files(__package__) / f"{pack.manifest.get('pack', '')}{suffix}.json"
         if builtin.is_file():
             data = json.loads(builtin.read_text())
             embedder = pack.entry("fr_feature")["source"]["upstream_sha256"] if pack.has("fr_feature") else None

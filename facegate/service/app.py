@@ -97,8 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "errors are RFC 9457 problem+json with a stable `code`.")
     errors.install(app)
 
-    from facegate.service.routers import audit, compare, identify, subjects, verify
-    for module in (subjects, verify, identify, compare, audit):
+    from facegate.service.routers import audit, certifications, compare, identify, kiosk, subjects, verify
+    for module in (subjects, verify, identify, compare, audit, certifications, kiosk):
         app.include_router(module.router)
     if liveness is not None:
         app.include_router(liveness.router)

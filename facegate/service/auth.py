@@ -25,9 +25,10 @@ ROLES = ("admin", "operator", "kiosk", "app")
 MATCHING = frozenset({"verify", "identify", "compare", "liveness"})
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
-    "operator": frozenset({"subjects:read", "subjects:write", "faces:write"}),
-    "kiosk": MATCHING,
-    "app": MATCHING,
+    "operator": frozenset({"subjects:read", "subjects:write", "faces:write", "certifications:read",
+                           "certify:manual"}),
+    "kiosk": MATCHING | {"kiosk:authenticate"},
+    "app": MATCHING | {"certify"},
 }
 KEY_PREFIX = "fg_"
 

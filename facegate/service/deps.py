@@ -38,6 +38,8 @@ class ServiceState:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
     liveness: object = None        # optional: liveness session store, see routers/verify.py
+    ledger: object = None          # certification ledger, made on first use (routers/certifications.py)
+    document_points: object = None  # operating points for ID-card chip photos (routers/kiosk.py)
     last_sync: float = 0.0
     index_stats: dict = field(default_factory=dict)   # counts from the last sync, shown by /readyz
     sync_error: str | None = None

@@ -25,6 +25,10 @@ GALLERY_SUBJECTS = Gauge("facegate_gallery_subjects", "Subjects in this process'
                          multiprocess_mode="max")
 GALLERY_TEMPLATES = Gauge("facegate_gallery_templates", "Templates in this process's gallery index",
                           multiprocess_mode="max")
+KIOSK_DECISIONS = Counter("facegate_kiosk_decisions_total", "Kiosk authentications by kiosk, mode and decision",
+                          ["kiosk", "mode", "decision"])
+KIOSK_SECONDS = Histogram("facegate_kiosk_seconds", "Kiosk authentication latency", ["kiosk"],
+                          buckets=(.05, .1, .15, .2, .3, .5, .75, 1, 2, 5))
 INFERENCE_PENDING = Gauge("facegate_inference_pending", "Inference jobs running or queued",
                           multiprocess_mode="livesum")
 

@@ -1,0 +1,334 @@
+"""The certification ledger: recording attempts, deriving statuses, raising fraud signals.
+
+An attempt is judged in this order, and every attempt is recorded and audited:
+
+1. the subject must be ``active``: a ``deceased`` subject's attempt fails and raises a
+   ``deceased_subject`` signal (someone is trying to keep a dead person's pension), a
+   ``suspended`` one fails;
+2. after ``cert_max_failures`` failed attempts within ``cert_failure_window_h`` hours the subject
+   is locked to ``manual_review`` (signal ``repeated_failures``);
+3. the liveness session must have passed (else ``failed`` + signal ``liveness_failed``);
+4. the live face must match the subject's enrolled template at the operating point
+   (``match`` -> certified, a weak or near-threshold match -> ``manual_review``);
+5. the live face is searched across the gallery and across this period's other certification
+   captures: the same face for another subject raises ``shared_face`` and sends the attempt
+   to ``manual_review`` — one person certifying for several pensioners is the fraud to stop.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import sqlalchemy as sa
+
+from facegate import audit
+from facegate.certification.periods import Period, parse_period, period_at
+from facegate.errors import FacegateError
+from facegate.index.db import write_transaction
+from facegate.index.schema import certification_captures, certifications, fraud_signals, subjects
+
+log = logging.getLogger(__name__)
+
+SIGNAL_KINDS = ("shared_face", "repeated_failures", "deceased_subject", "liveness_failed")
+STATUSES = ("certified", "due", "overdue", "failed", "manual_review")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def capture_aad(subject_id: str, pack_id: str) -> bytes:
+    return f"facegate:capture:v1:{subject_id}:{pack_id}".encode()
+
+
+def _iso(t: datetime | None) -> str | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.isoformat().replace("+00:00", "Z")
+
+
+class CaptureIndex:
+    """This period's certification captures in memory, caught up from the database by id.
+
+    Rows are only added, except by erasure: catching up is ``WHERE certification_id >
+    last_seen``, and a period change or fewer rows than held (an erasure) starts over.
+    """
+
+    def __init__(self, store, pack_id: str):
+        self.store = store
+        self.pack_id = pack_id
+        self.period: str | None = None
+        self.last_id = 0
+        self.ids: list[int] = []
+        self.subjects: list[str] = []
+        self.vectors = np.empty((0, 0), np.float32)
+        self._lock = threading.Lock()
+
+    def _catch_up(self, period: str) -> None:
+        c = certification_captures
+        if self.period == period and self.ids:
+            with self.store.db.connect() as conn:     # an erasure removed rows: start over
+                held = conn.execute(sa.select(sa.func.count()).select_from(c).where(
+                    c.c.period == period, c.c.pack_id == self.pack_id, c.c.certification_id <= self.last_id)).scalar_one()
+            if held != len(self.ids):
+                self.period = None
+        if self.period != period:
+            self.period, self.last_id, self.ids, self.subjects = period, 0, [], []
+            self.vectors = np.empty((0, 0), np.float32)
+        q = (sa.select(c.c.certification_id, c.c.embedding_enc, c.c.key_id, subjects.c.subject_id)
+             .join(subjects, subjects.c.pk == c.c.subject_pk)
+             .where(c.c.period == period, c.c.pack_id == self.pack_id, c.c.certification_id > self.last_id)
+             .order_by(c.c.certification_id))
+        with self.store.db.connect() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            return
+        new = []
+        for cid, blob, kid, sid in rows:
+            raw = self.store.keys.decrypt(blob, kid, capture_aad(sid, self.pack_id))
+            new.append(np.frombuffer(raw, np.float32))
+            self.ids.append(cid)
+            self.subjects.append(sid)
+        block = np.stack(new)
+        self.vectors = block if self.vectors.size == 0 else np.vstack([self.vectors, block])
+        self.last_id = rows[-1][0]
+
+    def search(self, period: str, embedding: np.ndarray, exclude_subject: str) -> list[tuple[str, float, int]]:
+        """(subject_id, score, certification_id) of other subjects' captures, best first."""
+        with self._lock:
+            self._catch_up(period)
+            if not self.ids:
+                return []
+            scores = self.vectors @ embedding.astype(np.float32)
+            best: dict[str, tuple[float, int]] = {}
+            for i in np.argsort(-scores)[:50]:
+                sid = self.subjects[i]
+                if sid != exclude_subject and sid not in best:
+                    best[sid] = (float(scores[i]), self.ids[i])
+        return sorted(((s, v[0], v[1]) for s, v in best.items()), key=lambda r: -r[1])
+
+
+class CertificationLedger:
+    """Certification records in the gallery's database. Judging attempts needs the engine and
+    the gallery; the lists and manual decisions need only the store."""
+
+    def __init__(self, settings, store, engine=None, gallery=None):
+        self.settings = settings
+        self.store = store
+        self.db = store.db
+        self.engine = engine
+        self.gallery = gallery
+        self.captures = CaptureIndex(store, engine.pack_id) if engine is not None else None
+
+    # ---------------------------------------------------------------- periods
+    def current_period(self, now: datetime | None = None) -> Period:
+        return period_at(now or utcnow(), self.settings.cert_period)
+
+    def _subject(self, conn, subject_id: str):
+        row = conn.execute(sa.select(subjects.c.pk, subjects.c.status).where(subjects.c.subject_id == subject_id)).first()
+        if row is None:
+            raise FacegateError("unknown_subject", f"no subject {subject_id!r}", subject_id=subject_id)
+        return row
+
+    def _recent_failures(self, conn, subject_pk: int, now: datetime) -> int:
+        since = now - timedelta(hours=self.settings.cert_failure_window_h)
+        return conn.execute(sa.select(sa.func.count()).select_from(certifications).where(
+            certifications.c.subject_pk == subject_pk, certifications.c.outcome == "failed",
+            certifications.c.method == "face", certifications.c.created_at >= since)).scalar_one()
+
+    # ---------------------------------------------------------------- attempts
+    def attempt(self, subject_id: str, embedding: np.ndarray | None, liveness: dict | None,
+                quality: float | None = None, *, actor: str, key_id: str | None = None,
+                client_id: str | None = None, request_id: str | None = None,
+                decision_id: str | None = None) -> dict:
+        """Judge and record one face certification attempt (see the module docstring)."""
+        from facegate.service.decisions import decide
+
+        now = utcnow()
+        period = self.current_period(now)
+        with self.db.connect() as conn:
+            subject_pk, status = self._subject(conn, subject_id)
+            failures = self._recent_failures(conn, subject_pk, now)
+        reasons: list[str] = []
+        signals: list[dict] = []
+        outcome, match = None, None
+        if status == "deceased":
+            outcome, reasons = "failed", ["subject_deceased"]
+            signals.append({"kind": "deceased_subject"})
+        elif status != "active":
+            outcome, reasons = "failed", [f"subject_{status}"]
+        elif failures >= self.settings.cert_max_failures:
+            outcome, reasons = "manual_review", ["locked_after_failures"]
+        elif liveness is None or not liveness.get("passed"):
+            outcome, reasons = "failed", ["liveness_failed"]
+            signals.append({"kind": "liveness_failed",
+                            "detail": {"checks": (liveness or {}).get("checks", [])}})
+        elif liveness.get("subject_id") not in (None, subject_id):
+            outcome, reasons = "failed", ["liveness_other_subject"]
+        elif embedding is None:
+            raise FacegateError("invalid_request", "the capture has no face embedding")
+        else:
+            verified = self.gallery.verify(subject_id, embedding)
+            match = decide(self.engine, self.settings, verified["score"], 1.0 if quality is None else quality)
+            outcome = {"match": "certified", "no_match": "failed"}.get(match["decision"], "manual_review")
+            reasons = list(match["review_reasons"]) + (["face_mismatch"] if outcome == "failed" else [])
+            threshold = match["threshold"]
+            for cand in self.gallery.identify(embedding, top_k=5)["candidates"]:
+                if cand["subject_id"] != subject_id and cand["score"] >= threshold:
+                    signals.append({"kind": "shared_face", "other_subject_id": cand["subject_id"],
+                                    "detail": {"score": cand["score"], "where": "gallery"}})
+            for other, score, cert_id in self.captures.search(period.name, embedding, subject_id):
+                if score < threshold:
+                    break
+                signals.append({"kind": "shared_face", "other_subject_id": other,
+                                "detail": {"score": round(score, 6), "where": "certification_capture",
+                                           "certification_id": cert_id}})
+            if any(s["kind"] == "shared_face" for s in signals) and outcome == "certified":
+                outcome = "manual_review"
+                reasons.append("shared_face")
+        if outcome == "failed" and failures + 1 == self.settings.cert_max_failures:
+            signals.append({"kind": "repeated_failures", "detail": {"failures": failures + 1,
+                                                                     "window_h": self.settings.cert_failure_window_h}})
+
+        row = {"subject_pk": subject_pk, "period": period.name, "outcome": outcome, "method": "face",
+               "valid_until": period.end if outcome == "certified" else None,
+               "score": match["score"] if match else None, "threshold": match["threshold"] if match else None,
+               "fmr": match["fmr"] if match else None,
+               "liveness_session_id": (liveness or {}).get("session_id"), "reasons": json.dumps(reasons),
+               "key_id": key_id, "client_id": client_id, "decision_id": decision_id, "created_at": now}
+        keep_capture = embedding is not None and outcome in ("certified", "manual_review")
+        with write_transaction(self.db) as conn:
+            cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
+            if keep_capture:
+                blob, kid = self.store.keys.encrypt(np.asarray(embedding, np.float32).tobytes(),
+                                                    capture_aad(subject_id, self.engine.pack_id))
+                conn.execute(certification_captures.insert().values(
+                    certification_id=cert_id, subject_pk=subject_pk, period=period.name,
+                    pack_id=self.engine.pack_id, embedding_enc=blob, key_id=kid, created_at=now))
+            for s in signals:
+                conn.execute(fraud_signals.insert().values(
+                    kind=s["kind"], subject_id=subject_id, other_subject_id=s.get("other_subject_id"),
+                    certification_id=cert_id, period=period.name, detail=json.dumps(s.get("detail") or {}),
+                    created_at=now))
+            audit.append(conn, actor=actor, operation="certify", outcome=outcome, key_id=key_id,
+                         subject_id=subject_id, request_id=request_id, client_id=client_id,
+                         scores={k: match[k] for k in ("score", "threshold", "fmr")} if match else None,
+                         detail={"certification_id": cert_id, "period": period.name, "reasons": reasons,
+                                 "decision_id": decision_id, "liveness_session_id": row["liveness_session_id"],
+                                 "signals": [s["kind"] for s in signals]})
+        return self._answer(cert_id, subject_id, row, reasons, signals)
+
+    def manual(self, subject_id: str, outcome: str, note: str, *, actor: str, key_id: str | None = None,
+               client_id: str | None = None, request_id: str | None = None) -> dict:
+        """An operator's decision after an in-person or other check (recorded as such)."""
+        if outcome not in ("certified", "failed"):
+            raise FacegateError("invalid_request", "a manual decision is 'certified' or 'failed'", field="outcome")
+        if not note or not note.strip():
+            raise FacegateError("invalid_request", "a manual decision needs a note saying how the person was checked",
+                                field="note")
+        now = utcnow()
+        period = self.current_period(now)
+        with self.db.connect() as conn:
+            subject_pk, status = self._subject(conn, subject_id)
+        if status == "deceased" and outcome == "certified":
+            raise FacegateError("invalid_request", "a deceased subject cannot be certified; change the status first",
+                                subject_status=status)
+        row = {"subject_pk": subject_pk, "period": period.name, "outcome": outcome, "method": "manual",
+               "valid_until": period.end if outcome == "certified" else None, "reasons": json.dumps([]),
+               "note": note.strip()[:2000], "key_id": key_id, "client_id": client_id, "created_at": now}
+        with write_transaction(self.db) as conn:
+            cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
+            audit.append(conn, actor=actor, operation="certify_manual", outcome=outcome, key_id=key_id,
+                         subject_id=subject_id, request_id=request_id, client_id=client_id,
+                         detail={"certification_id": cert_id, "period": period.name, "note": row["note"]})
+        return self._answer(cert_id, subject_id, row, [], [])
+
+    @staticmethod
+    def _answer(cert_id, subject_id, row, reasons, signals) -> dict:
+        return {"certification_id": cert_id, "subject_id": subject_id, "period": row["period"],
+                "outcome": row["outcome"], "method": row["method"], "valid_until": _iso(row["valid_until"]),
+                "score": row.get("score"), "threshold": row.get("threshold"), "fmr": row.get("fmr"),
+                "reasons": reasons, "fraud_signals": [s["kind"] for s in signals],
+                "liveness_session_id": row.get("liveness_session_id"), "created_at": _iso(row["created_at"])}
+
+    # ---------------------------------------------------------------- lists
+    def statuses(self, period: str | None = None, status: str | None = None, as_of: datetime | None = None,
+                 limit: int = 100, offset: int = 0, include_inactive: bool = False) -> dict:
+        """Each subject's status for ``period`` (default: the current one) as of ``as_of``."""
+        as_of = as_of or utcnow()
+        p = parse_period(period) if period else self.current_period(as_of)
+        if status is not None and status not in STATUSES:
+            raise FacegateError("invalid_request", f"status must be one of {STATUSES}", field="status")
+        c = certifications
+        in_period = c.c.period == p.name
+        if as_of < p.end:
+            in_period = sa.and_(in_period, c.c.created_at <= as_of)
+        agg = (sa.select(c.c.subject_pk,
+                         sa.func.max(sa.case((c.c.outcome == "certified", c.c.id), else_=None)).label("cert_id"),
+                         sa.func.max(c.c.id).label("last_id"), sa.func.count().label("attempts"))
+               .where(in_period).group_by(c.c.subject_pk).subquery())
+        cert, last = c.alias("cert"), c.alias("last")
+        past = as_of >= p.end + timedelta(days=self.settings.cert_grace_days)
+        derived = sa.case(
+            (agg.c.cert_id.is_not(None), "certified"),
+            (last.c.outcome == "manual_review", "manual_review"),
+            *([(sa.true(), "overdue")] if past else []),
+            (last.c.outcome == "failed", "failed"),
+            else_="due").label("status")
+        q = (sa.select(subjects.c.subject_id, subjects.c.name, subjects.c.status.label("subject_status"), derived,
+                       cert.c.created_at.label("certified_at"), cert.c.method.label("certified_by"),
+                       cert.c.valid_until, agg.c.attempts, last.c.outcome.label("last_outcome"),
+                       last.c.created_at.label("last_attempt_at"))
+             .select_from(subjects.outerjoin(agg, agg.c.subject_pk == subjects.c.pk)
+                          .outerjoin(cert, cert.c.id == agg.c.cert_id)
+                          .outerjoin(last, last.c.id == agg.c.last_id)))
+        if not include_inactive:
+            q = q.where(subjects.c.status == "active")
+        inner = q.subquery()
+        counts_q = sa.select(inner.c.status, sa.func.count()).group_by(inner.c.status)
+        rows_q = sa.select(inner)
+        if status:
+            rows_q = rows_q.where(inner.c.status == status)
+        rows_q = rows_q.order_by(inner.c.subject_id).limit(limit).offset(offset)
+        with self.db.connect() as conn:
+            counts = {s: 0 for s in STATUSES} | dict(conn.execute(counts_q).all())
+            rows = conn.execute(rows_q).all()
+        items = [{"subject_id": r.subject_id, "name": r.name, "status": r.status, "subject_status": r.subject_status,
+                  "certified_at": _iso(r.certified_at), "certified_by": r.certified_by,
+                  "valid_until": _iso(r.valid_until), "attempts": r.attempts or 0,
+                  "last_outcome": r.last_outcome, "last_attempt_at": _iso(r.last_attempt_at)} for r in rows]
+        return {"period": p.name, "period_start": _iso(p.start), "period_end": _iso(p.end), "as_of": _iso(as_of),
+                "counts": counts, "items": items, "limit": limit, "offset": offset}
+
+    def signals(self, kind: str | None = None, subject_id: str | None = None, period: str | None = None,
+                limit: int = 100, offset: int = 0) -> list[dict]:
+        f = fraud_signals
+        q = sa.select(f).order_by(f.c.id.desc()).limit(limit).offset(offset)
+        if kind:
+            if kind not in SIGNAL_KINDS:
+                raise FacegateError("invalid_request", f"kind must be one of {SIGNAL_KINDS}", field="kind")
+            q = q.where(f.c.kind == kind)
+        if subject_id:
+            q = q.where(sa.or_(f.c.subject_id == subject_id, f.c.other_subject_id == subject_id))
+        if period:
+            q = q.where(f.c.period == period)
+        with self.db.connect() as conn:
+            return [{"id": r.id, "kind": r.kind, "subject_id": r.subject_id, "other_subject_id": r.other_subject_id,
+                     "certification_id": r.certification_id, "period": r.period,
+                     "detail": json.loads(r.detail or "{}"), "created_at": _iso(r.created_at)}
+                    for r in conn.execute(q).all()]
+
+    def attempts(self, subject_id: str, limit: int = 50) -> list[dict]:
+        c = certifications
+        q = (sa.select(c).join(subjects, subjects.c.pk == c.c.subject_pk)
+             .where(subjects.c.subject_id == subject_id).order_by(c.c.id.desc()).limit(limit))
+        with self.db.connect() as conn:
+            self._subject(conn, subject_id)
+            return [{"certification_id": r.id, "period": r.period, "outcome": r.outcome, "method": r.method,
+                     "valid_until": _iso(r.valid_until), "score": r.score, "reasons": json.loads(r.reasons or "[]"),
+                     "note": r.note, "created_at": _iso(r.created_at)} for r in conn.execute(q).all()]
