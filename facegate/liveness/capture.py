@@ -26,7 +26,7 @@ REPEATED_PIXEL_DIFF = 0.02         # mean |difference| of 64x64 grey face crops:
 REPEATED_MAX_FRACTION = 0.3
 # Landmark movement a homography cannot explain (see planar_residual) below which a capture
 # shows no natural motion.
-MIN_NONPLANAR_CHANGE = 0.02
+MIN_NONPLANAR_CHANGE = 0.015
 
 
 @dataclass
