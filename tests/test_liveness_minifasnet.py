@@ -64,3 +64,21 @@ def test_silent_face_samples(minifasnet_pack, engine):
             scores[name] = pad.score(img, box)
         assert scores["image_T1.jpg"] >= 0.5, (pad.name, scores)
         assert scores["image_F1.jpg"] < 0.5 and scores["image_F2.jpg"] < 0.5, (pad.name, scores)
+
+
+def test_cli_build_pad_and_loading(tmp_path, monkeypatch, engine, capsys):
+    from facegate.cli import main
+    from facegate.config import Settings
+    from facegate.errors import FacegateError
+    from facegate.liveness.pad import load_pad_models
+
+    weights = need_shared("models", "minifasnet")
+    monkeypatch.setenv("FACEGATE_MODEL_DIR", str(tmp_path / "models"))
+    assert main(["liveness", "build-pad", "--weights", str(weights)]) == 0
+    assert "reference max |diff|" in capsys.readouterr().out
+    models = load_pad_models(Settings.load(liveness_pad="minifasnet"), engine.pack)
+    assert [m.name for m in models] == ["minifasnet"] and len(models[0].nets) == 2
+    assert [m.name for m in load_pad_models(Settings.load(liveness_pad="auto"), engine.pack)] == ["fr_liveness", "minifasnet"]
+    assert load_pad_models(Settings.load(liveness_pad="none"), engine.pack) == []
+    with pytest.raises(FacegateError, match="model_unavailable"):
+        load_pad_models(Settings.load(liveness_pad="minifasnet", model_dir=str(tmp_path / "empty")), engine.pack)
