@@ -6,6 +6,7 @@ import logging
 import os
 import stat
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -212,8 +213,10 @@ def test_concurrent_writers_keep_one_audit_chain_and_ordered_change_log(store, e
     assert len(seqs) == 20 and seqs == sorted(seqs)
 
 
-def test_rotate_data_key_re_encrypts_and_resumes_after_a_crash(store_env, embeddings):
+def test_rotate_data_key_re_encrypts_and_resumes_after_a_crash(store_env, embeddings, monkeypatch):
+    from facegate.index import store as store_module
     from facegate.index.store import Store
+    monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
     store, settings = store_env
     store.add_subject("P-1")
     for e in embeddings:
@@ -272,3 +275,20 @@ def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path
         target.add_subject("P-3")
         assert target.add_template("P-3", embeddings[2], "pack-A")["face_id"] > f[1]["face_id"]
         target.close()
+
+
+def test_a_running_process_picks_up_a_rotation_made_elsewhere(store_env, embeddings, monkeypatch):
+    from facegate.index import datakeys, store as store_module
+    from facegate.index.store import Store
+    monkeypatch.setattr(datakeys, "REFRESH_S", 0.01)
+    monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
+    server, settings = store_env
+    server.add_subject("P-1")
+    server.add_template("P-1", embeddings[0], "pack-A")
+    cli = Store.open(settings)
+    new = cli.rotate_data_key()["key_id"]
+    cli.close()
+    time.sleep(0.05)
+    face = server.add_template("P-1", embeddings[1], "pack-A")
+    assert face["key_id"] == new
+    assert len(server.subject_templates("P-1", "pack-A")) == 2

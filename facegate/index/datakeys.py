@@ -21,6 +21,7 @@ import base64
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 KEY_BYTES = 32
 NONCE_BYTES = 12
 DEFAULT_KEY_FILE = "data.key"
+REFRESH_S = 1.0          # how often a long-running process re-reads the key file for rotations
 
 
 def key_id(key: bytes) -> str:
@@ -94,6 +96,7 @@ class DataKeys:
         self._order = [key_id(k) for k in keys]
         self._raw = list(keys)
         self._mtime = self.path.stat().st_mtime_ns if self.path and self.path.exists() else None
+        self._checked = time.monotonic()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -128,10 +131,15 @@ class DataKeys:
                         "the database: without it the templates cannot be decrypted", keys.current_id, path)
         return keys
 
-    def _refresh(self) -> None:
-        """Pick up a rotation made by another process (the key file changed)."""
+    def _refresh(self, force: bool = False) -> None:
+        """Pick up a rotation made by another process (the key file changed); the file is
+        looked at no more often than every REFRESH_S seconds unless ``force``."""
         if self.path is None:
             return
+        now = time.monotonic()
+        if not force and now - self._checked < REFRESH_S:
+            return
+        self._checked = now
         try:
             mtime = self.path.stat().st_mtime_ns
         except FileNotFoundError:
@@ -147,16 +155,19 @@ class DataKeys:
 
     @property
     def ids(self) -> list[str]:
-        self._refresh()
+        self._refresh(force=True)
         return list(self._order)
 
     def has(self, kid: str) -> bool:
-        self._refresh()
+        if kid not in self._keys:
+            self._refresh(force=True)
         return kid in self._keys
 
-    def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[bytes, str]:
-        """(nonce || ciphertext, key id) under the current key."""
-        kid = self.current_id
+    def encrypt(self, plaintext: bytes, aad: bytes, kid: str | None = None) -> tuple[bytes, str]:
+        """(nonce || ciphertext, key id) under the current key (or the listed key ``kid``)."""
+        kid = kid or self.current_id
+        if not self.has(kid):
+            raise FacegateError("data_key_unavailable", f"data key {kid} is not in the keyring")
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._keys[kid].encrypt(nonce, plaintext, aad), kid
 
@@ -178,7 +189,7 @@ class DataKeys:
             raise FacegateError("invalid_request", "the data key comes from FACEGATE_DATA_KEY: put the new key "
                                 "first, e.g. FACEGATE_DATA_KEY=NEW,OLD, and rerun `facegate keys rotate-data-key` "
                                 "to re-encrypt; then remove OLD")
-        self._refresh()
+        self._refresh(force=True)
         keys = [os.urandom(KEY_BYTES)] + self._raw
         _write_private(self.path, _format(keys))
         self._set(keys)
@@ -189,7 +200,7 @@ class DataKeys:
     def retire(self, kids: list[str]) -> Path | None:
         """Drop keys (never the current one) from the key file, appending them to
         ``<key file>.retired`` first. Returns that file, or None when nothing was retired."""
-        self._refresh()
+        self._refresh(force=True)
         drop = [k for k in self._raw if key_id(k) in kids and key_id(k) != self._order[0]]
         if not drop or self.source == "env":
             return None

@@ -14,6 +14,7 @@ import base64
 import gzip
 import json
 import logging
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from facegate import audit
 from facegate.config import Settings
 from facegate.errors import FacegateError
-from facegate.index.datakeys import DataKeys
+from facegate.index.datakeys import REFRESH_S, DataKeys
 from facegate.index.db import open_database, write_transaction
 from facegate.index.schema import (SUBJECT_STATUSES, change_log, import_items, store_info, subjects,
                                    templates)
@@ -377,10 +378,12 @@ class Store:
         re-ranking set for a 1:N candidate list. Ids that no longer exist are ignored."""
         if not face_ids:
             return []
+        # pack_id is filtered here, not in SQL: nearly every template has the same pack, and an
+        # index on it would tempt the planner into a full scan.
         owners = sa.select(templates.c.subject_pk).where(templates.c.id.in_([int(i) for i in face_ids]))
         with self.db.connect() as conn:
-            rows = conn.execute(self._emb_select().where(templates.c.subject_pk.in_(owners),
-                                                         templates.c.pack_id == pack_id)).all()
+            rows = [r for r in conn.execute(self._emb_select().where(templates.c.subject_pk.in_(owners))).all()
+                    if r.pack_id == pack_id]
         return [{"face_id": int(r.id), "subject_id": r.subject_id, "status": r.status, "name": r.name,
                  "embedding": e} for r, e in self._decrypt_rows(rows)]
 
@@ -392,8 +395,8 @@ class Store:
         try:
             for i in range(0, len(face_ids), 1000):
                 chunk = [int(x) for x in face_ids[i:i + 1000]]
-                rows = conn.execute(self._emb_select().where(templates.c.id.in_(chunk),
-                                                             templates.c.pack_id == pack_id)).all()
+                rows = [r for r in conn.execute(self._emb_select().where(templates.c.id.in_(chunk))).all()
+                        if r.pack_id == pack_id]
                 for r, e in self._decrypt_rows(rows):
                     ids_out.append(r.id)
                     vecs.append(e)
@@ -508,23 +511,12 @@ class Store:
             self.keys.rotate()
         new = self.keys.current_id
         done = 0
-        while True:
-            with write_transaction(self.db) as conn:
-                rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id, templates.c.embedding_enc,
-                                              templates.c.image_enc, templates.c.key_id, subjects.c.subject_id)
-                                    .join(subjects, subjects.c.pk == templates.c.subject_pk)
-                                    .where(templates.c.key_id != new).limit(batch)).all()
-                for r in rows:
-                    plain = self.keys.decrypt(r.embedding_enc, r.key_id, embedding_aad(r.subject_id, r.pack_id))
-                    blob, _ = self.keys.encrypt(plain, embedding_aad(r.subject_id, r.pack_id))
-                    values = {"embedding_enc": blob, "key_id": new}
-                    if r.image_enc is not None:
-                        img = self.keys.decrypt(r.image_enc, r.key_id, image_aad(r.subject_id, r.pack_id))
-                        values["image_enc"] = self.keys.encrypt(img, image_aad(r.subject_id, r.pack_id))[0]
-                    conn.execute(templates.update().where(templates.c.id == r.id).values(**values))
-                done += len(rows)
-            if len(rows) < batch:
-                break
+        # Other processes re-read the key file within datakeys.REFRESH_S; a second pass after
+        # that picks up rows they encrypted with the old key in the meantime.
+        for sweep in range(2):
+            if sweep:
+                time.sleep(2 * REFRESH_S)
+            done += self._reencrypt_all(new, batch)
         old = [k for k in self.keys.ids if k != new]
         retired_to = None
         if retire_old and old and not any(k in old for k in self.key_usage()):
@@ -536,6 +528,28 @@ class Store:
         return {"key_id": new, "reencrypted": done, "resumed": resumed,
                 "retired_key_ids": old if retired_to else [], "retired_key_file": str(retired_to) if retired_to else None,
                 "old_key_ids_still_listed": [] if retired_to else old}
+
+    def _reencrypt_all(self, new: str, batch: int) -> int:
+        """Re-encrypt every row not under key ``new``, ``batch`` rows per transaction."""
+        done = 0
+        while True:
+            with write_transaction(self.db) as conn:
+                rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id, templates.c.embedding_enc,
+                                              templates.c.image_enc, templates.c.key_id, subjects.c.subject_id)
+                                    .join(subjects, subjects.c.pk == templates.c.subject_pk)
+                                    .where(templates.c.key_id != new).limit(batch)).all()
+                for r in rows:
+                    plain = self.keys.decrypt(r.embedding_enc, r.key_id, embedding_aad(r.subject_id, r.pack_id))
+                    blob, _ = self.keys.encrypt(plain, embedding_aad(r.subject_id, r.pack_id), kid=new)
+                    values = {"embedding_enc": blob, "key_id": new}
+                    if r.image_enc is not None:
+                        img = self.keys.decrypt(r.image_enc, r.key_id, image_aad(r.subject_id, r.pack_id))
+                        values["image_enc"] = self.keys.encrypt(img, image_aad(r.subject_id, r.pack_id), kid=new)[0]
+                    conn.execute(templates.update().where(templates.c.id == r.id).values(**values))
+                done += len(rows)
+            if len(rows) < batch:
+                break
+        return done
 
     # ------------------------------------------------------------------ export / restore
     def export(self, path: str | Path, actor: str = "cli") -> dict:
