@@ -317,6 +317,51 @@ def accuracy(engine, peer: Peer | None, lfw: Path, cache_dir: Path | None) -> di
     return result
 
 
+# ----------------------------------------------------------------------------- report
+def markdown(r: dict) -> str:
+    """The figures as Markdown tables (what benchmarks/results/engine.md quotes)."""
+    lines = [f"Run {r['started']}, {r['cpus']} CPUs, onnxruntime {r['onnxruntime']} on {r['threads']} threads, "
+             f"pack {r['pack_id']}; peer {'dlib ' + r['peer']['dlib'] if r.get('peer') else 'not run'}.",
+             "", "uptime during the run:", ""] + [f"    {u}" for u in r["uptime"]]
+    st = r["startup_ms"]
+    lines += ["", f"Start-up (fresh process, median of {st['runs']}): import {st['import']} ms, "
+              f"FaceEngine.load {st['load']} ms, first faces() {st['first_call']} ms, second {st['second_call']} ms, "
+              f"warm {st['warm_call']} ms.", ""]
+    for key, title in (("lfw", "LFW dev sample (250x250)"), ("nuaa_640x480", "NUAA live 640x480, default settings"),
+                       ("nuaa_640x480_big_faces", "NUAA live 640x480, large-face settings")):
+        if key not in r:
+            continue
+        x = r[key]
+        lines += [f"**{title}**, {x['photos']} photos, interleaved. facegate: {x['settings']['facegate']}; "
+                  f"peer: {x['settings']['peer']}.", "",
+                  "| engine | end to end median (p90) ms | decode | detect | align | embed/encode | photos with a face | speed-up vs peer (median / per-photo median / total) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name in [k for k in ("facegate", "facegate_1thread", "peer") if k in x]:
+            e = x[name]
+            sm = {k: v["median"] for k, v in e["stages_ms"].items()}
+            sp = x.get(f"speedup_{name}")
+            speed = f"{sp['median']}x / {sp['per_photo_median']}x / {sp['total']}x" if sp else "-"
+            lines.append(f"| {name} | {e['end_to_end_ms']['median']} ({e['end_to_end_ms']['p90']}) | {sm['decode']} | "
+                         f"{sm['detect']} | {sm.get('align', '-')} | {sm.get('embed', sm.get('encode'))} | "
+                         f"{e['photos_with_face']}/{x['photos']} | {speed} |")
+        lines.append("")
+    if "batch_embedding" in r:
+        lines += ["Batch embedding (`engine.embedder.embed`, aligned 112x112 crops):", "",
+                  "| batch | ms per crop (median) | crops/s |", "|---|---|---|"]
+        lines += [f"| {b} | {v['ms_per_crop_median']} | {v['crops_per_s']} |" for b, v in r["batch_embedding"].items()]
+        lines.append("")
+    if "lfw_accuracy" in r:
+        a = r["lfw_accuracy"]
+        lines += [f"Accuracy on all {a['pairs']} LFW dev pairs ({a['photos']} photos); {a['protocol']}.", "",
+                  "| engine | accuracy (std) | TAR @ FAR 1e-3 | TAR @ FAR 1e-4 | photos without a face |", "|---|---|---|---|---|"]
+        for name in [k for k in ("facegate", "peer", "peer_with_fallback_box") if k in a]:
+            e = a[name]
+            lines.append(f"| {name} | {e['accuracy'] * 100:.2f} % ({e['accuracy_std'] * 100:.2f}) | "
+                         f"{e['tar_at_far']['0.001']} | {e['tar_at_far']['0.0001']} | {e['failed_photos']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -399,7 +444,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
+    print(markdown(report))
     log(f"written {out}")
     return 0
 
