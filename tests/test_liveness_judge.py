@@ -112,3 +112,18 @@ def test_without_pad_models_nothing_silently_passes(judge, blink_clip):
                             judge.tracker, [])
     res = lenient.judge(["blink"], cap, observations=obs)
     assert res["live"] and res["passive"]["status"] == PASSIVE_UNAVAILABLE
+
+
+def test_concurrent_judging_keeps_captures_apart(judge, clips):
+    from concurrent.futures import ThreadPoolExecutor
+
+    tracking = LivenessJudge.load(judge.engine, dataclasses.replace(judge.settings, liveness_detect_every=2))
+    caps = [segment(clips["d0"], 2.0, 3.2), segment(clips["d18"], 2.0, 3.0)]
+    alone = [tracking.observe(c) for c in caps]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(tracking.observe, caps))
+    for a, b in zip(alone, together):
+        assert len(a) == len(b)
+        assert [o.detected for o in a] == [o.detected for o in b] == [i % 2 == 0 for i in range(len(a))]
+        assert np.allclose([o.box for o in a], [o.box for o in b])
+        assert np.allclose([o.yaw for o in a], [o.yaw for o in b], atol=1e-4)

@@ -65,6 +65,9 @@ class TrackerTimes:
 
 
 class FaceTracker:
+    """Stateless between calls (one tracker serves concurrent requests): the tracking state of
+    one capture lives in :meth:`observe_all`. ``times`` holds the stage times of the last call."""
+
     def __init__(self, detector, landmarker: Landmarker68, eyes: EyeStateClassifier, pose: HeadPoseEstimator,
                  detect_side: int = 320, detect_every: int = 1, min_face_fraction: float = 0.12):
         self.detector = detector
@@ -75,47 +78,44 @@ class FaceTracker:
         self.min_face_fraction = min_face_fraction
         self.detect_every = max(1, int(detect_every))
         self.times = TrackerTimes()
-        self.reset()
-
-    def reset(self) -> None:
-        self._last: FrameObservation | None = None
-        self._since_detect = 0
 
     def observe_all(self, frames) -> list[FrameObservation]:
         """Observations for a sequence of (t, bgr) frames, tracking the face between detections."""
-        self.reset()
-        return [self.observe(i, t, bgr) for i, (t, bgr) in enumerate(frames)]
+        times = TrackerTimes()
+        out: list[FrameObservation] = []
+        last: FrameObservation | None = None
+        since_detect = 0
+        for i, (t, bgr) in enumerate(frames):
+            obs = None
+            if last is not None and last.has_face and since_detect < self.detect_every - 1:
+                obs = self._track(i, t, bgr, last, times)
+                since_detect += 1
+            if obs is None:
+                obs = self._detect(i, t, bgr, times)
+                since_detect = 0
+            out.append(obs)
+            last = obs
+        self.times = times
+        return out
 
-    def observe(self, index: int, t: float, bgr: np.ndarray) -> FrameObservation:
-        last = self._last
-        if last is not None and last.has_face and self._since_detect < self.detect_every - 1:
-            obs = self._track(index, t, bgr, last)
-            if obs is not None:
-                self._since_detect += 1
-                self._last = obs
-                return obs
-        obs = self._detect(index, t, bgr)
-        self._since_detect = 0
-        self._last = obs
-        return obs
-
-    def _track(self, index: int, t: float, bgr: np.ndarray, last: FrameObservation) -> FrameObservation | None:
+    def _track(self, index: int, t: float, bgr: np.ndarray, last: FrameObservation,
+               times: TrackerTimes) -> FrameObservation | None:
         """The face in the previous frame's box, the box moved with the landmarks' centroid."""
         t0 = time.perf_counter()
         grey = grey_of(bgr)
         pts = self.landmarker(grey, last.box)
         shift = pts.mean(axis=0) - last.landmarks68.mean(axis=0)
         t1 = time.perf_counter()
-        self.times.frames += 1
-        self.times.landmarks += t1 - t0
+        times.landmarks += t1 - t0
         width = last.box[2] - last.box[0]
         if np.linalg.norm(shift) > 0.25 * width:
             return None          # moved too far to trust the carried box: detect instead
+        times.frames += 1
         obs = FrameObservation(index, t, detected=False, faces=last.faces, box=last.box + np.tile(shift, 2))
-        self._measure(obs, grey, bgr, pts, t1)
+        self._measure(obs, grey, bgr, pts, t1, times)
         return obs
 
-    def _measure(self, obs: FrameObservation, grey, bgr, pts, t1: float) -> None:
+    def _measure(self, obs: FrameObservation, grey, bgr, pts, t1: float, times: TrackerTimes) -> None:
         obs.landmarks68 = pts
         obs.ear = eye_aspect_ratio(pts)
         obs.mar = mouth_aspect_ratio(pts)
@@ -123,10 +123,10 @@ class FaceTracker:
         t2 = time.perf_counter()
         obs.yaw, obs.pitch, obs.roll = self.pose(bgr, obs.box)
         t3 = time.perf_counter()
-        self.times.eyes += t2 - t1
-        self.times.pose += t3 - t2
+        times.eyes += t2 - t1
+        times.pose += t3 - t2
 
-    def _detect(self, index: int, t: float, bgr: np.ndarray) -> FrameObservation:
+    def _detect(self, index: int, t: float, bgr: np.ndarray, times: TrackerTimes) -> FrameObservation:
         obs = FrameObservation(index, t, detected=True)
         t0 = time.perf_counter()
         h, w = bgr.shape[:2]
@@ -136,9 +136,9 @@ class FaceTracker:
         min_face = max(12, int(self.min_face_fraction * min(small.shape[:2])))
         dets = self.detector.detect(small, min_face=min_face)
         t1 = time.perf_counter()
-        self.times.frames += 1
-        self.times.detect += t1 - t0
-        self.times.detections += 1
+        times.frames += 1
+        times.detect += t1 - t0
+        times.detections += 1
         if not dets:
             return obs
         sizes = [min(d.box[2] - d.box[0], d.box[3] - d.box[1]) for d in dets]
@@ -149,6 +149,6 @@ class FaceTracker:
         grey = grey_of(bgr)
         pts = self.landmarker(grey, obs.box)
         t2 = time.perf_counter()
-        self.times.landmarks += t2 - t1
-        self._measure(obs, grey, bgr, pts, t2)
+        times.landmarks += t2 - t1
+        self._measure(obs, grey, bgr, pts, t2, times)
         return obs
