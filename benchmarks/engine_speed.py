@@ -102,14 +102,18 @@ def find_peer(python: str | None) -> str | None:
 
 
 # ----------------------------------------------------------------------------- facegate
-def facegate_photo(engine: FaceEngine, path: Path, policy: str, min_face: int | None) -> tuple[float, dict, int]:
-    """End-to-end seconds (read + decode + detect + align + embed), stage times, faces found."""
+def facegate_photo(engine: FaceEngine, path: Path, policy: str, min_face: int | None
+                   ) -> tuple[float, float, dict, int]:
+    """End-to-end seconds (read + decode + detect + align + embed), the process CPU seconds
+    that took (all threads), stage times, faces found."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     data = path.read_bytes()
     faces = engine.faces(data, policy=policy, min_face=min_face)
     total = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     st = engine.last_times
-    return total, {s: getattr(st, s) for s in STAGES}, len(faces)
+    return total, cpu, {s: getattr(st, s) for s in STAGES}, len(faces)
 
 
 def startup_cost(threads: int, photo: Path, runs: int = 3) -> dict:
@@ -141,13 +145,15 @@ def side_by_side(engines: dict[str, FaceEngine], peer: Peer | None, photos: list
     """Every engine and the peer on the same photos, interleaved photo by photo; the order of
     the runners rotates from photo to photo so that neither always runs first."""
     totals: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     stages: dict[str, dict[str, list[float]]] = {}
     found: dict[str, int] = {}
 
     def facegate_runner(name, engine):
         def run(p):
-            total, st, n = facegate_photo(engine, p, policy, min_face)
+            total, cpu, st, n = facegate_photo(engine, p, policy, min_face)
             totals[name].append(total)
+            cpus[name].append(cpu)
             for s in STAGES:
                 stages[name][s].append(st[s])
             found[name] += n > 0
@@ -156,6 +162,7 @@ def side_by_side(engines: dict[str, FaceEngine], peer: Peer | None, photos: list
     def peer_runner(p):
         out = peer.run(p, upsample)
         totals["peer"].append(sum(out["times"].values()))
+        cpus["peer"].append(out["cpu"])
         for s in PEER_STAGES:
             stages["peer"][s].append(out["times"][s])
         found["peer"] += out["faces"] > 0
@@ -164,13 +171,13 @@ def side_by_side(engines: dict[str, FaceEngine], peer: Peer | None, photos: list
     if peer:
         runners.append(("peer", peer_runner))
     for name, _ in runners:
-        totals[name], found[name] = [], 0
+        totals[name], cpus[name], found[name] = [], [], 0
         stages[name] = {s: [] for s in (PEER_STAGES if name == "peer" else STAGES)}
     for p in photos[:3]:  # warm every runner (first calls allocate) outside the timed loop
         for name, run in runners:
             run(p)
     for name, _ in runners:
-        totals[name], found[name] = [], 0
+        totals[name], cpus[name], found[name] = [], [], 0
         stages[name] = {s: [] for s in stages[name]}
     for i, p in enumerate(photos):
         for k in range(len(runners)):
@@ -178,16 +185,18 @@ def side_by_side(engines: dict[str, FaceEngine], peer: Peer | None, photos: list
 
     result: dict = {"photos": len(photos)}
     for name, _ in runners:
-        result[name] = {"end_to_end_ms": ms(totals[name]), "stages_ms": {s: ms(v) for s, v in stages[name].items()},
+        result[name] = {"end_to_end_ms": ms(totals[name]), "cpu_ms": ms(cpus[name]), "stages_ms": {s: ms(v) for s, v in stages[name].items()},
                         "photos_with_face": found[name], "total_s": round(sum(totals[name]), 2)}
     if peer:
-        pr = np.array(totals["peer"])
+        pr, pr_cpu = np.array(totals["peer"]), np.array(cpus["peer"])
         for name in engines:
-            fg = np.array(totals[name])
+            fg, fg_cpu = np.array(totals[name]), np.array(cpus[name])
             result[f"speedup_{name}"] = {
                 "median": round(float(np.median(pr) / np.median(fg)), 2),      # peer median / facegate median
                 "total": round(float(pr.sum() / fg.sum()), 2),
                 "per_photo_median": round(float(np.median(pr / fg)), 2),     # robust to load drifting in the run
+                # CPU time hardly depends on how busy the machine is (wall time does)
+                "cpu_median": round(float(np.median(pr_cpu) / np.median(fg_cpu)), 2),
             }
     return result
 
@@ -334,14 +343,16 @@ def markdown(r: dict) -> str:
         x = r[key]
         lines += [f"**{title}**, {x['photos']} photos, interleaved. facegate: {x['settings']['facegate']}; "
                   f"peer: {x['settings']['peer']}.", "",
-                  "| engine | end to end median (p90) ms | decode | detect | align | embed/encode | photos with a face | speed-up vs peer (median / per-photo median / total) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| engine | end to end median (p90) ms | CPU ms median | decode | detect | align | embed/encode | photos with a face | speed-up vs peer: wall median / per-photo median / total; CPU median |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name in [k for k in ("facegate", "facegate_1thread", "peer") if k in x]:
             e = x[name]
             sm = {k: v["median"] for k, v in e["stages_ms"].items()}
             sp = x.get(f"speedup_{name}")
-            speed = f"{sp['median']}x / {sp['per_photo_median']}x / {sp['total']}x" if sp else "-"
-            lines.append(f"| {name} | {e['end_to_end_ms']['median']} ({e['end_to_end_ms']['p90']}) | {sm['decode']} | "
+            speed = (f"{sp['median']}x / {sp['per_photo_median']}x / {sp['total']}x; {sp['cpu_median']}x"
+                     if sp else "-")
+            lines.append(f"| {name} | {e['end_to_end_ms']['median']} ({e['end_to_end_ms']['p90']}) | "
+                         f"{e['cpu_ms']['median']} | {sm['decode']} | "
                          f"{sm['detect']} | {sm.get('align', '-')} | {sm.get('embed', sm.get('encode'))} | "
                          f"{e['photos_with_face']}/{x['photos']} | {speed} |")
         lines.append("")
