@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -162,7 +163,8 @@ def peer_check(peer_python: str, frames: list[Frame], tolerance: float = 0.6) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", default=str(REPO.parent / "shared"))
-    ap.add_argument("--peer-python", help="python of a venv with face_recognition (optional)")
+    ap.add_argument("--peer-python", default=os.environ.get("FACEGATE_PEER_PYTHON"),
+                    help="python of a venv with face_recognition (optional)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "nuaa_verification.json"))
     args = ap.parse_args(argv)
     root = Path(args.shared) / "data" / "nuaa" / "live"
