@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from facegate.errors import FacegateError
 from facegate.liveness.actions import match_challenge
 from facegate.liveness.capture import Capture, capture_checks
 from facegate.liveness.eyes import EyeStateClassifier
@@ -37,7 +38,9 @@ class LivenessJudge:
         self.settings = settings
         self.tracker = tracker
         self.pad_models = pad_models
-        self.identity_threshold, _ = engine.operating_points.threshold_for(settings.liveness_identity_fmr)
+        # same face throughout: the engine's calibrated threshold (None for an uncalibrated pack)
+        points = engine.operating_points
+        self.identity_threshold = points.threshold_for(settings.liveness_identity_fmr)[0] if points else None
 
     @classmethod
     def load(cls, engine, settings=None) -> "LivenessJudge":
@@ -66,6 +69,9 @@ class LivenessJudge:
 
     def identity(self, capture: Capture, faced: list[FrameObservation], actions: list[dict]) -> dict:
         """Embeddings on evenly spaced frames plus the frames at each detected action's edges."""
+        if self.identity_threshold is None:
+            raise FacegateError("model_unavailable", "this model pack has no calibration, so a capture's "
+                                "identity cannot be checked; run `facegate calibrate` for it")
         faced = [o for o in faced if o.detected] or faced
         step = max(1, int(np.ceil(len(faced) / MAX_IDENTITY_SAMPLES)))
         picks = {o.index: o for o in faced[::step]}
