@@ -93,6 +93,10 @@ def test_enrol_photo_and_duplicate_identity_is_blocked(gallery_env, faces):
         g.enrol("P-2", faces["Colin_Powell"][2][0])           # the same person as another subject
     assert e.value.code == "duplicate_identity"
     assert e.value.detail["duplicate_of"][0]["subject_id"] == "P-1"
+    with pytest.raises(FacegateError) as e:
+        g.enrol("P-2", faces["Colin_Powell"][2][0], duplicate_fmr=1e-5)   # a stricter duplicate check
+    strict = g.engine.decide(0.0, 1e-5)["threshold"]
+    assert e.value.detail["duplicate_of"][0]["threshold"] == strict > g.engine.decide(0.0)["threshold"]
     assert len(g.store.list_templates("P-2")) == 0
     allowed = g.enrol("P-2", faces["Colin_Powell"][2][0], allow_duplicate=True)
     assert allowed["duplicate_of"][0]["subject_id"] == "P-1"

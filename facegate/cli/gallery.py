@@ -93,6 +93,8 @@ def register(sub) -> None:
     p.add_argument("--name", help="name for --create")
     p.add_argument("--allow-duplicate", action="store_true",
                    help="enrol even when the face matches another subject (recorded in the audit trail)")
+    p.add_argument("--duplicate-fmr", type=float, help="operating point of the duplicate check (default: "
+                   "FACEGATE_TARGET_FMR); it compares with every subject, so false alarms grow with the gallery")
     p.set_defaults(func=cmd_enrol)
 
     p = _with_json(sub.add_parser("import", help="bulk enrolment from DIR/<subject_id>/<photo> or a CSV "
@@ -100,6 +102,8 @@ def register(sub) -> None:
     p.add_argument("source", type=Path)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of cores)")
     p.add_argument("--allow-duplicate", action="store_true")
+    p.add_argument("--duplicate-fmr", type=float, help="operating point of the duplicate check (default: "
+                   "FACEGATE_TARGET_FMR); it compares with every subject, so false alarms grow with the gallery")
     p.add_argument("--policy", default="single", choices=["single", "central", "largest"],
                    help="which face to take: 'single' rejects photos with two people (default); 'central' "
                         "takes the face nearest the centre (e.g. cropped press photos)")
@@ -223,7 +227,7 @@ def cmd_enrol(args) -> int:
         for path in args.images:
             try:
                 r = g.enrol(args.subject_id, path.read_bytes(), source=f"cli:{path.name}",
-                            allow_duplicate=args.allow_duplicate, actor=_actor())
+                            allow_duplicate=args.allow_duplicate, actor=_actor(), duplicate_fmr=args.duplicate_fmr)
                 results.append({"image": str(path), "ok": True} | r)
                 if not args.json:
                     dup = f"  (DUPLICATE of {[d['subject_id'] for d in r['duplicate_of']]}, allowed)" if r["duplicate_of"] else ""
@@ -251,7 +255,7 @@ def cmd_import(args) -> int:
     with _gallery() as g:
         summary = run_import(g, items, workers=args.workers, allow_duplicate=args.allow_duplicate,
                              policy=args.policy, report_path=args.errors, progress=not args.no_progress,
-                             actor=_actor())
+                             actor=_actor(), duplicate_fmr=args.duplicate_fmr)
     text = (f"{summary['enrolled']} enrolled, {summary['errors']} error(s), {summary['already_done']} already done "
             f"of {summary['photos']} photo(s) in {summary['elapsed_s']}s ({summary['photos_per_s']} photos/s, "
             f"{summary['workers']} worker(s))\nerror report: {summary['error_report']}")

@@ -237,19 +237,23 @@ class Gallery:
 
     # ------------------------------------------------------------------ operations
     def enrol(self, subject_id: str, image_bytes: bytes, source: str = "api", allow_duplicate: bool = False,
-              actor: str = "system") -> dict:
+              actor: str = "system", duplicate_fmr: float | None = None) -> dict:
         """Detect the one face in the photo, check it is not someone else's, store and index it."""
         face = self.engine.face(image_bytes, policy="single", min_face_px=self.settings.min_enrol_face_px)
         return self.enrol_embedding(subject_id, face.embedding, face.quality, source=source,
-                                    allow_duplicate=allow_duplicate, image=image_bytes, actor=actor)
+                                    allow_duplicate=allow_duplicate, image=image_bytes, actor=actor,
+                                    duplicate_fmr=duplicate_fmr)
 
     def enrol_embedding(self, subject_id: str, embedding: np.ndarray, quality=None, source: str = "api",
                         allow_duplicate: bool = False, image: bytes | None = None, actor: str = "system",
-                        import_item: dict | None = None) -> dict:
-        """Enrol an embedding made by this gallery's engine (pack) from a checked photo."""
+                        import_item: dict | None = None, duplicate_fmr: float | None = None) -> dict:
+        """Enrol an embedding made by this gallery's engine (pack) from a checked photo.
+
+        The duplicate check uses the default operating point unless ``duplicate_fmr`` names a
+        stricter one (a 1:N check against N subjects false-alarms at about N x FMR)."""
         self.store.require_subject(subject_id)             # unknown_subject before any search
         self.sync()
-        dups = self.duplicates(embedding, exclude_subject=subject_id)
+        dups = self.duplicates(embedding, exclude_subject=subject_id, fmr=duplicate_fmr)
         if dups and not allow_duplicate:
             top = dups[0]
             self.store.audit(actor=actor, operation="template.add", outcome="duplicate_blocked", subject_id=subject_id,

@@ -102,7 +102,7 @@ def embed_photo(engine, path: Path, policy: str, min_face_px: int) -> dict:
         return {"ok": False, "code": exc.code, "message": exc.message, "times": {"read": t_read}}
     except Exception as exc:                # a corrupt file must not stop the batch
         return {"ok": False, "code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "times": {}}
-    lt = engine.last_times
+    lt = face.times
     return {"ok": True, "embedding": face.embedding, "quality": face.quality.as_dict(),
             "times": {"read": t_read, "decode": lt.decode, "detect": lt.detect, "align": lt.align, "embed": lt.embed}}
 
@@ -120,7 +120,7 @@ def default_report_path(settings: Settings) -> Path:
 
 def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, allow_duplicate: bool = False,
                policy: str = "single", report_path: Path | None = None, progress: bool = True,
-               actor: str = "cli") -> dict:
+               actor: str = "cli", duplicate_fmr: float | None = None) -> dict:
     """Enrol ``items`` into ``gallery``; returns a summary (counts, rate, time per stage)."""
     settings = gallery.settings
     store = gallery.store
@@ -184,7 +184,7 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
                     image = it.path.read_bytes() if settings.store_images else None
                     rec = gallery.enrol_embedding(it.subject_id, res["embedding"], res["quality"],
                                             source=f"import:{it.path.name}", allow_duplicate=allow_duplicate,
-                                            image=image, actor=actor,
+                                            image=image, actor=actor, duplicate_fmr=duplicate_fmr,
                                             import_item={"item_key": it.item_key, "path": str(it.path)})
                     counts["enrolled"] += 1
                     counts["duplicates_allowed"] += bool(rec["duplicate_of"])
