@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,8 +39,19 @@ DETECT_MAX_SIDE = 1280
 # as a second person (smaller ones are background faces, e.g. on a poster behind a kiosk user).
 SECOND_FACE_RATIO = 0.4
 MIN_QUALITY = 0.2
+# No face fits in an image whose shorter side is under MTCNN's smallest window.
+MIN_IMAGE_SIDE = 12
 # Images up to this side get a second, upscaled detection pass when the first finds nothing.
 SMALL_IMAGE_SIDE = 400
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage of one call."""
+    decode: float = 0.0
+    detect: float = 0.0
+    align: float = 0.0
+    embed: float = 0.0
 
 
 @dataclass
@@ -50,6 +62,7 @@ class Face:
     quality: FaceQuality
     embedding: np.ndarray | None = None
     aligned: np.ndarray | None = field(default=None, repr=False)
+    times: StageTimes = field(default_factory=StageTimes, repr=False)   # of the call that found it
 
     def as_dict(self, with_embedding: bool = False) -> dict:
         out = {
@@ -63,14 +76,6 @@ class Face:
         return out
 
 
-@dataclass
-class StageTimes:
-    decode: float = 0.0
-    detect: float = 0.0
-    align: float = 0.0
-    embed: float = 0.0
-
-
 class FaceEngine:
     """Detection, alignment, quality and embedding on one model pack."""
 
@@ -81,7 +86,7 @@ class FaceEngine:
         self.embedder = embedder
         self.settings = settings
         self.operating_points = operating_points
-        self.last_times = StageTimes()
+        self.last_times = StageTimes()      # of the latest call, for single-threaded tools
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -111,11 +116,17 @@ class FaceEngine:
             return image
         return decode_image(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
 
+    def _decode_for_detection(self, image: bytes | np.ndarray) -> np.ndarray:
+        bgr = self.decode(image)
+        if min(bgr.shape[:2]) < MIN_IMAGE_SIDE:
+            raise FacegateError("no_face", f"the image is {bgr.shape[1]}x{bgr.shape[0]} px: too small to hold a face")
+        return bgr
+
     def detect(self, bgr: np.ndarray, min_face: int | None = None) -> list[Detection]:
         min_face = int(min_face or self.settings.min_face_px)
         h, w = bgr.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        small = bgr if scale == 1.0 else cv2.resize(bgr, (int(round(w * scale)), int(round(h * scale))),
+        small = bgr if scale == 1.0 else cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                     interpolation=cv2.INTER_AREA)
         dets = self.detector.detect(small, min_face=max(12, int(min_face * scale)))
         if not dets and max(h, w) <= SMALL_IMAGE_SIDE:
@@ -154,33 +165,56 @@ class FaceEngine:
     def faces(self, image: bytes | np.ndarray, policy: Policy = "largest", embed: bool = True,
               min_face: int | None = None) -> list[Face]:
         """All faces chosen by ``policy`` (``all`` returns every face), possibly none."""
-        t0 = time.perf_counter()
-        bgr = self.decode(image)
-        t1 = time.perf_counter()
-        dets = self._select(self.detect(bgr, min_face), bgr.shape, policy)
-        t2 = time.perf_counter()
-        faces = []
-        for d in dets:
-            aligned = align_face(bgr, d.landmarks)
-            faces.append(Face(d.box, d.landmarks, d.score, assess(d.box, d.landmarks, aligned), aligned=aligned))
-        t3 = time.perf_counter()
-        if embed and faces:
-            for f, e in zip(faces, self.embedder.embed([f.aligned for f in faces])):
-                f.embedding = e
-        t4 = time.perf_counter()
-        self.last_times = StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+        with _degenerate_input():
+            t0 = time.perf_counter()
+            try:
+                bgr = self._decode_for_detection(image)
+            except FacegateError as exc:
+                if exc.code == "no_face":
+                    return []
+                raise
+            t1 = time.perf_counter()
+            dets = self._select(self.detect(bgr, min_face), bgr.shape, policy)
+            t2 = time.perf_counter()
+            times = StageTimes(t1 - t0, t2 - t1)
+            faces = []
+            for d in dets:
+                aligned = align_face(bgr, d.landmarks)
+                faces.append(Face(d.box, d.landmarks, d.score, assess(d.box, d.landmarks, aligned),
+                                  aligned=aligned, times=times))
+            times.align = time.perf_counter() - t2
+            if embed:
+                self._embed(faces)
+        self.last_times = times
         return faces
 
+    def _embed(self, faces: list[Face]) -> None:
+        if not faces:
+            return
+        t0 = time.perf_counter()
+        for f, e in zip(faces, self.embedder.embed([f.aligned for f in faces])):
+            f.embedding = e
+        faces[0].times.embed = time.perf_counter() - t0
+
     def face(self, image: bytes | np.ndarray, policy: Policy = "single", min_face_px: int | None = None,
-             min_quality: float | None = MIN_QUALITY) -> Face:
+             min_quality: float | None = MIN_QUALITY, detect_min_face: int | None = None) -> Face:
         """The one face to match, embedded; raises ``no_face``, ``multiple_faces``,
-        ``face_too_small`` or ``low_quality``."""
+        ``face_too_small`` or ``low_quality`` (checked before the embedding is computed).
+
+        ``min_face_px``: the smallest acceptable face (default ``min_verify_face_px``);
+        ``detect_min_face``: the smallest face the detector looks for (default ``min_face_px``
+        of the settings). ``face.times`` holds this call's stage times."""
         if policy == "all":
             raise FacegateError("invalid_request", "policy 'all' returns several faces; use faces()")
-        faces = self.faces(image, policy)
+        t0 = time.perf_counter()
+        with _degenerate_input():
+            bgr = self._decode_for_detection(image)
+        decode_s = time.perf_counter() - t0
+        faces = self.faces(bgr, policy, embed=False, min_face=detect_min_face)
         if not faces:
             raise FacegateError("no_face")
         face = faces[0]
+        face.times.decode = decode_s
         need = min_face_px if min_face_px is not None else self.settings.min_verify_face_px
         if face.quality.face_size < need:
             raise FacegateError("face_too_small", f"the face is {face.quality.face_size:.0f} px; "
@@ -189,6 +223,7 @@ class FaceEngine:
         if min_quality is not None and face.quality.score < min_quality:
             raise FacegateError("low_quality", f"face quality {face.quality.score:.2f} is below {min_quality}",
                                 quality=face.quality.as_dict())
+        self._embed([face])
         return face
 
     def embed_many(self, images: list[bytes | np.ndarray], policy: Policy = "central") -> list[Face | FacegateError]:
@@ -225,6 +260,16 @@ class FaceEngine:
         fa = self.face(a, policy="largest")
         fb = self.face(b, policy="largest")
         return self.decide(self.similarity(fa.embedding, fb.embedding), fmr)
+
+
+@contextmanager
+def _degenerate_input():
+    """OpenCV refusing a degenerate image is the input's fault: ``unsupported_image``."""
+    try:
+        yield
+    except cv2.error as exc:
+        log.warning("image processing failed: %s", str(exc).strip()[:300])
+        raise FacegateError("unsupported_image", "the image could not be processed")
 
 
 def load_engine(**overrides) -> FaceEngine:

@@ -121,3 +121,17 @@ def test_lfw_fold_sample_accuracy(engine, lfw_images):
     result = evaluate(engine, pairset, embed_images(engine, lfw_images, pairset.images))
     assert result["accuracy_at_default_threshold"] >= 0.96
     assert result["false_matches_at_default_threshold"] == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 900, 3), (3000, 11, 3)])
+def test_degenerate_images_are_no_face_not_a_crash(engine, shape):
+    img = np.full(shape, 128, np.uint8)
+    assert engine.faces(img) == []
+    with pytest.raises(FacegateError) as err:
+        engine.face(_jpeg(img) if min(shape[:2]) > 1 else img)
+    assert err.value.code == "no_face"
+
+
+def test_face_reports_its_own_stage_times(engine, face_photo):
+    face = engine.face(face_photo)
+    assert face.times.decode > 0 and face.times.detect > 0 and face.times.embed > 0

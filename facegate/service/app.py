@@ -115,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body["index_current"] = st.index_current()
             body["pack_id"] = st.engine.pack_id
             body["index"] = st.index_stats
+            body["liveness"] = st.liveness.status() if st.liveness is not None else {"passive": "passive: unavailable",
+                                                                                      "active": "unavailable"}
             if st.sync_error:
                 body["error"] = st.sync_error
             body["ready"] = body["index_current"]

@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from facegate.errors import FacegateError
 from facegate.service import auditing
 from facegate.service.deps import ServiceState, require, state
-from facegate.service.pipeline import decode_checked, image_processing
 from facegate.service.schemas import (EnrolOut, SubjectCreate, SubjectOut, SubjectPage, SubjectStatus,
                                       SubjectUpdate)
 from facegate.service.uploads import image_field, openapi_body, read_fields, text_field
@@ -117,10 +116,8 @@ async def enrol_face(request: Request, subject_id: str = SubjectId, key=Depends(
         await run_in_threadpool(st.gallery.store.get_subject, subject_id)   # unknown_subject before inference
 
         def job():
-            with image_processing():
-                decode_checked(st.engine, image)
-                return st.gallery.enrol(subject_id, image, source=source, allow_duplicate=allow_duplicate,
-                                        actor=key.actor)
+            return st.gallery.enrol(subject_id, image, source=source, allow_duplicate=allow_duplicate,
+                                    actor=key.actor)
 
         enrolled = await st.pool.run(job)
     except FacegateError as exc:
