@@ -292,3 +292,33 @@ def test_a_running_process_picks_up_a_rotation_made_elsewhere(store_env, embeddi
     face = server.add_template("P-1", embeddings[1], "pack-A")
     assert face["key_id"] == new
     assert len(server.subject_templates("P-1", "pack-A")) == 2
+
+
+def test_rotation_also_re_encrypts_certification_captures(store_env, embeddings, monkeypatch):
+    from facegate.certification.ledger import capture_aad
+    from facegate.index import store as store_module
+    from facegate.index.schema import certification_captures, certifications
+    from facegate.index.store import utcnow
+    monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
+    store, _ = store_env
+    store.add_subject("P-1")
+    store.add_template("P-1", embeddings[0], "pack-A")
+    blob, kid = store.keys.encrypt(embeddings[1].tobytes(), capture_aad("P-1", "pack-A"))
+    with store.db.begin() as conn:
+        pk = conn.execute(sa.text("SELECT pk FROM subjects WHERE subject_id='P-1'")).scalar()
+        cid = conn.execute(certifications.insert().values(subject_pk=pk, period="2026", outcome="certified",
+                                                          method="face", created_at=utcnow())).inserted_primary_key[0]
+        conn.execute(certification_captures.insert().values(certification_id=cid, subject_pk=pk, period="2026",
+                                                            pack_id="pack-A", embedding_enc=blob, key_id=kid,
+                                                            created_at=utcnow()))
+    res = store.rotate_data_key()
+    assert res["reencrypted"] == 2 and res["retired_key_ids"] == [kid]
+    with store.db.connect() as conn:
+        row = conn.execute(sa.select(certification_captures)).one()
+    assert row.key_id == res["key_id"]
+    plain = store.keys.decrypt(row.embedding_enc, row.key_id, capture_aad("P-1", "pack-A"))
+    np.testing.assert_array_equal(np.frombuffer(plain, np.float32), embeddings[1])
+    store.erase_subject("P-1")                 # erasure takes the captures with it
+    with store.db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(certification_captures)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(certifications)).scalar() == 0

@@ -29,8 +29,9 @@ from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.index.datakeys import REFRESH_S, DataKeys
 from facegate.index.db import open_database, write_transaction
-from facegate.index.schema import (SUBJECT_STATUSES, change_log, import_items, store_info, subjects,
-                                   templates)
+from facegate.index.db import head_revision
+from facegate.index.schema import (SUBJECT_STATUSES, certification_captures, change_log, import_items, store_info,
+                                   subjects, templates)
 
 log = logging.getLogger(__name__)
 
@@ -495,6 +496,15 @@ class Store:
 
     # ------------------------------------------------------------------ data keys
     def key_usage(self) -> dict[str, int]:
+        """Rows per data key over everything encrypted: templates and certification captures."""
+        usage: dict[str, int] = {}
+        with self.db.connect() as conn:
+            for table in (templates, certification_captures):
+                for k, n in conn.execute(sa.select(table.c.key_id, sa.func.count()).group_by(table.c.key_id)).all():
+                    usage[k] = usage.get(k, 0) + int(n)
+        return usage
+
+    def template_key_usage(self) -> dict[str, int]:
         with self.db.connect() as conn:
             rows = conn.execute(sa.select(templates.c.key_id, sa.func.count()).group_by(templates.c.key_id)).all()
         return {k: int(n) for k, n in rows}
@@ -549,7 +559,27 @@ class Store:
                 done += len(rows)
             if len(rows) < batch:
                 break
-        return done
+        return done + self._reencrypt_captures(new, batch)
+
+    def _reencrypt_captures(self, new: str, batch: int) -> int:
+        """The certification workflow's encrypted capture embeddings, same keyring."""
+        from facegate.certification.ledger import capture_aad
+        c = certification_captures
+        done = 0
+        while True:
+            with write_transaction(self.db) as conn:
+                rows = conn.execute(sa.select(c.c.certification_id, c.c.pack_id, c.c.embedding_enc, c.c.key_id,
+                                              subjects.c.subject_id)
+                                    .join(subjects, subjects.c.pk == c.c.subject_pk)
+                                    .where(c.c.key_id != new).limit(batch)).all()
+                for r in rows:
+                    aad = capture_aad(r.subject_id, r.pack_id)
+                    blob, _ = self.keys.encrypt(self.keys.decrypt(r.embedding_enc, r.key_id, aad), aad, kid=new)
+                    conn.execute(c.update().where(c.c.certification_id == r.certification_id)
+                                 .values(embedding_enc=blob, key_id=new))
+                done += len(rows)
+            if len(rows) < batch:
+                return done
 
     # ------------------------------------------------------------------ export / restore
     def export(self, path: str | Path, actor: str = "cli") -> dict:
@@ -561,7 +591,7 @@ class Store:
         n_subj = n_tmpl = 0
         with self.snapshot() as conn, gzip.open(path, "wt", encoding="utf-8") as fh:
             header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": _iso(utcnow()),
-                      "store_id": self.store_id, "schema": "0001", "key_ids": sorted(self.key_usage()),
+                      "store_id": self.store_id, "schema": head_revision(), "key_ids": sorted(self.template_key_usage()),
                       "packs": self.pack_counts(),
                       "note": "templates are AES-GCM encrypted; restore needs the data key file (not included)"}
             fh.write(json.dumps(header) + "\n")
