@@ -224,12 +224,13 @@ class Gallery:
         return sorted(best.values(), key=lambda d: -d["score"])
 
     def duplicates(self, embedding: np.ndarray, exclude_subject: str | None = None, fmr: float | None = None) -> list[dict]:
-        """Subjects other than ``exclude_subject`` whose templates match the face at the operating point."""
+        """Subjects other than ``exclude_subject`` whose templates match the face at the 1:N
+        operating point (``identify_fmr`` unless ``fmr`` is given)."""
         out = []
         for cand in self._rank_subjects(embedding, 5):
             if cand["subject_id"] == exclude_subject:
                 continue
-            d = self.engine.decide(cand["score"], fmr)
+            d = self.engine.decide(cand["score"], fmr or self.settings.identify_fmr)
             if d["match"]:
                 out.append({"subject_id": cand["subject_id"], "score": d["score"], "face_id": cand["face_id"],
                             "threshold": d["threshold"]})
@@ -282,7 +283,9 @@ class Gallery:
                                                              "templates": len(tmpl)}
 
     def identify(self, embedding: np.ndarray, top_k: int = 5, fmr: float | None = None) -> dict:
-        """1:N: the top-k subjects above the threshold (each once, exact calibrated scores).
+        """1:N: the top-k subjects above the threshold (each once, exact calibrated scores), at
+        ``fmr`` or the 1:N operating point ``identify_fmr`` (stricter than 1:1's, since a search
+        of N subjects makes about N chances of a false match).
 
         ``decision``: ``match`` when the best subject is above the threshold and beats the
         second-best subject (above the threshold or not) by at least ``identify_margin``;
@@ -290,7 +293,7 @@ class Gallery:
         when nobody is above the threshold (then ``candidates`` is empty)."""
         self._sync_if_stale()
         ranked = self._rank_subjects(embedding, max(int(top_k), 2))
-        op = self.engine.decide(0.0, fmr)
+        op = self.engine.decide(0.0, fmr or self.settings.identify_fmr)
         threshold = op["threshold"]
         above = [r for r in ranked if r["score"] >= threshold]
         margin = ranked[0]["score"] - ranked[1]["score"] if len(ranked) >= 2 else None
