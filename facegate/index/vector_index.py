@@ -14,7 +14,10 @@ Kinds
     Inverted file over product-quantised codes (``m`` sub-quantisers of ``nbits`` bits; 4 bits
     uses FAISS's SIMD "fast-scan" kernels), after an OPQ rotation (``opq=True``) that spreads the
     variance evenly over the sub-quantisers. The compressed kind for 10M+ galleries; scores are
-    approximate cosine.
+    approximate cosine. Measured (benchmarks/results/index_scale.md): 4-bit PQ scores are
+    biased low by ~0.3-0.5 on this embedder and mis-rank mates at 1M, so callers must rescore
+    the top-k candidates with the exact stored templates before applying a threshold, and this
+    kind does not meet the recall goal; prefer ``ivf_sq`` where memory allows.
 
 Training
 --------
@@ -50,7 +53,8 @@ import numpy as np
 KINDS = ("flat", "ivf_sq", "ivf_pq")
 
 # Sizes at which for_size() switches kind; see benchmarks/results/index_scale.md for the figures
-# behind them (flat single-query latency grows ~linearly: ~9 ms at 100k, 2 cores).
+# behind them (flat single-query latency grows linearly: 18 ms p50 at 100k on a 16-core
+# server CPU, one thread; ivf_sq at nprobe=nlist/4: 25 ms p50 at 1M).
 FLAT_MAX = 100_000
 SQ_MAX = 2_000_000
 
@@ -58,7 +62,7 @@ _MAGIC = b"FGVIDX01"
 _DEFAULTS = {
     "flat": {},
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
-    "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": True, "pca": 0,
+    "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
 }
 
@@ -114,23 +118,25 @@ class VectorIndex:
     def for_size(cls, dim: int, expected_n: int, kind: str = "auto") -> "VectorIndex":
         """An index suited to a gallery of about ``expected_n`` templates.
 
-        ``auto``: exact ``flat`` up to ``FLAT_MAX`` (exact search still answers in a few ms and
-        costs 2 KiB per template), ``ivf_sq`` (SQ8, ~0.52 KiB per template, recall@1 ~1.0) up to
+        ``auto``: exact ``flat`` up to ``FLAT_MAX`` (one query scans 100k templates in ~18 ms
+        on one core and costs 2 KiB per template), ``ivf_sq`` (SQ8, ~0.52 KiB per template, recall@1 ~1.0) up to
         ``SQ_MAX``, and the compressed ``ivf_pq`` beyond, where memory dominates.
-        ``nlist`` grows as ~4*sqrt(n) (power of two), the usual IVF balance between coarse
-        assignment cost and list length.
+        ``nlist`` grows as ~2*sqrt(n) (power of two): lists of ~sqrt(n)/2 vectors, and k-means
+        training (>= 39 points per list) that stays affordable on 2 cores at 10M.
         """
         n = max(int(expected_n), 1)
         if kind == "auto":
             kind = "flat" if n <= FLAT_MAX else ("ivf_sq" if n <= SQ_MAX else "ivf_pq")
         if kind == "flat":
             return cls(dim, "flat")
-        nlist = int(2 ** round(math.log2(max(4 * math.sqrt(n), 64))))
+        nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
+        # Face embeddings of one person are far apart for IVF (genuine cosine ~0.4-0.7), so a
+        # query's mate is often outside the nearest cells: a quarter of the cells must be
+        # probed for ~0.97-0.98 recall@1 on mated queries (benchmarks/results/index_scale.md).
         if kind == "ivf_sq":
-            return cls(dim, "ivf_sq", nlist=nlist, nprobe=max(8, nlist // 64))
+            return cls(dim, "ivf_sq", nlist=nlist, nprobe=max(8, nlist // 4))
         if kind == "ivf_pq":
-            return cls(dim, "ivf_pq", nlist=nlist, nprobe=max(16, nlist // 64),
-                       hnsw_quantizer=nlist >= 8192)
+            return cls(dim, "ivf_pq", nlist=nlist, nprobe=max(16, nlist // 4))
         raise ValueError(f"unknown index kind {kind!r}")
 
     def _default_train_size(self) -> int:
@@ -173,6 +179,7 @@ class VectorIndex:
             return
         sample = _as_vectors(sample, self.dim)
         index = faiss.index_factory(self.dim, self.factory_string(), faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(index).cp.niter = 10    # enough for IVF cells; default 25 costs 2.5x
         index.train(sample)
         staged = self._index
         self._index = index
@@ -233,7 +240,11 @@ class VectorIndex:
         if present.any():
             self._index.remove_ids(ids[present])
         self._index.add_with_ids(x, ids)
-        self._members = np.union1d(self._members, ids)
+        new = np.sort(ids[~present])
+        if not len(self._members) or (len(new) and new[0] > self._members[-1]):
+            self._members = np.concatenate([self._members, new])     # ids usually grow
+        else:   # two sorted runs: the stable sort (timsort) merges them in linear time
+            self._members = np.sort(np.concatenate([self._members, new]), kind="stable")
         self._maybe_train()
 
     def remove(self, ids: np.ndarray) -> int:
@@ -243,7 +254,7 @@ class VectorIndex:
         if not len(present):
             return 0
         removed = int(self._index.remove_ids(present))
-        self._members = np.setdiff1d(self._members, present, assume_unique=True)
+        self._members = np.delete(self._members, np.searchsorted(self._members, present))
         return removed
 
     def __len__(self) -> int:

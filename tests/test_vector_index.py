@@ -1,0 +1,239 @@
+"""VectorIndex: exact search against numpy, upserts and removal, snapshots, and the recall of
+the approximate kinds on a gallery fitted to real embeddings with planted real identities."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from facegate.index.vector_index import SnapshotError, VectorIndex, set_threads
+
+DIM = 512
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    set_threads(2)
+
+
+@pytest.fixture
+def gallery():
+    rng = np.random.default_rng(3)
+    x = unit(rng.standard_normal((2000, DIM)))
+    ids = rng.choice(10**9, size=len(x), replace=False).astype(np.int64)
+    return ids, x
+
+
+def numpy_topk(ids, x, q, k):
+    s = q @ x.T
+    order = np.argsort(-s, axis=1)[:, :k]
+    return np.take_along_axis(s, order, 1), ids[order]
+
+
+def test_flat_search_matches_numpy(gallery):
+    ids, x = gallery
+    index = VectorIndex(DIM)
+    index.add(ids, x)
+    q = unit(np.random.default_rng(4).standard_normal((25, DIM)))
+    scores, got = index.search(q, 5)
+    want_s, want_i = numpy_topk(ids, x, q, 5)
+    assert np.array_equal(got, want_i)
+    np.testing.assert_allclose(scores, want_s, atol=1e-5)
+    assert len(index) == len(ids)
+
+
+def test_short_gallery_pads_with_minus_one():
+    index = VectorIndex(DIM)
+    scores, ids = index.search(unit(np.ones((1, DIM))), 3)
+    assert (ids == -1).all() and np.isneginf(scores).all()
+    index.add(np.array([7]), unit(np.ones((1, DIM))))
+    scores, ids = index.search(unit(np.ones((1, DIM))), 3)
+    assert ids[0].tolist() == [7, -1, -1]
+    assert scores[0, 0] == pytest.approx(1.0, abs=1e-5) and np.isneginf(scores[0, 1:]).all()
+
+
+@pytest.mark.parametrize("kind,params", [("flat", {}), ("ivf_sq", {"nlist": 16, "nprobe": 16})])
+def test_add_is_upsert_and_remove_works(gallery, kind, params):
+    ids, x = gallery
+    index = VectorIndex(DIM, kind, **params)
+    index.train(x) if kind != "flat" else None
+    index.add(ids, x)
+    index.add(ids[:10], x[:10])                   # replaying the same entries: no duplicates
+    assert len(index) == len(ids)
+    index.add(ids[:1], x[1:2])                    # same id, new vector: replaced
+    assert len(index) == len(ids)
+    _, got = index.search(x[1:2], 3)
+    assert sorted(got[0, :2].tolist()) == sorted([ids[0], ids[1]])
+
+    assert index.remove(ids[:100]) == 100
+    assert index.remove(ids[:100]) == 0            # already gone
+    assert index.remove(np.array([-5, 123456789012])) == 0
+    assert len(index) == len(ids) - 100
+    _, got = index.search(x[:100], 5)
+    assert not np.isin(got, ids[:100]).any()
+    _, got = index.search(x[100:110], 1)
+    assert got[:, 0].tolist() == ids[100:110].tolist()
+
+
+def test_save_load_round_trip(tmp_path, gallery):
+    ids, x = gallery
+    index = VectorIndex(DIM, "ivf_sq", nlist=16, nprobe=4)
+    index.train(x)
+    index.add(ids, x)
+    index.remove(ids[:5])
+    q = x[10:30]
+    before = index.search(q, 5)
+    index.save(tmp_path / "gallery.idx", applied_seq=4242)
+    loaded, seq = VectorIndex.load(tmp_path / "gallery.idx")
+    assert seq == 4242
+    assert loaded.kind == "ivf_sq" and loaded.params["nprobe"] == 4 and loaded.is_trained
+    assert len(loaded) == len(ids) - 5
+    after = loaded.search(q, 5)
+    assert np.array_equal(before[1], after[1])
+    np.testing.assert_allclose(before[0], after[0])
+    # ids survive the round trip, so upserts after a restart still replace instead of duplicating
+    loaded.add(ids[10:20], x[10:20])
+    assert len(loaded) == len(ids) - 5
+    assert loaded.stats()["ntotal"] == len(ids) - 5
+
+
+def test_untrained_index_stages_exactly_and_trains_lazily(tmp_path, gallery):
+    ids, x = gallery
+    index = VectorIndex(DIM, "ivf_sq", nlist=16, nprobe=16, train_size=1500)
+    index.add(ids[:1000], x[:1000])
+    assert not index.is_trained
+    _, got = index.search(x[:5], 1)
+    assert got[:, 0].tolist() == ids[:5].tolist()
+    index.save(tmp_path / "staged.idx", applied_seq=1)
+    staged, _ = VectorIndex.load(tmp_path / "staged.idx")
+    assert not staged.is_trained and len(staged) == 1000
+    staged.add(ids[1000:], x[1000:])              # passes train_size: trains, keeps everything
+    assert staged.is_trained and len(staged) == len(ids)
+    assert staged.stats()["factory"] == "IVF16,SQ8"
+    _, got = staged.search(x[:50], 1)
+    assert np.mean(got[:, 0] == ids[:50]) >= 0.98
+
+
+def test_failed_save_keeps_old_snapshot(tmp_path, gallery, monkeypatch):
+    ids, x = gallery
+    path = tmp_path / "gallery.idx"
+    index = VectorIndex(DIM)
+    index.add(ids[:100], x[:100])
+    index.save(path, applied_seq=1)
+    index.add(ids[100:200], x[100:200])
+
+    import facegate.index.vector_index as vi
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(vi.faiss, "write_index", crash)
+    with pytest.raises(OSError):
+        index.save(path, applied_seq=2)
+    monkeypatch.undo()
+    loaded, seq = VectorIndex.load(path)
+    assert seq == 1 and len(loaded) == 100
+    assert [p.name for p in tmp_path.iterdir()] == ["gallery.idx"]   # no temporary left behind
+
+
+def test_damaged_snapshot_is_reported(tmp_path, gallery):
+    ids, x = gallery
+    path = tmp_path / "gallery.idx"
+    index = VectorIndex(DIM)
+    index.add(ids, x)
+    index.save(path, applied_seq=9)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])     # a torn copy
+    with pytest.raises(SnapshotError):
+        VectorIndex.load(path)
+    path.write_bytes(b"not an index")
+    with pytest.raises(SnapshotError):
+        VectorIndex.load(path)
+    with pytest.raises(SnapshotError):
+        VectorIndex.load(tmp_path / "missing.idx")
+
+
+def test_for_size_picks_exact_for_small_and_compressed_for_large():
+    assert VectorIndex.for_size(DIM, 5_000).kind == "flat"
+    mid = VectorIndex.for_size(DIM, 1_000_000)
+    assert mid.kind == "ivf_sq"
+    big = VectorIndex.for_size(DIM, 10_000_000)
+    assert big.kind == "ivf_pq" and big.params["nlist"] >= 4096
+    assert VectorIndex.for_size(DIM, 10, kind="ivf_pq").kind == "ivf_pq"
+    with pytest.raises(ValueError):
+        VectorIndex(DIM, "lsh")
+
+
+# ---------------------------------------------------------------- recall on a fitted gallery
+@pytest.fixture(scope="module")
+def real_pairs(engine, lfw_images):
+    """First and second photo of people with several LFW photos, embedded by the real engine."""
+    people = sorted(p for p in lfw_images.iterdir() if len(list(p.glob("*.jpg"))) >= 2)[:48]
+    photos = []
+    for p in people:
+        jpgs = sorted(p.glob("*.jpg"))[:2]
+        photos += [j.read_bytes() for j in jpgs]
+    faces = engine.embed_many(photos)
+    first, second = [], []
+    for a, b in zip(faces[0::2], faces[1::2]):
+        if hasattr(a, "embedding") and hasattr(b, "embedding"):
+            first.append(a.embedding)
+            second.append(b.embedding)
+    assert len(first) >= 40
+    return np.array(first, np.float32), np.array(second, np.float32)
+
+
+def fitted_sample(real: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Gaussian fitted to real embeddings: their mean and low-rank covariance plus isotropic
+    noise carrying the variance the few samples cannot span."""
+    rng = np.random.default_rng(seed)
+    mu = real.mean(0)
+    centred = real - mu
+    a = rng.standard_normal((n, len(real))).astype(np.float32) / np.sqrt(len(real) - 1)
+    noise_std = float(np.sqrt(centred.var(0).mean()))
+    x = mu + a @ centred + noise_std * rng.standard_normal((n, real.shape[1])).astype(np.float32)
+    return unit(x)
+
+
+# Mates of real faces (genuine cosine ~0.4-0.7) are often outside the query's nearest IVF
+# cells, so a quarter to a half of the cells is probed, as VectorIndex.for_size does.
+@pytest.mark.parametrize("kind,params,planted_min,random_min", [
+    ("ivf_sq", {"nlist": 64, "nprobe": 16}, 0.95, 0.7),
+    ("ivf_pq", {"nlist": 64, "nprobe": 32, "m": 64}, 0.9, 0.2),
+])
+def test_approximate_recall_on_fitted_gallery(real_pairs, kind, params, planted_min, random_min):
+    enrolled, probes = real_pairs
+    synth = fitted_sample(np.concatenate([enrolled, probes]), 20_000, seed=5)
+    ids = np.arange(len(synth), dtype=np.int64)
+    planted = 10**9 + np.arange(len(enrolled), dtype=np.int64)
+    all_ids, all_x = np.concatenate([ids, planted]), np.concatenate([synth, enrolled])
+
+    # real-looking impostor scores: the fitted synthetic gallery is not trivially far from faces
+    synth_scores = (probes @ synth.T)
+    real_impostor = (probes @ enrolled.T)[~np.eye(len(enrolled), dtype=bool)]
+    assert abs(float(synth_scores.mean()) - float(real_impostor.mean())) < 0.1
+
+    exact = VectorIndex(DIM)
+    exact.add(all_ids, all_x)
+    approx = VectorIndex(DIM, kind, **params)
+    approx.train(fitted_sample(np.concatenate([enrolled, probes]), 5000, seed=6))
+    approx.add(all_ids, all_x)
+
+    _, e_ids = exact.search(probes, 1)
+    _, a_ids = approx.search(probes, 1)
+    assert np.mean(a_ids[:, 0] == e_ids[:, 0]) >= planted_min   # planted queries: same answer
+    assert np.mean(e_ids[:, 0] == planted) >= 0.9                # and that answer is the mate
+
+    random_q = fitted_sample(np.concatenate([enrolled, probes]), 200, seed=7)
+    _, e_ids = exact.search(random_q, 10)
+    _, a_ids = approx.search(random_q, 10)
+    recall10 = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(a_ids, e_ids)])
+    assert recall10 >= random_min
+    stats = approx.stats()
+    assert stats["ntotal"] == len(all_ids)
+    assert stats["bytes_per_vector"] < (600 if kind == "ivf_sq" else 100)
