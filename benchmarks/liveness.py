@@ -142,7 +142,6 @@ def main() -> int:
     from facegate.engine import FaceEngine
     from facegate.liveness.attacks import segment, splice, still_photo
     from facegate.liveness.judge import LivenessJudge
-    from facegate.liveness.pad import FrLivenessPAD, MiniFASNetPAD
 
     settings = Settings.load(liveness_pad="auto")
     engine = FaceEngine.load(settings)

@@ -11,7 +11,6 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import cv2

@@ -7,31 +7,22 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
 
+from facegate.clock import iso, utcnow
 from facegate.errors import FacegateError
 from facegate.index.schema import kiosk_events, kiosks
 
 _KIOSK_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(t):
-    if t is None:
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat().replace("+00:00", "Z")
-
-
 def _dict(row) -> dict:
     m = row._mapping
     return {"kiosk_id": m["kiosk_id"], "location": m["location"], "key_id": m["key_id"], "status": m["status"],
-            "created_at": _iso(m["created_at"]), "disabled_at": _iso(m["disabled_at"])}
+            "created_at": iso(m["created_at"]), "disabled_at": iso(m["disabled_at"])}
 
 
 def add_kiosk(db: sa.Engine, location: str, kiosk_id: str | None = None,
@@ -51,7 +42,7 @@ def add_kiosk(db: sa.Engine, location: str, kiosk_id: str | None = None,
                              rate_limit_per_minute=rate_limit_per_minute)
     with db.begin() as conn:
         conn.execute(kiosks.insert().values(kiosk_id=kiosk_id, location=location.strip(), key_id=key.key_id,
-                                            status="active", created_at=_now()))
+                                            status="active", created_at=utcnow()))
         row = conn.execute(sa.select(kiosks).where(kiosks.c.kiosk_id == kiosk_id)).one()
     return secret, _dict(row)
 
@@ -72,14 +63,14 @@ def disable_kiosk(db: sa.Engine, kiosk_id: str) -> dict:
     revoke_key(db, row.key_id)
     with db.begin() as conn:
         conn.execute(kiosks.update().where(kiosks.c.kiosk_id == kiosk_id, kiosks.c.status == "active")
-                     .values(status="disabled", disabled_at=_now()))
+                     .values(status="disabled", disabled_at=utcnow()))
         return _dict(conn.execute(sa.select(kiosks).where(kiosks.c.kiosk_id == kiosk_id)).one())
 
 
 def record_event(conn: sa.Connection, kiosk_id: str, mode: str, decision: str, reason: str | None,
                  latency_ms: float) -> None:
     conn.execute(kiosk_events.insert().values(kiosk_id=kiosk_id, mode=mode, decision=decision, reason=reason,
-                                              latency_ms=round(float(latency_ms), 2), created_at=_now()))
+                                              latency_ms=round(float(latency_ms), 2), created_at=utcnow()))
 
 
 def report(db: sa.Engine, since: datetime | None = None) -> list[dict]:

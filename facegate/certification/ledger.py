@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 import sqlalchemy as sa
 
 from facegate import audit
+from facegate.clock import iso, utcnow
 from facegate.certification.periods import Period, parse_period, period_at
 from facegate.errors import FacegateError
 from facegate.index.db import write_transaction
@@ -36,20 +37,8 @@ SIGNAL_KINDS = ("shared_face", "repeated_failures", "deceased_subject", "livenes
 STATUSES = ("certified", "due", "overdue", "failed", "manual_review")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def capture_aad(subject_id: str, pack_id: str) -> bytes:
     return f"facegate:capture:v1:{subject_id}:{pack_id}".encode()
-
-
-def _iso(t: datetime | None) -> str | None:
-    if t is None:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.isoformat().replace("+00:00", "Z")
 
 
 class CaptureIndex:
@@ -251,10 +240,10 @@ class CertificationLedger:
     @staticmethod
     def _answer(cert_id, subject_id, row, reasons, signals) -> dict:
         return {"certification_id": cert_id, "subject_id": subject_id, "period": row["period"],
-                "outcome": row["outcome"], "method": row["method"], "valid_until": _iso(row["valid_until"]),
+                "outcome": row["outcome"], "method": row["method"], "valid_until": iso(row["valid_until"]),
                 "score": row.get("score"), "threshold": row.get("threshold"), "fmr": row.get("fmr"),
                 "reasons": reasons, "fraud_signals": [s["kind"] for s in signals],
-                "liveness_session_id": row.get("liveness_session_id"), "created_at": _iso(row["created_at"])}
+                "liveness_session_id": row.get("liveness_session_id"), "created_at": iso(row["created_at"])}
 
     # ---------------------------------------------------------------- lists
     def statuses(self, period: str | None = None, status: str | None = None, as_of: datetime | None = None,
@@ -299,10 +288,10 @@ class CertificationLedger:
             counts = {s: 0 for s in STATUSES} | dict(conn.execute(counts_q).all())
             rows = conn.execute(rows_q).all()
         items = [{"subject_id": r.subject_id, "name": r.name, "status": r.status, "subject_status": r.subject_status,
-                  "certified_at": _iso(r.certified_at), "certified_by": r.certified_by,
-                  "valid_until": _iso(r.valid_until), "attempts": r.attempts or 0,
-                  "last_outcome": r.last_outcome, "last_attempt_at": _iso(r.last_attempt_at)} for r in rows]
-        return {"period": p.name, "period_start": _iso(p.start), "period_end": _iso(p.end), "as_of": _iso(as_of),
+                  "certified_at": iso(r.certified_at), "certified_by": r.certified_by,
+                  "valid_until": iso(r.valid_until), "attempts": r.attempts or 0,
+                  "last_outcome": r.last_outcome, "last_attempt_at": iso(r.last_attempt_at)} for r in rows]
+        return {"period": p.name, "period_start": iso(p.start), "period_end": iso(p.end), "as_of": iso(as_of),
                 "counts": counts, "items": items, "limit": limit, "offset": offset}
 
     def signals(self, kind: str | None = None, subject_id: str | None = None, period: str | None = None,
@@ -320,7 +309,7 @@ class CertificationLedger:
         with self.db.connect() as conn:
             return [{"id": r.id, "kind": r.kind, "subject_id": r.subject_id, "other_subject_id": r.other_subject_id,
                      "certification_id": r.certification_id, "period": r.period,
-                     "detail": json.loads(r.detail or "{}"), "created_at": _iso(r.created_at)}
+                     "detail": json.loads(r.detail or "{}"), "created_at": iso(r.created_at)}
                     for r in conn.execute(q).all()]
 
     def attempts(self, subject_id: str, limit: int = 50) -> list[dict]:
@@ -330,5 +319,5 @@ class CertificationLedger:
         with self.db.connect() as conn:
             self._subject(conn, subject_id)
             return [{"certification_id": r.id, "period": r.period, "outcome": r.outcome, "method": r.method,
-                     "valid_until": _iso(r.valid_until), "score": r.score, "reasons": json.loads(r.reasons or "[]"),
-                     "note": r.note, "created_at": _iso(r.created_at)} for r in conn.execute(q).all()]
+                     "valid_until": iso(r.valid_until), "score": r.score, "reasons": json.loads(r.reasons or "[]"),
+                     "note": r.note, "created_at": iso(r.created_at)} for r in conn.execute(q).all()]

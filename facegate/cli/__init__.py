@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import pkgutil
 import json
@@ -15,6 +16,14 @@ from facegate.errors import FacegateError
 def command_modules() -> list[str]:
     """Every module in this package; each has a ``register(subparsers)`` function."""
     return [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
+def cli_actor() -> str:
+    """Who runs this command, for the audit trail."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli:unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

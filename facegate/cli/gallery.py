@@ -6,20 +6,13 @@
 """
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from pathlib import Path
 
+from facegate.cli import cli_actor
 from facegate.config import Settings
 from facegate.errors import FacegateError
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli:unknown"
 
 
 def _store():
@@ -156,7 +149,7 @@ def cmd_subjects_add(args) -> int:
     store = _store()
     try:
         s = store.add_subject(args.subject_id, name=args.name, status=args.status,
-                              metadata=_json_arg(args.metadata, "--metadata"), consent=consent, actor=_actor())
+                              metadata=_json_arg(args.metadata, "--metadata"), consent=consent, actor=cli_actor())
     finally:
         store.close()
     _out(args, s, f"added {s['subject_id']} ({s['status']})")
@@ -196,7 +189,7 @@ def cmd_subjects_list(args) -> int:
 def cmd_subjects_set_status(args) -> int:
     store = _store()
     try:
-        s = store.set_status(args.subject_id, args.status, actor=_actor())
+        s = store.set_status(args.subject_id, args.status, actor=cli_actor())
     finally:
         store.close()
     _out(args, s, f"{s['subject_id']}: {s['status']}")
@@ -205,14 +198,14 @@ def cmd_subjects_set_status(args) -> int:
 
 def cmd_subjects_delete(args) -> int:
     with _gallery() as g:
-        res = g.delete_subject(args.subject_id, actor=_actor(), reason=args.reason)
+        res = g.delete_subject(args.subject_id, actor=cli_actor(), reason=args.reason)
     _out(args, res, f"deleted {res['subject_id']} and {res['templates_removed']} template(s)")
     return 0
 
 
 def cmd_erase(args) -> int:
     with _gallery() as g:
-        res = g.erase(args.subject_id, actor=_actor(), reason=args.reason)
+        res = g.erase(args.subject_id, actor=cli_actor(), reason=args.reason)
     _out(args, res, f"erased {res['subject_id']}: {res['templates_removed']} template(s) and their index entries")
     return 0
 
@@ -221,13 +214,13 @@ def cmd_enrol(args) -> int:
     results, failed = [], 0
     with _gallery() as g:
         if args.create:
-            g.store.ensure_subjects({args.subject_id: args.name}, actor=_actor())
+            g.store.ensure_subjects({args.subject_id: args.name}, actor=cli_actor())
         else:
             g.store.get_subject(args.subject_id)
         for path in args.images:
             try:
                 r = g.enrol(args.subject_id, path.read_bytes(), source=f"cli:{path.name}",
-                            allow_duplicate=args.allow_duplicate, actor=_actor(), duplicate_fmr=args.duplicate_fmr)
+                            allow_duplicate=args.allow_duplicate, actor=cli_actor(), duplicate_fmr=args.duplicate_fmr)
                 results.append({"image": str(path), "ok": True} | r)
                 if not args.json:
                     dup = f"  (DUPLICATE of {[d['subject_id'] for d in r['duplicate_of']]}, allowed)" if r["duplicate_of"] else ""
@@ -255,7 +248,7 @@ def cmd_import(args) -> int:
     with _gallery() as g:
         summary = run_import(g, items, workers=args.workers, allow_duplicate=args.allow_duplicate,
                              policy=args.policy, report_path=args.errors, progress=not args.no_progress,
-                             actor=_actor(), duplicate_fmr=args.duplicate_fmr)
+                             actor=cli_actor(), duplicate_fmr=args.duplicate_fmr)
     text = (f"{summary['enrolled']} enrolled, {summary['errors']} error(s), {summary['already_done']} already done "
             f"of {summary['photos']} photo(s) in {summary['elapsed_s']}s ({summary['photos_per_s']} photos/s, "
             f"{summary['workers']} worker(s))\nerror report: {summary['error_report']}")
@@ -268,7 +261,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     store = _store()
     try:
-        res = store.export(args.file, actor=_actor())
+        res = store.export(args.file, actor=cli_actor())
     finally:
         store.close()
     _out(args, res, f"exported {res['subjects']} subject(s), {res['templates']} template(s) to {res['path']}\n"
@@ -280,7 +273,7 @@ def cmd_export(args) -> int:
 def cmd_restore(args) -> int:
     store = _store()
     try:
-        res = store.restore(args.file, actor=_actor())
+        res = store.restore(args.file, actor=cli_actor())
     finally:
         store.close()
     with _gallery() as g:
@@ -312,7 +305,7 @@ def cmd_index_stats(args) -> int:
 
 def cmd_index_reenrol(args) -> int:
     with _gallery() as g:
-        res = g.reenrol_from_photos(args.subject, actor=_actor())
+        res = g.reenrol_from_photos(args.subject, actor=cli_actor())
     text = f"re-enrolled {res['reenrolled']} photo(s) with pack {res['pack_id']}; {len(res['failed'])} failed"
     if res["other_pack_templates"]:
         text += (f"\ntemplates of other packs remain: {res['other_pack_templates']} (subjects without a stored photo "
@@ -324,7 +317,7 @@ def cmd_index_reenrol(args) -> int:
 def cmd_rotate_data_key(args) -> int:
     store = _store()
     try:
-        res = store.rotate_data_key(retire_old=not args.keep_old, actor=_actor())
+        res = store.rotate_data_key(retire_old=not args.keep_old, actor=cli_actor())
     finally:
         store.close()
     text = (f"{'resumed: ' if res['resumed'] else ''}{res['reencrypted']} template(s) re-encrypted under {res['key_id']}")

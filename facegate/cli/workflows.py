@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import csv
-import getpass
 import json
 import sys
-from datetime import datetime, timezone
 
+from facegate.cli import cli_actor
+from facegate.clock import parse_instant
 from facegate.config import Settings
 from facegate.errors import FacegateError
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli:unknown"
 
 
 def _ledger():
@@ -30,16 +23,6 @@ def _ledger():
 def _db():
     from facegate.index.db import open_database
     return open_database(Settings.load().database)
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise FacegateError("invalid_request", f"not an ISO-8601 date or time: {value!r}")
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def register(sub) -> None:
@@ -95,13 +78,13 @@ REPORT_COLUMNS = ["subject_id", "name", "status", "subject_status", "certified_a
 def cmd_report_certifications(args) -> int:
     ledger = _ledger()
     try:
-        first = ledger.statuses(args.period, args.status, _time(args.as_of), limit=1,
+        first = ledger.statuses(args.period, args.status, parse_instant(args.as_of, "--as-of"), limit=1,
                                 include_inactive=args.include_inactive)
     except ValueError as exc:
         raise FacegateError("invalid_request", str(exc))
     items, offset = [], 0
     while True:                  # page through: the gallery may hold millions
-        page = ledger.statuses(first["period"], args.status, _time(first["as_of"]), limit=5000, offset=offset,
+        page = ledger.statuses(first["period"], args.status, parse_instant(first["as_of"]), limit=5000, offset=offset,
                                include_inactive=args.include_inactive)
         items.extend(page["items"])
         if len(page["items"]) < 5000:
@@ -127,7 +110,7 @@ def cmd_report_certifications(args) -> int:
 
 
 def cmd_certify_manual(args) -> int:
-    result = _ledger().manual(args.subject_id, args.outcome, args.note, actor=_actor())
+    result = _ledger().manual(args.subject_id, args.outcome, args.note, actor=cli_actor())
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -176,7 +159,7 @@ def cmd_kiosks_disable(args) -> int:
 def cmd_kiosks_report(args) -> int:
     from facegate.kiosk import report
 
-    rows = report(_db(), _time(args.since))
+    rows = report(_db(), parse_instant(args.since, "--since"))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from facegate import audit
+from facegate.clock import iso, utcnow
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.index.datakeys import REFRESH_S, DataKeys
@@ -38,18 +39,6 @@ log = logging.getLogger(__name__)
 EXPORT_FORMAT = "facegate-export"
 EXPORT_VERSION = 1
 _UNSET = object()
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(ts: datetime | None) -> str | None:
-    if ts is None:
-        return None
-    if ts.tzinfo is None:           # SQLite hands back naive datetimes; they were stored as UTC
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.isoformat()
 
 
 def _json_in(value) -> str | None:
@@ -72,7 +61,7 @@ def _subject_dict(row) -> dict:
     m = row._mapping
     return {"subject_id": m["subject_id"], "name": m["name"], "status": m["status"],
             "metadata": _json_out(m["metadata"]), "consent": _json_out(m["consent"]),
-            "created_at": _iso(m["created_at"]), "updated_at": _iso(m["updated_at"])}
+            "created_at": iso(m["created_at"]), "updated_at": iso(m["updated_at"])}
 
 
 class Store:
@@ -272,7 +261,7 @@ class Store:
                             .where(templates.c.subject_pk == subject_pk).order_by(templates.c.id)).all()
         return [{"face_id": r.id, "pack_id": r.pack_id, "key_id": r.key_id, "quality": r.quality,
                  "quality_detail": _json_out(r.quality_detail), "source": r.source,
-                 "created_at": _iso(r.created_at), "image_stored": bool(r.has_image)} for r in rows]
+                 "created_at": iso(r.created_at), "image_stored": bool(r.has_image)} for r in rows]
 
     def add_template(self, subject_id: str, embedding: np.ndarray, pack_id: str, quality: float | None = None,
                      quality_detail: dict | None = None, source: str | None = None, image: bytes | None = None,
@@ -302,7 +291,7 @@ class Store:
                                  "quality": None if quality is None else round(float(quality), 3)}
                          | (audit_detail or {}))
         return {"face_id": face_id, "subject_id": subject_id, "pack_id": pack_id, "key_id": kid,
-                "created_at": _iso(now)}
+                "created_at": iso(now)}
 
     def delete_template(self, face_id: int, actor: str = "system", subject_id: str | None = None) -> dict:
         with write_transaction(self.db) as conn:
@@ -590,7 +579,7 @@ class Store:
         path = Path(path)
         n_subj = n_tmpl = 0
         with self.snapshot() as conn, gzip.open(path, "wt", encoding="utf-8") as fh:
-            header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": _iso(utcnow()),
+            header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": iso(utcnow()),
                       "store_id": self.store_id, "schema": head_revision(), "key_ids": sorted(self.template_key_usage()),
                       "packs": self.pack_counts(),
                       "note": "templates are AES-GCM encrypted; restore needs the data key file (not included)"}
@@ -611,7 +600,7 @@ class Store:
                         "embedding_enc": base64.b64encode(t["embedding_enc"]).decode(),
                         "image_enc": base64.b64encode(t["image_enc"]).decode() if t["image_enc"] else None,
                         "quality": t["quality"], "quality_detail": _json_out(t["quality_detail"]),
-                        "source": t["source"], "created_at": _iso(t["created_at"])})
+                        "source": t["source"], "created_at": iso(t["created_at"])})
                 for s in subs:
                     item = _subject_dict(s) | {"templates": by_subject.get(s.pk, [])}
                     fh.write(json.dumps(item) + "\n")

@@ -13,7 +13,6 @@ inside the image, resized bilinearly.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from facegate.models.pack import sha256_file
 
 PACK_NAME = "minifasnet"
 PACK_FORMAT = 1
@@ -44,14 +45,6 @@ MINIFASNET_MODELS: tuple[MiniFASNetSpec, ...] = (
     MiniFASNetSpec("minifasnet_v1se", "4_0_0_80x80_MiniFASNetV1SE.weights.npz", 4.0,
                    "3907c53c66a40b12e5ac236ee0f3b78268de579073ba733a3a2f6d310371456c"),
 )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _GraphWriter:
@@ -182,7 +175,7 @@ def build_minifasnet_pack(weights_dir: str | Path, model_dir: str | Path, allow_
             src = weights_dir / spec.weights_file
             if not src.exists():
                 raise FileNotFoundError(f"{src} not found: supply the {spec.name} weights archive")
-            digest = _sha256(src)
+            digest = sha256_file(src)
             if digest != spec.weights_sha256 and not allow_unpinned:
                 raise ValueError(f"{src.name} has sha256 {digest}, expected {spec.weights_sha256}; "
                                  "refusing unknown weights (use --allow-unpinned to override)")
@@ -190,7 +183,7 @@ def build_minifasnet_pack(weights_dir: str | Path, model_dir: str | Path, allow_
             out = staging / f"{spec.name}.onnx"
             onnx.save(model, str(out))
             entry = {
-                "name": spec.name, "task": "pad", "file": out.name, "sha256": _sha256(out),
+                "name": spec.name, "task": "pad", "file": out.name, "sha256": sha256_file(out),
                 "source": {"package": "Silent-Face-Anti-Spoofing (Minivision)", "licence": "Apache-2.0",
                            "weights_file": spec.weights_file, "weights_sha256": digest},
                 "inputs": [{"name": "input", "shape": ["batch", 3, INPUT_SIZE, INPUT_SIZE]}],

@@ -12,12 +12,11 @@
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from facegate.certification.ledger import CertificationLedger
+from facegate.clock import parse_instant
 from facegate.errors import FacegateError
 from facegate.service import auditing, metrics
 from facegate.service.deps import ServiceState, require, state
@@ -32,16 +31,6 @@ def ledger(st: ServiceState) -> CertificationLedger:
     if getattr(st, "ledger", None) is None:
         st.ledger = CertificationLedger(st.settings, st.gallery.store, st.engine, st.gallery)
     return st.ledger
-
-
-def _as_of(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise FacegateError("invalid_request", "as_of must be an ISO-8601 date or time", field="as_of")
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 @router.post("/v1/certifications", status_code=201,
@@ -106,7 +95,7 @@ async def list_certifications(period: str | None = None, status: str | None = No
                               offset: int = Query(0, ge=0), key=Depends(require("certifications:read")),
                               st: ServiceState = Depends(state)):
     try:
-        return await run_in_threadpool(ledger(st).statuses, period, status, _as_of(as_of), limit, offset,
+        return await run_in_threadpool(ledger(st).statuses, period, status, parse_instant(as_of), limit, offset,
                                        include_inactive)
     except ValueError as exc:          # a malformed period name
         raise FacegateError("invalid_request", str(exc), field="period")
