@@ -15,9 +15,10 @@ Kinds
     uses FAISS's SIMD "fast-scan" kernels), after an OPQ rotation (``opq=True``) that spreads the
     variance evenly over the sub-quantisers. The compressed kind for 10M+ galleries; scores are
     approximate cosine. Measured (benchmarks/results/index_scale.md): 4-bit PQ scores are
-    biased low by ~0.3-0.5 on this embedder and mis-rank mates at 1M, so callers must rescore
-    the top-k candidates with the exact stored templates before applying a threshold, and this
-    kind does not meet the recall goal; prefer ``ivf_sq`` where memory allows.
+    biased low by ~0.3-0.5 on this embedder and mis-rank mates (recall@1 on mated queries 0.84
+    at 10M), so callers must rescore the top-k candidates with the exact stored templates
+    before applying a threshold, and this kind does not meet the 0.99 recall goal; prefer
+    ``ivf_sq`` where memory allows.
 
 Training
 --------
@@ -133,10 +134,11 @@ class VectorIndex:
         # Face embeddings of one person are far apart for IVF (genuine cosine ~0.4-0.7), so a
         # query's mate is often outside the nearest cells: a quarter of the cells must be
         # probed for ~0.97-0.98 recall@1 on mated queries (benchmarks/results/index_scale.md).
+        # 4-bit PQ saturates earlier (its own ranking errors), so nlist/8 there: 5 ms at 10M.
         if kind == "ivf_sq":
             return cls(dim, "ivf_sq", nlist=nlist, nprobe=max(8, nlist // 4))
         if kind == "ivf_pq":
-            return cls(dim, "ivf_pq", nlist=nlist, nprobe=max(16, nlist // 4))
+            return cls(dim, "ivf_pq", nlist=nlist, nprobe=max(16, nlist // 8))
         raise ValueError(f"unknown index kind {kind!r}")
 
     def _default_train_size(self) -> int:
