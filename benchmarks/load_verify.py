@@ -32,7 +32,8 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-LFW = Path(os.environ.get("FACEGATE_SHARED", REPO.parent / "shared")) / "data" / "lfw-dev" / "images"
+SHARED = Path(os.environ.get("FACEGATE_SHARED", REPO.parent / "shared")) / "data"
+LFW = SHARED / "lfw-dev" / "images"
 PERSON = "Colin_Powell"
 
 
@@ -205,10 +206,18 @@ def main() -> int:
     ap.add_argument("--key", help="kiosk key for --url")
     ap.add_argument("--subject", help="enrolled subject for --url")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--photos", choices=["lfw", "kiosk"], default="lfw",
+                    help="lfw: 250x250 LFW crops; kiosk: 640x480 webcam frames (NUAA live)")
     args = ap.parse_args()
 
-    enrol = (LFW / PERSON / f"{PERSON}_0001.jpg").read_bytes()
-    probe = (LFW / PERSON / f"{PERSON}_0002.jpg").read_bytes()
+    if args.photos == "kiosk":
+        # 640x480 webcam frames, the size a kiosk or phone camera sends: one session enrols, another probes
+        frames = sorted((SHARED / "nuaa" / "live" / "0001").glob("*.jpg"))
+        enrol = next(f for f in frames if "_01_" in f.name).read_bytes()
+        probe = next(f for f in frames if "_02_" in f.name).read_bytes()
+    else:
+        enrol = (LFW / PERSON / f"{PERSON}_0001.jpg").read_bytes()
+        probe = (LFW / PERSON / f"{PERSON}_0002.jpg").read_bytes()
     levels = [int(c) for c in args.concurrency.split(",")]
     results = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                "cpus": os.cpu_count(), "args": vars(args), "runs": [], "overhead": {}}
