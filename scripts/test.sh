@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-if [ -z "${FACEGATE_TEST_POSTGRES_URL:-}" ] && [ -f scripts/start-postgres.sh ]; then
+if [ -z "${FACEGATE_TEST_POSTGRES_URL:-}" ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+      || echo "warning: apt-get install postgresql failed" >&2
+  fi
   if url=$(bash scripts/start-postgres.sh); then
     export FACEGATE_TEST_POSTGRES_URL="$url"
+  elif [ "${FACEGATE_REQUIRE_POSTGRES:-}" = 1 ]; then
+    echo "PostgreSQL could not be started and FACEGATE_REQUIRE_POSTGRES=1" >&2; exit 1
   else
     echo "warning: PostgreSQL could not be started; PostgreSQL store tests will skip" >&2
   fi
