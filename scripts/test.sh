@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The MiniFASNet PAD models are built from the evaluation copy of their weights when it is
+# there (operators supply their own; nothing of it is committed), so every machine tests the same.
+SHARED_DIR=${FACEGATE_SHARED:-../shared}
+if [ -d "$SHARED_DIR/models/minifasnet" ]; then
+  .venv/bin/facegate liveness build-pad --weights "$SHARED_DIR/models/minifasnet" >/dev/null
+fi
 if [ -z "${FACEGATE_TEST_POSTGRES_URL:-}" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \

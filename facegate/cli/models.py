@@ -43,8 +43,9 @@ def cmd_list(args) -> int:
         packs.append({"pack": mf.parent.name, "path": str(mf.parent), "pack_id": manifest.get("pack_id"),
                       "kind": manifest.get("kind"), "checksums_ok": ok,
                       "models": [{k: m.get(k) for k in ("name", "task", "sha256", "colour_order")}
-                                 | {"source": f"{m['source']['package']}@{m['source']['version']}",
-                                    "licence": m['source'].get('licence')}
+                                 | {"source": "@".join(str(v) for v in (m["source"].get("package"),
+                                                                        m["source"].get("version")) if v),
+                                    "licence": m["source"].get("licence")}
                                  for m in manifest["models"]]})
     if args.json:
         print(json.dumps(packs, indent=2))
