@@ -136,7 +136,7 @@ class CertificationLedger:
                 client_id: str | None = None, request_id: str | None = None,
                 decision_id: str | None = None) -> dict:
         """Judge and record one face certification attempt (see the module docstring)."""
-        from facegate.service.decisions import decide
+        from facegate.decisions import decide
 
         now = utcnow()
         period = self.current_period(now)

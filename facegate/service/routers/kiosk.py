@@ -23,7 +23,7 @@ from facegate.errors import FacegateError
 from facegate.index.db import write_transaction
 from facegate.kiosk import record_event
 from facegate.service import auditing, metrics
-from facegate.service.decisions import decide
+from facegate.decisions import decide
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.pipeline import analyse_face
 from facegate.service.routers.verify import check_liveness, subject_status
@@ -66,16 +66,10 @@ def _document(st: ServiceState, embedding, quality: float, document: bytes, fmr:
     s = st.settings
     doc = analyse_face(st.engine, document, policy="largest", min_face_px=s.min_document_face_px,
                        min_quality=None, detect_min_face=min(s.min_face_px, s.min_document_face_px))
-    score = st.engine.similarity(embedding, doc.embedding)
     points = document_points(st)
-    threshold, point_fmr = points.threshold_for(fmr or s.target_fmr)
-    reasons = ["low_quality"] if quality < s.review_min_quality else []
-    if threshold - s.review_band <= score < threshold:
-        reasons.append("score_near_threshold")
-    decision = "manual_review" if reasons else ("match" if score >= threshold else "no_match")
-    return {"decision": decision, "score": round(score, 6), "threshold": round(threshold, 6), "fmr": point_fmr,
-            "review_reasons": reasons, "subject_id": None, "document_quality": doc.quality.as_dict(),
-            "operating_point": {"table": points.source, "threshold": round(threshold, 6), "fmr": point_fmr}}
+    result = decide(st.engine, s, st.engine.similarity(embedding, doc.embedding), quality, fmr, points=points)
+    return {**result, "subject_id": None, "document_quality": doc.quality.as_dict(),
+            "operating_point": {"table": points.source, "threshold": result["threshold"], "fmr": result["fmr"]}}
 
 
 def _subject(st: ServiceState, subject_id: str, embedding, quality: float, fmr: float | None) -> dict:

@@ -3,7 +3,7 @@
 Fields: ``subject_id``, ``image``; optional ``liveness_session_id`` (a passed liveness session
 of this key, checked and consumed when a liveness store is installed) and ``fmr`` (operating
 point). The answer is ``match`` / ``no_match`` / ``manual_review`` (see
-:mod:`facegate.service.decisions`): the face is one factor, never the only way in.
+:mod:`facegate.decisions`): the face is one factor, never the only way in.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from facegate.errors import FacegateError
 from facegate.service import auditing, metrics
-from facegate.service.decisions import decide
+from facegate.decisions import decide
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.pipeline import analyse_face
 from facegate.service.schemas import VerifyOut

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 
 def decide(engine, settings, score: float, quality: float, fmr: float | None = None,
-           subject_status: str = "active") -> dict:
-    base = engine.decide(score, fmr)
+           subject_status: str = "active", points=None) -> dict:
+    """The decision at ``fmr`` on the engine's operating points, or on ``points`` (e.g. the
+    ID-card chip photo table)."""
+    if points is None:
+        base = engine.decide(score, fmr)
+    else:
+        threshold, point_fmr = points.threshold_for(fmr or settings.target_fmr)
+        base = {"score": round(float(score), 6), "match": bool(score >= threshold),
+                "threshold": round(threshold, 6), "fmr": point_fmr}
     threshold = base["threshold"]
     reasons = []
     if quality < settings.review_min_quality:
