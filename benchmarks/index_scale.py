@@ -152,7 +152,7 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
     if "nlist" in dict(o.split("=") for o in opts):
         index.params["train_size"] = index._default_train_size()
     if args.nprobe:
-        index.set_nprobe(args.nprobe)
+        set_effort(index, args.nprobe)
 
     exact = StreamingTopK(queries, 10)
     rss0 = rss_mb()
@@ -214,15 +214,24 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
         "planted_exact_rank1": float(np.mean(exact.ids[:n_planted, 0] == planted_ids)),
         "sweep": [],
     }
+    default_effort = index.params.get("ef_search" if index.kind == "hnsw_sq" else "nprobe", 0)
     nprobes = [0] if index.kind == "flat" else ([int(v) for v in args.nprobe_sweep.split(",")]
-                                               if args.nprobe_sweep else [index.params["nprobe"]])
+                                               if args.nprobe_sweep else [default_effort])
     for nprobe in nprobes:
         if nprobe:
-            index.set_nprobe(nprobe)
+            set_effort(index, nprobe)
         res["sweep"].append(measure(index, queries, exact, n_planted, planted_ids, threshold, args, nprobe))
         print(json.dumps(res["sweep"][-1]), flush=True)
     res["peak_rss_mb"] = round(peak_rss_mb(), 0)
     return res
+
+
+def set_effort(index: VectorIndex, value: int) -> None:
+    """nprobe for the IVF kinds, efSearch for hnsw_sq."""
+    if index.kind == "hnsw_sq":
+        index.set_ef_search(value)
+    else:
+        index.set_nprobe(value)
 
 
 def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> dict:
@@ -230,15 +239,17 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> d
     set_threads(args.threads)
     order = np.random.default_rng(args.seed).permutation(len(queries))
     lat = []
-    approx_ids = np.empty((len(queries), 10), np.int64)
-    approx_scores = np.empty((len(queries), 10), np.float32)
+    k = max(10, args.candidates)
+    cand_ids = np.empty((len(queries), k), np.int64)
+    cand_scores = np.empty((len(queries), k), np.float32)
     for qi in order[:20]:   # warm-up
-        index.search(queries[qi:qi + 1], 10)
+        index.search(queries[qi:qi + 1], k)
     for qi in order:
         t = time.perf_counter()
-        s, i = index.search(queries[qi:qi + 1], 10)
+        s, i = index.search(queries[qi:qi + 1], k)
         lat.append(time.perf_counter() - t)
-        approx_ids[qi], approx_scores[qi] = i[0], s[0]
+        cand_ids[qi], cand_scores[qi] = i[0], s[0]
+    approx_ids, approx_scores = cand_ids[:, :10], cand_scores[:, :10]
     set_threads(args.build_threads)
     lat = np.array(lat) * 1000
 
@@ -253,7 +264,16 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> d
         e = np.where(exact.scores[sl, 0] >= threshold, exact.ids[sl, 0], -1)
         return float(np.mean(a == e))
 
+    def top1_in_candidates(sl, m):
+        """The exact top-1 is among the first m candidates: what exact rescoring of the
+        candidates (as the gallery does with the stored templates) turns into recall@1."""
+        return float(np.mean([e in c[:m] for e, c in zip(exact.ids[sl, 0], cand_ids[sl])]))
+
     planted, rnd = slice(0, P), slice(P, None)
+    rescored = {f"planted_recall@1_rescored_top{m}": top1_in_candidates(planted, m)
+                for m in sorted({16, k}) if m <= k}
+    rescored.update({f"random_recall@1_rescored_top{m}": top1_in_candidates(rnd, m)
+                     for m in sorted({16, k}) if m <= k})
     return {
         "nprobe": nprobe,
         "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
@@ -266,20 +286,24 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> d
         "random_recall@1_vs_exact": recall_at1(rnd),
         "random_10-recall@10_vs_exact": recall10_at10(rnd),
         "random_decision_agreement": agreement(rnd),
+        "search_k": k,
+        **rescored,
     }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000,10000000")
-    ap.add_argument("--kinds", default="auto", help="comma list of index kinds per size (auto, flat, ivf_sq, ivf_pq), each optionally "
+    ap.add_argument("--kinds", default="auto", help="comma list of index kinds per size (auto, flat, ivf_sq, ivf_pq, hnsw_sq), each optionally "
                     "with /key=value parameter overrides, e.g. ivf_pq/m=128/nlist=8192")
     ap.add_argument("--queries", type=int, default=1000, help="random (unmated) synthetic queries")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/fgwork/lfwdev.npz"))
     ap.add_argument("--threads", type=int, default=2, help="FAISS threads while measuring search latency")
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--nprobe", type=int, default=0)
-    ap.add_argument("--nprobe-sweep", default="", help="comma list of nprobe values measured on one build")
+    ap.add_argument("--nprobe-sweep", default="", help="comma list of nprobe values (efSearch for hnsw_sq) measured on one build")
+    ap.add_argument("--candidates", type=int, default=10, help="k asked of the index per query (latency includes it); "
+                    "recall after exact rescoring of the top 16 / top k candidates is reported")
     ap.add_argument("--shrink", type=float, default=0.0, help="covariance shrinkage towards isotropic")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tmp", default=None, help="folder for the snapshot written to time save/load")

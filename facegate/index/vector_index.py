@@ -19,6 +19,17 @@ Kinds
     at 10M), so callers must rescore the top-k candidates with the exact stored templates
     before applying a threshold, and this kind does not meet the 0.99 recall goal; prefer
     ``ivf_sq`` where memory allows.
+``hnsw_sq``
+    A graph index: PCA to ``pca`` dimensions (projection only, no centring, so inner products
+    are preserved in the kept subspace), then ``IndexHNSWSQ`` (8-bit scalar quantiser, ``m``
+    links per node, ``2*m`` on level 0) with ``ef_construction``/``ef_search``. About 128 B of
+    codes + 128 B of level-0 links + 8 B id per template at the defaults (see
+    :meth:`VectorIndex.memory_bytes`). Each search explores at least 50 candidates
+    (``max(k, 50)``) and returns the best ``k`` by approximate score; callers rescore them with
+    the exact templates. HNSW cannot delete: removed or replaced templates become tombstones
+    (their id slot is set to -1, so they are skipped at search, and more candidates are fetched
+    when tombstones are many); they still cost memory and graph work until the index is rebuilt
+    from the database, which purges them. Tombstones survive save/load.
 
 Training
 --------
@@ -33,7 +44,7 @@ Identity and removal
 ``ids`` are int64 template ids. :meth:`add` is an upsert: an id that is already present has its
 vector replaced, so replaying a change log over a snapshot that already holds some of its
 entries neither duplicates nor loses anything. :meth:`remove` works for every kind (IVF lists
-are scanned for the ids; no tombstones are needed).
+are scanned for the ids; ``hnsw_sq`` leaves tombstones, see above).
 
 Threads
 -------
@@ -51,7 +62,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-KINDS = ("flat", "ivf_sq", "ivf_pq")
+KINDS = ("flat", "ivf_sq", "ivf_pq", "hnsw_sq")
 
 # Sizes at which for_size() switches kind; see benchmarks/results/index_scale.md for the figures
 # behind them (flat single-query latency grows linearly: 18 ms p50 at 100k on a 16-core
@@ -65,7 +76,9 @@ _DEFAULTS = {
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
     "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
+    "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128},
 }
+HNSW_MIN_CANDIDATES = 50
 
 
 class SnapshotError(Exception):
@@ -139,9 +152,13 @@ class VectorIndex:
             return cls(dim, "ivf_sq", nlist=nlist, nprobe=max(8, nlist // 4))
         if kind == "ivf_pq":
             return cls(dim, "ivf_pq", nlist=nlist, nprobe=max(16, nlist // 8))
+        if kind == "hnsw_sq":
+            return cls(dim, "hnsw_sq")
         raise ValueError(f"unknown index kind {kind!r}")
 
     def _default_train_size(self) -> int:
+        if self.kind == "hnsw_sq":
+            return 20_000       # PCA and the scalar quantiser's ranges only
         # k-means wants >= 39 points per cell; PQ codebooks want >= 39 * 2**nbits.
         need = 39 * self.params["nlist"]
         if self.kind == "ivf_pq":
@@ -153,6 +170,8 @@ class VectorIndex:
         p = self.params
         if self.kind == "flat":
             return "IDMap2,Flat"
+        if self.kind == "hnsw_sq":
+            return f"IDMap,PCA{p['pca']}(uncentred),HNSW{p['m']}_SQ8"
         parts = []
         dim = self.dim
         if self.kind == "ivf_pq" and p["opq"]:
@@ -180,9 +199,12 @@ class VectorIndex:
         if self._trained:
             return
         sample = _as_vectors(sample, self.dim)
-        index = faiss.index_factory(self.dim, self.factory_string(), faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(index).cp.niter = 10    # enough for IVF cells; default 25 costs 2.5x
-        index.train(sample)
+        if self.kind == "hnsw_sq":
+            index = self._train_hnsw(sample)
+        else:
+            index = faiss.index_factory(self.dim, self.factory_string(), faiss.METRIC_INNER_PRODUCT)
+            faiss.extract_index_ivf(index).cp.niter = 10    # enough for IVF cells; default 25 costs 2.5x
+            index.train(sample)
         staged = self._index
         self._index = index
         self._trained = True
@@ -194,6 +216,40 @@ class VectorIndex:
                 chunk = staged.index.reconstruct_n(start, min(65536, n - start))
                 self._index.add_with_ids(chunk, ids[start:start + len(chunk)])
 
+    def _train_hnsw(self, sample: np.ndarray) -> faiss.Index:
+        p = self.params
+        dout = int(p["pca"]) or self.dim
+        hnsw = faiss.IndexHNSWSQ(dout, faiss.ScalarQuantizer.QT_8bit, int(p["m"]), faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = int(p["ef_construction"])
+        if dout == self.dim:
+            inner: faiss.Index = hnsw
+        else:
+            pca = faiss.PCAMatrix(self.dim, dout)
+            pca.train(sample)
+            # Drop the centring: x -> A x keeps <x, y> ~ <Ax, Ay>; A(x - mean) would not.
+            faiss.copy_array_to_vector(np.zeros(dout, np.float32), pca.b)
+            inner = faiss.IndexPreTransform(pca, hnsw)
+        inner.train(sample)        # the SQ ranges, on the projected sample
+        return faiss.IndexIDMap(inner)
+
+    def _hnsw(self) -> faiss.IndexHNSW:
+        inner = faiss.downcast_index(self._index.index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
+        return inner
+
+    def _labels(self) -> np.ndarray:
+        """Writable view of the graph's id slots (position -> template id, -1 = tombstone)."""
+        id_map = self._index.id_map
+        return faiss.rev_swig_ptr(id_map.data(), id_map.size())
+
+    @property
+    def tombstones(self) -> int:
+        """Removed or replaced templates still in the graph (``hnsw_sq`` only; 0 otherwise)."""
+        if self.kind != "hnsw_sq" or not self._trained:
+            return 0
+        return int(self._index.ntotal) - len(self._members)
+
     def _maybe_train(self) -> None:
         if self._trained or self._index.ntotal < self.params["train_size"]:
             return
@@ -204,11 +260,20 @@ class VectorIndex:
     def _apply_search_params(self) -> None:
         if self.kind == "flat":
             return
+        if self.kind == "hnsw_sq":
+            self._hnsw().hnsw.efSearch = int(self.params["ef_search"])
+            return
         ivf = faiss.extract_index_ivf(self._index)
         ivf.nprobe = int(self.params["nprobe"])
         if self.params.get("hnsw_quantizer"):
             hnsw = faiss.downcast_index(ivf.quantizer)
             hnsw.hnsw.efSearch = max(64, 2 * int(self.params["nprobe"]))
+
+    def set_ef_search(self, ef: int) -> None:
+        """Change the HNSW search breadth (``hnsw_sq``: speed/recall trade-off)."""
+        self.params["ef_search"] = int(ef)
+        if self._trained:
+            self._apply_search_params()
 
     def set_nprobe(self, nprobe: int) -> None:
         """Change how many IVF cells a query visits (speed/recall trade-off)."""
@@ -240,7 +305,7 @@ class VectorIndex:
             ids, x = ids[keep], x[keep]
         present = self._contains(ids)
         if present.any():
-            self._index.remove_ids(ids[present])
+            self._remove_present(ids[present])
         self._index.add_with_ids(x, ids)
         new = np.sort(ids[~present])
         if not len(self._members) or (len(new) and new[0] > self._members[-1]):
@@ -255,12 +320,21 @@ class VectorIndex:
         present = ids[self._contains(ids)]
         if not len(present):
             return 0
-        removed = int(self._index.remove_ids(present))
+        removed = self._remove_present(present)
         self._members = np.delete(self._members, np.searchsorted(self._members, present))
         return removed
 
+    def _remove_present(self, ids: np.ndarray) -> int:
+        """Drop ids known to be present from the FAISS index (not from ``_members``)."""
+        if self.kind == "hnsw_sq" and self._trained:
+            labels = self._labels()
+            dead = np.flatnonzero(np.isin(labels, ids))
+            labels[dead] = -1
+            return int(len(dead))
+        return int(self._index.remove_ids(ids))
+
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return int(len(self._members))
 
     def ids(self) -> np.ndarray:
         """All ids in the index, sorted."""
@@ -277,11 +351,34 @@ class VectorIndex:
             return (np.empty((len(q), max(k, 0)), np.float32), np.empty((len(q), max(k, 0)), np.int64))
         if self._index.ntotal == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
+        if self.kind == "hnsw_sq" and self._trained:
+            return self._search_hnsw(q, k)
         scores, ids = self._index.search(q, k)
         scores = np.asarray(scores, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
         scores[ids < 0] = -np.inf
         return scores, ids
+
+    def _search_hnsw(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        stored = int(self._index.ntotal)
+        fetch = max(k, HNSW_MIN_CANDIDATES)
+        if self.tombstones:     # tombstones take result slots: ask for proportionally more
+            fetch = int(math.ceil(fetch * stored / max(len(self._members), 1))) + 8
+        fetch = min(fetch, stored)
+        hnsw = self._hnsw().hnsw
+        ef = hnsw.efSearch
+        hnsw.efSearch = max(ef, fetch)
+        try:
+            scores, ids = self._index.search(q, fetch)
+        finally:
+            hnsw.efSearch = ef
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        for row in range(len(q)):
+            live = ids[row] >= 0        # tombstones and empty slots
+            s, i = scores[row][live][:k], ids[row][live][:k]
+            out_s[row, :len(s)], out_i[row, :len(i)] = s, i
+        return out_s, out_i
 
     # ----------------------------------------------------------------- persistence
     def save(self, path, applied_seq: int) -> None:
@@ -347,8 +444,11 @@ class VectorIndex:
         self.params = meta["params"]
         self._trained = bool(meta["trained"])
         self._index = index
-        self._members = np.sort(_index_ids(index))
-        if len(self._members) != index.ntotal:
+        stored_ids = _index_ids(index)
+        if self.kind == "hnsw_sq" and self._trained:
+            stored_ids = stored_ids[stored_ids >= 0]     # tombstones
+        self._members = np.sort(stored_ids)
+        if self.kind != "hnsw_sq" and len(self._members) != index.ntotal:
             raise SnapshotError(f"{path}: id list does not match the vector count")
         if self._trained:
             self._apply_search_params()
@@ -363,6 +463,7 @@ class VectorIndex:
             "bytes": self.memory_bytes(),
             "bytes_per_vector": round(self.memory_bytes() / len(self), 1) if len(self) else None,
             "trained": self._trained,
+            "tombstones": self.tombstones,
             "factory": self.factory_string(),
             "params": dict(self.params),
         }
@@ -374,6 +475,16 @@ class VectorIndex:
         total = self._members.nbytes
         if not self._trained or self.kind == "flat":
             return total + n * (self.dim * 4 + 8)
+        if self.kind == "hnsw_sq":
+            stored = int(self._index.ntotal)      # tombstones included
+            hnsw_index = self._hnsw()
+            graph = hnsw_index.hnsw
+            total += stored * 8                                     # FAISS id slots
+            total += stored * faiss.downcast_index(hnsw_index.storage).code_size
+            total += graph.neighbors.size() * 4 + graph.offsets.size() * 8 + graph.levels.size() * 4
+            if isinstance(faiss.downcast_index(self._index.index), faiss.IndexPreTransform):
+                total += self.dim * int(self.params["pca"] or self.dim) * 4
+            return int(total)
         ivf = faiss.extract_index_ivf(self._index)
         total += n * (ivf.code_size + 8)
         total += ivf.nlist * ivf.d * 4
