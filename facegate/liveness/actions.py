@@ -3,8 +3,9 @@
 Thresholds were set on the traces of the live clips in ``../shared/data/face-videos`` (see
 ``benchmarks/liveness.py``):
 
-- blink: both eyes read closed by ``fr_eye`` for >= 2 consecutive frames, with an open frame
-  before and after, confirmed by the eye aspect ratio dropping to <= 85 % of the open-eye
+- blink: both eyes read closed by ``fr_eye`` for >= 2 consecutive frames and at most 0.5 s
+  (longer is eyes kept shut, not a blink), with an open frame before and after, the head within
+  12 degrees of its neutral pitch (eyelids lowered while looking down read closed too), confirmed by the eye aspect ratio dropping to <= 85 % of the open-eye
   median, or by ``fr_eye`` being sure (both eyes P(open) < 0.15 on >= 2 frames: behind
   glasses the 68 points barely close). One closed eye alone is not used: it reads closed for
   whole clips.
@@ -28,6 +29,8 @@ NEUTRAL_SECONDS = 0.5
 BLINK_MIN_FRAMES = 2
 BLINK_EAR_RATIO = 0.85
 BLINK_SURE_OPEN = 0.15      # both eyes below this P(open): closed without EAR confirmation
+BLINK_MAX_SECONDS = 0.5
+BLINK_MAX_PITCH = 12.0      # degrees from the neutral pitch
 TURN_DEGREES = 15.0
 NOD_DEGREES = 10.0
 NOD_RETURN_DEGREES = 5.0
@@ -87,6 +90,10 @@ def find_action(action: str, obs: list[FrameObservation], neutral: Neutral, afte
         closed = [o.both_eyes_closed for o in seq]
         for s, e in _runs(closed):
             if e - s + 1 < BLINK_MIN_FRAMES or s == 0 or e == len(seq) - 1 or seq[s].t <= after:
+                continue
+            if seq[e].t - seq[s].t > BLINK_MAX_SECONDS:
+                continue
+            if max(abs(o.pitch - neutral.pitch) for o in seq[s:e + 1]) > BLINK_MAX_PITCH:
                 continue
             ratio = min(o.ear for o in seq[s:e + 1]) / max(neutral.ear_open, 1e-6)
             sure = sum(max(o.eyes_open) < BLINK_SURE_OPEN for o in seq[s:e + 1]) >= BLINK_MIN_FRAMES
