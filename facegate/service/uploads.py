@@ -20,28 +20,31 @@ MAX_FORM_FILES = 4
 MAX_TEXT_FIELD = 64 * 1024
 
 
-async def read_fields(request: Request, max_image_bytes: int) -> dict:
-    """The request's fields: str/int/... values, image fields as ``bytes``."""
+async def read_parts(request: Request, max_file_bytes: int, max_files: int = MAX_FORM_FILES
+                     ) -> tuple[dict, list[tuple[str, bytes]]]:
+    """The request's text fields and its file parts in order (a name may repeat, e.g. frames).
+    A JSON body gives fields only (images in it are base64 strings)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data" or ctype == "application/x-www-form-urlencoded":
         try:
-            form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS,
+            form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS,
                                       max_part_size=MAX_TEXT_FIELD)
         except FacegateError:
             raise
         except Exception as exc:  # malformed multipart: the parser's message names the problem
             raise FacegateError("invalid_request", f"malformed form body: {str(exc)[:200]}")
-        out: dict = {}
+        fields: dict = {}
+        files: list[tuple[str, bytes]] = []
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
-                data = await value.read(max_image_bytes + 1)
-                if len(data) > max_image_bytes:
-                    raise FacegateError("image_too_large", f"field {name!r} exceeds {max_image_bytes} bytes",
-                                        limit_bytes=max_image_bytes)
-                out[name] = data
+                data = await value.read(max_file_bytes + 1)
+                if len(data) > max_file_bytes:
+                    raise FacegateError("image_too_large", f"field {name!r} exceeds {max_file_bytes} bytes",
+                                        limit_bytes=max_file_bytes)
+                files.append((name, data))
             else:
-                out[name] = value
-        return out
+                fields[name] = value
+        return fields, files
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
             body = json.loads(await request.body())
@@ -49,9 +52,16 @@ async def read_fields(request: Request, max_image_bytes: int) -> dict:
             raise FacegateError("invalid_request", f"the body is not valid JSON: {str(exc)[:200]}")
         if not isinstance(body, dict):
             raise FacegateError("invalid_request", "the JSON body must be an object")
-        return body
+        return body, []
     raise FacegateError("invalid_request", "send multipart/form-data (image files) or application/json "
                         "(images as base64)", content_type=ctype[:100])
+
+
+async def read_fields(request: Request, max_image_bytes: int) -> dict:
+    """The request's fields: str/int/... values, image fields as ``bytes``."""
+    fields, files = await read_parts(request, max_image_bytes)
+    fields.update(files)
+    return fields
 
 
 def image_field(fields: dict, name: str, max_image_bytes: int, required: bool = True) -> bytes | None:

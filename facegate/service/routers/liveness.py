@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, Request
-from starlette.datastructures import UploadFile
 
 from facegate.errors import FacegateError
 from facegate.liveness.challenge import LivenessSessions
 from facegate.liveness.judge import LivenessJudge
 from facegate.service import auditing
 from facegate.service.deps import ServiceState, require, state
-from facegate.service.uploads import read_fields, text_field
+from facegate.service.uploads import read_fields, read_parts, text_field
 
 router = APIRouter(tags=["liveness"])
 
@@ -74,28 +73,6 @@ def _service(st: ServiceState) -> ServiceLiveness:
 
 def _owner(key) -> str | None:
     return key.key_id if key else None
-
-
-async def _read_form(request: Request, max_files: int, max_file_bytes: int) -> tuple[dict, list[tuple[str, bytes]]]:
-    """Text fields and file parts (in order) of a multipart body; JSON bodies give fields only."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "multipart/form-data":
-        return await read_fields(request, max_file_bytes), []
-    try:
-        form = await request.form(max_files=max_files, max_fields=32, max_part_size=64 * 1024)
-    except Exception as exc:
-        raise FacegateError("invalid_request", f"malformed form body: {str(exc)[:200]}")
-    fields, files = {}, []
-    for name, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            data = await value.read(max_file_bytes + 1)
-            if len(data) > max_file_bytes:
-                raise FacegateError("image_too_large", f"a part of {name!r} exceeds {max_file_bytes} bytes",
-                                    limit_bytes=max_file_bytes)
-            files.append((name, data))
-        else:
-            fields[name] = value
-    return fields, files
 
 
 def _timestamps(value, count: int) -> list[float]:
@@ -158,44 +135,35 @@ async def get_session(session_id: str, key=Depends(require("liveness")), st: Ser
 @router.post("/v1/liveness/sessions/{session_id}/frames")
 async def add_frames(session_id: str, request: Request, key=Depends(require("liveness")),
                      st: ServiceState = Depends(state)):
-    lv = _service(st)
     s = st.settings
-    fields, files = await _read_form(request, MAX_FRAMES_PER_REQUEST, s.max_image_bytes)
+    fields, files = await read_parts(request, s.max_image_bytes, MAX_FRAMES_PER_REQUEST)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
     frames = [data for name, data in files if name == "frames"]
     if not frames:
         raise FacegateError("invalid_request", "send JPEG files in the multipart field 'frames'", field="frames")
     times = _timestamps(fields.get("timestamps"), len(frames))
-    lv.sessions.pending(session_id, nonce, _owner(key))
-
-    def job():
-        return lv.sessions.add_to_capture(
-            session_id, lambda cap: cap.add_jpegs(list(zip(times, frames)), s.max_image_bytes, s.max_image_pixels),
-            nonce, _owner(key))
-
-    total = await st.pool.run(job)
-    if _truthy(fields.get("complete")):
-        return await _judge(st, request, key, session_id, nonce)
-    return {"session_id": session_id, "frames_received": total, "status": "pending"}
+    return await _append(st, request, key, session_id, nonce, fields,
+                         lambda cap: cap.add_jpegs(list(zip(times, frames)), s.max_image_bytes, s.max_image_pixels))
 
 
 @router.post("/v1/liveness/sessions/{session_id}/video")
 async def add_video(session_id: str, request: Request, key=Depends(require("liveness")),
                     st: ServiceState = Depends(state)):
-    lv = _service(st)
     s = st.settings
-    fields, files = await _read_form(request, 1, MAX_VIDEO_BYTES)
+    fields, files = await read_parts(request, MAX_VIDEO_BYTES, 1)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
     videos = [data for name, data in files if name == "video"]
     if len(videos) != 1:
         raise FacegateError("invalid_request", "send one mp4/webm file in the multipart field 'video'", field="video")
+    return await _append(st, request, key, session_id, nonce, fields,
+                         lambda cap: cap.add_video(videos[0], s.max_image_pixels))
+
+
+async def _append(st: ServiceState, request: Request, key, session_id: str, nonce: str, fields: dict, add) -> dict:
+    """Add to the session's capture in the inference pool; judge at once with ``complete=true``."""
+    lv = _service(st)
     lv.sessions.pending(session_id, nonce, _owner(key))
-
-    def job():
-        return lv.sessions.add_to_capture(session_id, lambda cap: cap.add_video(videos[0], s.max_image_pixels),
-                                          nonce, _owner(key))
-
-    total = await st.pool.run(job)
+    total = await st.pool.run(lambda: lv.sessions.add_to_capture(session_id, add, nonce, _owner(key)))
     if _truthy(fields.get("complete")):
         return await _judge(st, request, key, session_id, nonce)
     return {"session_id": session_id, "frames_received": total, "status": "pending"}
