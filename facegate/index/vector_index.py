@@ -76,7 +76,7 @@ _DEFAULTS = {
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
     "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
-    "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128},
+    "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128, "normalize": False},
 }
 HNSW_MIN_CANDIDATES = 50
 
@@ -171,7 +171,7 @@ class VectorIndex:
         if self.kind == "flat":
             return "IDMap2,Flat"
         if self.kind == "hnsw_sq":
-            return f"IDMap,PCA{p['pca']}(uncentred),HNSW{p['m']}_SQ8"
+            return f"IDMap,PCA{p['pca']}(uncentred){',L2norm' if p.get('normalize') else ''},HNSW{p['m']}_SQ8"
         parts = []
         dim = self.dim
         if self.kind == "ivf_pq" and p["opq"]:
@@ -228,7 +228,11 @@ class VectorIndex:
             pca.train(sample)
             # Drop the centring: x -> A x keeps <x, y> ~ <Ax, Ay>; A(x - mean) would not.
             faiss.copy_array_to_vector(np.zeros(dout, np.float32), pca.b)
-            inner = faiss.IndexPreTransform(pca, hnsw)
+            if p.get("normalize"):     # cosine in the projected space (a proper metric for the graph)
+                inner = faiss.IndexPreTransform(faiss.NormalizationTransform(dout, 2.0), hnsw)
+                inner.prepend_transform(pca)
+            else:
+                inner = faiss.IndexPreTransform(pca, hnsw)
         inner.train(sample)        # the SQ ranges, on the projected sample
         return faiss.IndexIDMap(inner)
 
