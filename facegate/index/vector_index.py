@@ -29,7 +29,11 @@ Kinds
     the exact templates. HNSW cannot delete: removed or replaced templates become tombstones
     (their id slot is set to -1, so they are skipped at search, and more candidates are fetched
     when tombstones are many); they still cost memory and graph work until the index is rebuilt
-    from the database, which purges them. Tombstones survive save/load.
+    from the database, which purges them. Tombstones survive save/load. ``normalize=True``
+    re-normalises after the PCA (cosine in the projected space). Measured
+    (benchmarks/results/index_scale.md): planted recall@1 0.95 at 100k but 0.75 at 1M
+    (efSearch 256, M=16, ~290 B); M=32 (~420 B) reaches 0.98 at 1M with efSearch 1024. Not
+    chosen by :meth:`VectorIndex.for_size`.
 
 Training
 --------
