@@ -36,7 +36,7 @@ class Settings:
     data_key: str = ""                    # base64 AES key for templates at rest
     data_key_file: str = ""
     store_images: bool = False
-    index_kind: str = "auto"              # auto | flat | ivf_sq | ivf_pq | hnsw_sq
+    index_kind: str = "auto"              # auto | flat | ivf_sq | ivf_pq | ivf_pq_refine | hnsw_sq
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

@@ -243,3 +243,15 @@ def test_configured_index_kind_is_applied_on_the_next_open(gallery_env, faces):
     g2 = open_gallery(index_kind="ivf_sq")
     assert g2.opened_from.startswith("rebuild") and g2.index.kind == "ivf_sq" and len(g2.index) == len(PEOPLE)
     assert g2.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
+
+
+def test_many_tombstones_in_the_snapshot_trigger_a_rebuild(gallery_env, faces, monkeypatch):
+    open_gallery, _ = gallery_env
+    g = open_gallery()
+    enrol_people(g, faces)
+    g.close()
+    from facegate.index.vector_index import VectorIndex
+    monkeypatch.setattr(VectorIndex, "tombstones", property(lambda self: 10**6))
+    g2 = open_gallery()
+    assert g2.opened_from.startswith("rebuild") and "removed templates" in g2.opened_from
+    assert len(g2.index) == len(PEOPLE)

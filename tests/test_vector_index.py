@@ -58,7 +58,9 @@ def test_short_gallery_pads_with_minus_one():
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-5) and np.isneginf(scores[0, 1:]).all()
 
 
-@pytest.mark.parametrize("kind,params", [("flat", {}), ("ivf_sq", {"nlist": 16, "nprobe": 16}), ("hnsw_sq", {})])
+@pytest.mark.parametrize("kind,params", [("flat", {}), ("ivf_sq", {"nlist": 16, "nprobe": 16}), ("hnsw_sq", {}),
+                                         ("ivf_pq", {"nlist": 16, "nprobe": 16}),
+                                         ("ivf_pq_refine", {"nlist": 16, "nprobe": 16})])
 def test_add_is_upsert_and_remove_works(gallery, kind, params):
     ids, x = gallery
     index = VectorIndex(DIM, kind, **params)
@@ -134,6 +136,70 @@ def test_hnsw_tombstones_are_skipped_and_survive_save_load(tmp_path, gallery):
     assert loaded.stats()["bytes_per_vector"] > 0
 
 
+@pytest.mark.parametrize("kind", ["ivf_pq", "ivf_pq_refine"])
+def test_fast_scan_removal_keeps_nothing_and_later_additions_are_found(tmp_path, gallery, kind):
+    """Fast-scan IVF lists are never compacted (FAISS 1.15 loses vectors added after a
+    remove_ids): removed entries become tombstones with id -1 and all-zero codes."""
+    ids, x = gallery
+    index = VectorIndex(DIM, kind, nlist=16, nprobe=16)
+    index.train(x)
+    index.add(ids[:1500], x[:1500])
+    assert index.remove(ids[:300]) == 300
+    index.add(ids[1500:], x[1500:])               # lands in lists that had removals
+    index.add(ids[300:310], x[300:310])           # upserts tombstone the replaced slots
+    assert len(index) == 1700 and index.tombstones == 310
+    _, got = index.search(x[1500:], 1)
+    assert np.mean(got[:, 0] == ids[1500:]) >= 0.99
+    _, got = index.search(x[:300], 10)
+    assert not np.isin(got, ids[:300]).any() and (got >= 0).all()
+
+    import faiss
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index._index))
+    packer, lists = ivf.get_CodePacker(), faiss.downcast_InvertedLists(ivf.invlists)
+    dead = 0
+    for list_no in range(ivf.nlist):
+        size = lists.list_size(list_no)
+        list_ids = faiss.rev_swig_ptr(lists.get_ids(list_no), size)
+        blocks = (size + packer.nvec - 1) // packer.nvec
+        codes = faiss.rev_swig_ptr(lists.get_codes(list_no), blocks * packer.block_size).reshape(blocks, -1)
+        for offset in np.flatnonzero(list_ids < 0):
+            assert not packer.unpack_1(codes, int(offset)).any()
+            dead += 1
+    assert dead == 310
+    if kind == "ivf_pq_refine":                    # released refinement rows are zeroed too
+        refine = index._refine
+        assert len(refine.free) == 10 and not refine.codes[refine.free].any()   # 300 reused by the 500 adds
+
+    index.save(tmp_path / "fs.idx", applied_seq=3)
+    loaded, _ = VectorIndex.load(tmp_path / "fs.idx")
+    assert len(loaded) == 1700 and loaded.tombstones == 310
+    assert np.array_equal(loaded.search(x[1500:1600], 5)[1], index.search(x[1500:1600], 5)[1])
+    loaded.add(ids[:5], x[:5])                     # removed ids can come back after a restart
+    _, got = loaded.search(x[:5], 1)
+    assert got[:, 0].tolist() == ids[:5].tolist()
+
+
+def test_refine_projection_finds_a_low_rank_subspace():
+    """Embeddings that span ~150 of 512 dimensions (this pack's span ~160, measured on LFW in
+    benchmarks/results/index_scale.md) get a 192-D projection, and ivf_pq_refine's scores
+    through it match exact cosine to the 8-bit quantisation (~1e-3)."""
+    from facegate.index.vector_index import _lossless_dims
+    rng = np.random.default_rng(11)
+    basis = np.linalg.qr(rng.standard_normal((DIM, 150)))[0].T          # 150 orthonormal rows
+    x = unit(rng.standard_normal((4000, 150)) @ basis + 1e-4 * rng.standard_normal((4000, DIM)))
+    assert _lossless_dims(x) == 192
+    assert _lossless_dims(unit(rng.standard_normal((4000, DIM)))) == DIM    # full rank: no cut
+    index = VectorIndex(DIM, "ivf_pq_refine", nlist=16, nprobe=16)
+    index.train(x[:3000])
+    assert index.params["pca"] == 192 and index.params["m"] == 64
+    index.add(np.arange(3000, 4000), x[3000:])
+    q = unit(x[3000:3100] + 0.05 * rng.standard_normal((100, DIM)) @ basis.T @ basis)
+    scores, got = index.search(q, 3)
+    exact = np.einsum("ij,ikj->ik", q, x[got])
+    assert np.abs(scores - exact).max() < 1e-2 and np.abs(scores - exact).mean() < 2e-3
+    assert got[:, 0].tolist() == list(range(3000, 3100))
+
+
 def test_untrained_index_stages_exactly_and_trains_lazily(tmp_path, gallery):
     ids, x = gallery
     index = VectorIndex(DIM, "ivf_sq", nlist=16, nprobe=16, train_size=1500)
@@ -192,9 +258,9 @@ def test_damaged_snapshot_is_reported(tmp_path, gallery):
 def test_for_size_picks_exact_for_small_and_compressed_for_large():
     assert VectorIndex.for_size(DIM, 5_000).kind == "flat"
     mid = VectorIndex.for_size(DIM, 1_000_000)
-    assert mid.kind == "ivf_sq"
+    assert mid.kind == "ivf_pq_refine" and mid.params["nlist"] == 4096 and mid.params["nprobe"] == 1024
     big = VectorIndex.for_size(DIM, 10_000_000)
-    assert big.kind == "ivf_pq" and big.params["nlist"] >= 4096
+    assert big.kind == "ivf_pq_refine" and big.params["nlist"] == 16384 and big.params["nprobe"] == 4096
     assert VectorIndex.for_size(DIM, 10, kind="ivf_pq").kind == "ivf_pq"
     assert VectorIndex.for_size(DIM, 10, kind="hnsw_sq").kind == "hnsw_sq"
     with pytest.raises(ValueError):
@@ -240,6 +306,10 @@ def fitted_sample(real: np.ndarray, n: int, seed: int) -> np.ndarray:
     # PCA to 128 dims drops the isotropic part this fitted sample has in every dimension, so
     # the order of near-tied impostors (random queries) is only partly kept; mates are kept.
     ("hnsw_sq", {"ef_search": 64}, 0.97, 0.5),
+    # This fitted sample has isotropic noise in all 512 dimensions (real embeddings span ~160),
+    # so nothing is projected away and 4-bit codes of 512-D vectors rank coarsely: a longer
+    # shortlist than the default keeps the exact top-1 in it.
+    ("ivf_pq_refine", {"nlist": 64, "nprobe": 32, "shortlist": 1000}, 0.97, 0.8),
 ])
 def test_approximate_recall_on_fitted_gallery(real_pairs, kind, params, planted_min, random_min):
     enrolled, probes = real_pairs
@@ -271,4 +341,4 @@ def test_approximate_recall_on_fitted_gallery(real_pairs, kind, params, planted_
     assert recall10 >= random_min
     stats = approx.stats()
     assert stats["ntotal"] == len(all_ids)
-    assert stats["bytes_per_vector"] < {"ivf_sq": 600, "ivf_pq": 100, "hnsw_sq": 320}[kind]
+    assert stats["bytes_per_vector"] < {"ivf_sq": 600, "ivf_pq": 100, "hnsw_sq": 320, "ivf_pq_refine": 700}[kind]

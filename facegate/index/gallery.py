@@ -30,6 +30,10 @@ from facegate.index.vector_index import KINDS, VectorIndex
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_CHANGES = 2000          # snapshot after this many replayed changes (and on close)
+# Removed templates leave zeroed tombstone slots in the graph and fast-scan kinds (searched
+# past, never returned); a start-up finding this many rebuilds from the database to drop them.
+TOMBSTONE_REBUILD_MIN = 10_000
+TOMBSTONE_REBUILD_FRACTION = 0.2
 REPLAY_PAGE = 20000
 
 
@@ -108,6 +112,9 @@ class Gallery:
             if wanted != self.index.kind:
                 return "rebuild: " + self.rebuild(reason=f"{expected} templates call for a {wanted} index, "
                                                          f"the snapshot is {self.index.kind}")
+            if self.index.tombstones > max(TOMBSTONE_REBUILD_MIN, TOMBSTONE_REBUILD_FRACTION * expected):
+                return "rebuild: " + self.rebuild(reason=f"{self.index.tombstones} removed templates still occupy "
+                                                         "index slots")
             log.info("index snapshot %s at seq %d, replayed %d change(s)", path, seq, replayed)
             if replayed:
                 self._unsaved += replayed

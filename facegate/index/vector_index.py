@@ -19,6 +19,22 @@ Kinds
     at 10M), so callers must rescore the top-k candidates with the exact stored templates
     before applying a threshold, and this kind does not meet the 0.99 recall goal; prefer
     ``ivf_sq`` where memory allows.
+``ivf_pq_refine``
+    Two stages, for large galleries. (1) Candidates: an uncentred PCA to ``pca`` dimensions (0 =
+    chosen from the training sample: the smallest multiple of 48 that keeps all but 1e-4 of the
+    energy; this pack's embeddings span ~160 dimensions, so 192 is lossless to ~1e-5 in cosine),
+    then an inverted file over 4-bit PQ fast-scan codes (``m`` sub-quantisers, 0 = a third of
+    the dimensions); ``nprobe`` of ``nlist`` cells are scanned and the best ``shortlist``
+    candidates kept. (2) Refinement: every template also keeps an 8-bit scalar-quantised copy
+    of its projection (``pca`` bytes); the shortlist is rescored with those (cosine error
+    ~1e-3) and the best ``k`` returned. About ``pca`` + m/2 + 24 bytes per template (248 B at
+    the defaults for this pack, plus up to 1/4 of ``pca`` of growth slack). The refinement
+    codes live in rows reused after removal. Measured on 2 cores
+    (benchmarks/results/index_scale.md): recall@1 vs exact 0.991 on mated queries at 10M with
+    nprobe = nlist/4 and a 1000-candidate shortlist, p50 13.9 ms (the 5 ms goal is not met;
+    0.975 at 7.4 ms with nlist/8 and 300); 0.987 at 1M in 3.1 ms. The default above
+    ``FLAT_MAX``. Embeddings that fill all dimensions (nothing projected away) need a longer
+    shortlist: 4-bit codes of full 512-D vectors rank coarsely.
 ``hnsw_sq``
     A graph index: PCA to ``pca`` dimensions (projection only, no centring, so inner products
     are preserved in the kept subspace), then ``IndexHNSWSQ`` (8-bit scalar quantiser, ``m``
@@ -47,8 +63,14 @@ Identity and removal
 --------------------
 ``ids`` are int64 template ids. :meth:`add` is an upsert: an id that is already present has its
 vector replaced, so replaying a change log over a snapshot that already holds some of its
-entries neither duplicates nor loses anything. :meth:`remove` works for every kind (IVF lists
-are scanned for the ids; ``hnsw_sq`` leaves tombstones, see above).
+entries neither duplicates nor loses anything. :meth:`remove` works for every kind. ``flat`` and
+``ivf_sq`` drop the entries; ``hnsw_sq`` and the 4-bit fast-scan kinds (``ivf_pq`` with
+``nbits=4``, ``ivf_pq_refine``) leave tombstones instead: the slot's id becomes -1 and, for the
+fast-scan kinds, its packed code (and refinement row) is zeroed, so an erased face leaves no code
+behind. FAISS 1.15's ``IndexIVFFastScan.remove_ids`` cannot be used: vectors added to a list
+after it was compacted are mostly not found afterwards (tested in tests/test_vector_index.py).
+Tombstones are skipped at search (more candidates are fetched in proportion) and purged by a
+rebuild from the database (the gallery rebuilds at start-up when they pass 20 %).
 
 Threads
 -------
@@ -66,7 +88,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-KINDS = ("flat", "ivf_sq", "ivf_pq", "hnsw_sq")
+KINDS = ("flat", "ivf_sq", "ivf_pq", "ivf_pq_refine", "hnsw_sq")
 
 # Sizes at which for_size() switches kind; see benchmarks/results/index_scale.md for the figures
 # behind them (flat single-query latency grows linearly: 18 ms p50 at 100k on a 16-core
@@ -80,9 +102,11 @@ _DEFAULTS = {
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
     "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
+    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1024, "m": 0, "pca": 0, "shortlist": 1000},
     "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128, "normalize": False},
 }
 HNSW_MIN_CANDIDATES = 50
+PCA_MAX_ENERGY_LOSS = 1e-4      # ivf_pq_refine, pca=0: energy the projection may drop
 
 
 class SnapshotError(Exception):
@@ -128,6 +152,8 @@ class VectorIndex:
         self._index: faiss.Index = _flat(self.dim)   # staging (exact) until trained
         self._trained = kind == "flat"
         self._members = np.empty(0, dtype=np.int64)  # sorted ids present in the index
+        self._refine: _RefineCodes | None = None       # ivf_pq_refine: 8-bit copies, in rows
+        self._slots = np.empty(0, dtype=np.int64)    # ivf_pq_refine: row of each member
         if self._trained:
             self._apply_search_params()
 
@@ -137,16 +163,20 @@ class VectorIndex:
         """An index suited to a gallery of about ``expected_n`` templates.
 
         ``auto``: exact ``flat`` up to ``FLAT_MAX`` (one query scans 100k templates in ~18 ms
-        on one core and costs 2 KiB per template), ``ivf_sq`` (SQ8, ~0.52 KiB per template, recall@1 ~1.0) up to
-        ``SQ_MAX``, and the compressed ``ivf_pq`` beyond, where memory dominates.
-        ``nlist`` grows as ~2*sqrt(n) (power of two): lists of ~sqrt(n)/2 vectors, and k-means
-        training (>= 39 points per list) that stays affordable on 2 cores at 10M.
+        on one core and costs 2 KiB per template), ``ivf_pq_refine`` beyond (recall@1 0.99 on
+        mated queries at 1M and 10M, a few ms, ~250 B per template).
+        ``nlist`` grows as ~2*sqrt(n) (power of two; ~4*sqrt(n) for ``ivf_pq_refine``, whose
+        finer cells need a smaller fraction of the gallery scanned), keeping k-means training
+        (>= 39 points per list) affordable on 2 cores at 10M.
         """
         n = max(int(expected_n), 1)
         if kind == "auto":
-            kind = "flat" if n <= FLAT_MAX else ("ivf_sq" if n <= SQ_MAX else "ivf_pq")
+            kind = "flat" if n <= FLAT_MAX else "ivf_pq_refine"
         if kind == "flat":
             return cls(dim, "flat")
+        if kind == "ivf_pq_refine":
+            nlist = int(2 ** round(math.log2(max(4 * math.sqrt(n), 64))))
+            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist // 4))
         nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
         # Face embeddings of one person are far apart for IVF (genuine cosine ~0.4-0.7), so a
         # query's mate is often outside the nearest cells: a quarter of the cells must be
@@ -176,6 +206,9 @@ class VectorIndex:
             return "IDMap2,Flat"
         if self.kind == "hnsw_sq":
             return f"IDMap,PCA{p['pca']}(uncentred){',L2norm' if p.get('normalize') else ''},HNSW{p['m']}_SQ8"
+        if self.kind == "ivf_pq_refine":
+            d = p["pca"] or "auto"
+            return f"PCA{d}(uncentred),IVF{p['nlist']},PQ{p['m'] or 'auto'}x4fs + refine SQ8 of the projection"
         parts = []
         dim = self.dim
         if self.kind == "ivf_pq" and p["opq"]:
@@ -205,6 +238,8 @@ class VectorIndex:
         sample = _as_vectors(sample, self.dim)
         if self.kind == "hnsw_sq":
             index = self._train_hnsw(sample)
+        elif self.kind == "ivf_pq_refine":
+            index = self._train_refine(sample)
         else:
             index = faiss.index_factory(self.dim, self.factory_string(), faiss.METRIC_INNER_PRODUCT)
             faiss.extract_index_ivf(index).cp.niter = 10    # enough for IVF cells; default 25 costs 2.5x
@@ -216,9 +251,41 @@ class VectorIndex:
         n = staged.ntotal
         if n:
             ids = faiss.vector_to_array(staged.id_map).astype(np.int64)
+            if self.kind == "ivf_pq_refine":
+                self._members = np.empty(0, dtype=np.int64)    # re-added with their rows below
             for start in range(0, n, 65536):
                 chunk = staged.index.reconstruct_n(start, min(65536, n - start))
-                self._index.add_with_ids(chunk, ids[start:start + len(chunk)])
+                if self.kind == "ivf_pq_refine":
+                    self._add_refined(ids[start:start + len(chunk)], chunk)
+                else:
+                    self._index.add_with_ids(chunk, ids[start:start + len(chunk)])
+
+    def _train_refine(self, sample: np.ndarray) -> faiss.Index:
+        p = self.params
+        if not p["pca"]:
+            p["pca"] = _lossless_dims(sample)
+        d = int(p["pca"])
+        if not p["m"]:
+            p["m"] = d // 3 if d % 3 == 0 else d // 4
+        pca = faiss.PCAMatrix(self.dim, d)
+        pca.train(sample)
+        faiss.copy_array_to_vector(np.zeros(d, np.float32), pca.b)   # x -> A x keeps inner products
+        projected = pca.apply(sample)
+        ivf = faiss.index_factory(d, f"IVF{p['nlist']},PQ{p['m']}x4fs", faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(ivf).cp.niter = 10
+        ivf.train(projected)
+        codec = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        codec.sq.rangestat_arg = 0.1      # per-dimension ranges 10% wider than the sample's: later
+        codec.train(projected)            # templates beyond them would be clipped
+        self._refine = _RefineCodes(codec)
+        self._slots = np.empty(0, dtype=np.int64)
+        return faiss.IndexPreTransform(pca, ivf)
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        return faiss.downcast_VectorTransform(self._index.chain.at(0)).apply(x)
+
+    def _ivf_fast_scan(self) -> faiss.Index:
+        return faiss.downcast_index(self._index.index)
 
     def _train_hnsw(self, sample: np.ndarray) -> faiss.Index:
         p = self.params
@@ -253,10 +320,43 @@ class VectorIndex:
 
     @property
     def tombstones(self) -> int:
-        """Removed or replaced templates still in the graph (``hnsw_sq`` only; 0 otherwise)."""
-        if self.kind != "hnsw_sq" or not self._trained:
+        """Slots of removed or replaced templates still in the index (``hnsw_sq`` and the 4-bit
+        fast-scan IVF kinds; 0 otherwise). A rebuild from the database purges them."""
+        if not self._uses_tombstones():
             return 0
         return int(self._index.ntotal) - len(self._members)
+
+    def _uses_tombstones(self) -> bool:
+        # FAISS 1.15's IndexIVFFastScan.remove_ids corrupts later additions to the lists it
+        # compacted (vectors added afterwards are mostly not found), so fast-scan lists are
+        # never compacted: a removed entry keeps its slot with id -1 and an all-zero code.
+        if not self._trained:
+            return False
+        return self.kind in ("hnsw_sq", "ivf_pq_refine") or (self.kind == "ivf_pq" and self.params["nbits"] == 4)
+
+    def _tombstone_ivf(self, ids: np.ndarray) -> int:
+        """Mark ``ids`` dead in a fast-scan IVF: id -1 and the packed code zeroed, so nothing
+        derived from the face stays behind (erasure) and searches skip the slot."""
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(self._index))
+        invlists = faiss.downcast_InvertedLists(ivf.invlists)
+        packer = ivf.get_CodePacker()
+        zero = np.zeros(packer.code_size, np.uint8)
+        dead = 0
+        for list_no in range(ivf.nlist):
+            size = invlists.list_size(list_no)
+            if not size:
+                continue
+            list_ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
+            hits = np.flatnonzero(np.isin(list_ids, ids))
+            if not len(hits):
+                continue
+            blocks = (size + packer.nvec - 1) // packer.nvec
+            codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), blocks * packer.block_size)
+            for offset in hits:
+                packer.pack_1(zero, int(offset), codes.reshape(blocks, packer.block_size))
+            list_ids[hits] = -1
+            dead += len(hits)
+        return dead
 
     def _maybe_train(self) -> None:
         if self._trained or self._index.ntotal < self.params["train_size"]:
@@ -272,7 +372,7 @@ class VectorIndex:
             self._hnsw().hnsw.efSearch = int(self.params["ef_search"])
             return
         ivf = faiss.extract_index_ivf(self._index)
-        ivf.nprobe = int(self.params["nprobe"])
+        ivf.nprobe = min(int(self.params["nprobe"]), ivf.nlist)
         if self.params.get("hnsw_quantizer"):
             hnsw = faiss.downcast_index(ivf.quantizer)
             hnsw.hnsw.efSearch = max(64, 2 * int(self.params["nprobe"]))
@@ -311,6 +411,9 @@ class VectorIndex:
         if len(rev_unique) != len(ids):
             keep = np.sort(len(ids) - 1 - rev_pos)
             ids, x = ids[keep], x[keep]
+        if self.kind == "ivf_pq_refine" and self._trained:
+            self._add_refined(ids, x)
+            return
         present = self._contains(ids)
         if present.any():
             self._remove_present(ids[present])
@@ -322,6 +425,29 @@ class VectorIndex:
             self._members = np.sort(np.concatenate([self._members, new]), kind="stable")
         self._maybe_train()
 
+    def _add_refined(self, ids: np.ndarray, x: np.ndarray) -> None:
+        """``add`` for a trained ivf_pq_refine (``ids`` unique): fast-scan codes in the IVF,
+        8-bit codes in fresh rows; a replaced id's old row is released."""
+        present = self._contains(ids)
+        if present.any():
+            self._tombstone_ivf(ids[present])
+        self._index.add_with_ids(x, ids)
+        rows = self._refine.put(self._project(x))
+        pos = np.searchsorted(self._members, ids[present])
+        self._refine.release(self._slots[pos])
+        self._slots[pos] = rows[present]
+        new, new_rows = ids[~present], rows[~present]
+        order = np.argsort(new, kind="stable")
+        new, new_rows = new[order], new_rows[order]
+        if not len(self._members) or (len(new) and new[0] > self._members[-1]):
+            self._members = np.concatenate([self._members, new])
+            self._slots = np.concatenate([self._slots, new_rows])
+        elif len(new):
+            members = np.concatenate([self._members, new])
+            order = np.argsort(members, kind="stable")
+            self._members = members[order]
+            self._slots = np.concatenate([self._slots, new_rows])[order]
+
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present."""
         ids = np.unique(_as_ids(ids))
@@ -329,7 +455,11 @@ class VectorIndex:
         if not len(present):
             return 0
         removed = self._remove_present(present)
-        self._members = np.delete(self._members, np.searchsorted(self._members, present))
+        pos = np.searchsorted(self._members, present)
+        self._members = np.delete(self._members, pos)
+        if self._refine is not None:
+            self._refine.release(self._slots[pos])
+            self._slots = np.delete(self._slots, pos)
         return removed
 
     def _remove_present(self, ids: np.ndarray) -> int:
@@ -339,6 +469,8 @@ class VectorIndex:
             dead = np.flatnonzero(np.isin(labels, ids))
             labels[dead] = -1
             return int(len(dead))
+        if self._uses_tombstones():
+            return self._tombstone_ivf(ids)
         return int(self._index.remove_ids(ids))
 
     def __len__(self) -> int:
@@ -361,18 +493,27 @@ class VectorIndex:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64))
         if self.kind == "hnsw_sq" and self._trained:
             return self._search_hnsw(q, k)
-        scores, ids = self._index.search(q, k)
+        if self.kind == "ivf_pq_refine" and self._trained:
+            return self._search_refined(q, k)
+        fetch = self._with_tombstone_margin(k)
+        scores, ids = self._index.search(q, fetch)
         scores = np.asarray(scores, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
+        if fetch != k:
+            return _first_live(scores, ids, k)
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    def _search_hnsw(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _with_tombstone_margin(self, k: int) -> int:
+        """Tombstones take result slots: ask for proportionally more."""
+        dead = self.tombstones
+        if not dead:
+            return k
         stored = int(self._index.ntotal)
-        fetch = max(k, HNSW_MIN_CANDIDATES)
-        if self.tombstones:     # tombstones take result slots: ask for proportionally more
-            fetch = int(math.ceil(fetch * stored / max(len(self._members), 1))) + 8
-        fetch = min(fetch, stored)
+        return min(int(math.ceil(k * stored / max(len(self._members), 1))) + 8, stored)
+
+    def _search_hnsw(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        fetch = self._with_tombstone_margin(max(k, HNSW_MIN_CANDIDATES))
         hnsw = self._hnsw().hnsw
         ef = hnsw.efSearch
         hnsw.efSearch = max(ef, fetch)
@@ -380,12 +521,26 @@ class VectorIndex:
             scores, ids = self._index.search(q, fetch)
         finally:
             hnsw.efSearch = ef
+        return _first_live(scores, ids, k)
+
+    def _search_refined(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        projected = self._project(q)
+        ivf = self._ivf_fast_scan()
+        # implementation 14 spreads one query's cells over the threads (the default
+        # parallelises over queries only, leaving one core idle for a single query).
+        ivf.implem = 14 if len(q) == 1 else 0
+        shortlist = self._with_tombstone_margin(min(max(int(self.params["shortlist"]), k), len(self)))
+        _, cand = ivf.search(projected, shortlist)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         for row in range(len(q)):
-            live = ids[row] >= 0        # tombstones and empty slots
-            s, i = scores[row][live][:k], ids[row][live][:k]
-            out_s[row, :len(s)], out_i[row, :len(i)] = s, i
+            ids = cand[row][cand[row] >= 0]
+            if not len(ids):
+                continue
+            rows = self._slots[np.searchsorted(self._members, ids)]
+            scores = self._refine.scores(rows, projected[row])
+            best = np.argsort(-scores, kind="stable")[:k]
+            out_s[row, :len(best)], out_i[row, :len(best)] = scores[best], ids[best]
         return out_s, out_i
 
     # ----------------------------------------------------------------- persistence
@@ -398,12 +553,17 @@ class VectorIndex:
             "format": 1, "dim": self.dim, "kind": self.kind, "params": self.params,
             "trained": self._trained, "applied_seq": int(applied_seq), "ntotal": len(self),
             "faiss_version": faiss.__version__,
+            **({"refine_rows": self._refine.used} if self._refine is not None else {}),
         }).encode()
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             with open(tmp, "wb") as f:
                 f.write(_MAGIC + struct.pack("<Q", len(header)) + header)
                 faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
+                if self._refine is not None:    # codec, rows, then each member's row (id order)
+                    faiss.write_index(self._refine.codec, faiss.PyCallbackIOWriter(f.write))
+                    f.write(memoryview(np.ascontiguousarray(self._refine.codes[:self._refine.used])).cast("B"))
+                    f.write(memoryview(np.ascontiguousarray(self._slots, dtype="<i8")).cast("B"))
                 f.write(_MAGIC)   # trailer: a truncated file is detected on load
                 f.flush()
                 os.fsync(f.fileno())
@@ -444,6 +604,12 @@ class VectorIndex:
             reader = _BoundedReader(f, body_len)
             try:
                 index = faiss.read_index(faiss.PyCallbackIOReader(reader.read))
+                refine = slots = None
+                if "refine_rows" in meta:
+                    codec = faiss.read_index(faiss.PyCallbackIOReader(reader.read))
+                    refine = _RefineCodes(codec)
+                    refine.load_rows(_read_array(reader, np.uint8, int(meta["refine_rows"]) * codec.code_size, path))
+                    slots = _read_array(reader, np.dtype("<i8"), int(meta["ntotal"]), path).astype(np.int64, copy=False)
             except RuntimeError as exc:
                 raise SnapshotError(f"{path}: damaged index body: {exc}") from exc
         self = cls.__new__(cls)
@@ -453,11 +619,19 @@ class VectorIndex:
         self._trained = bool(meta["trained"])
         self._index = index
         stored_ids = _index_ids(index)
-        if self.kind == "hnsw_sq" and self._trained:
+        self._refine = None
+        if self._uses_tombstones():
             stored_ids = stored_ids[stored_ids >= 0]     # tombstones
         self._members = np.sort(stored_ids)
-        if self.kind != "hnsw_sq" and len(self._members) != index.ntotal:
+        if not self._uses_tombstones() and len(self._members) != index.ntotal:
             raise SnapshotError(f"{path}: id list does not match the vector count")
+        if len(np.unique(self._members)) != len(self._members):
+            raise SnapshotError(f"{path}: an id is stored twice")
+        self._refine, self._slots = refine, (slots if slots is not None else np.empty(0, np.int64))
+        if refine is not None:
+            if len(slots) != len(self._members) or (len(slots) and int(slots.max()) >= refine.used):
+                raise SnapshotError(f"{path}: refinement rows do not match the index")
+            refine.free_unreferenced(slots)
         if self._trained:
             self._apply_search_params()
         return self, int(meta["applied_seq"])
@@ -499,8 +673,82 @@ class VectorIndex:
         if self.params.get("hnsw_quantizer"):
             total += ivf.nlist * 32 * 2 * 4 + ivf.nlist * 8
         if isinstance(self._index, faiss.IndexPreTransform):
-            total += self.dim * self.dim * 4
+            total += self.dim * ivf.d * 4
+        if self._refine is not None:
+            total += self._slots.nbytes + self._refine.codes.shape[0] * self._refine.codec.d
         return int(total)
+
+
+def _first_live(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` results of each row that are not tombstones or empty slots (id -1)."""
+    out_s = np.full((len(ids), k), -np.inf, np.float32)
+    out_i = np.full((len(ids), k), -1, np.int64)
+    for row in range(len(ids)):
+        live = ids[row] >= 0
+        s, i = scores[row][live][:k], ids[row][live][:k]
+        out_s[row, :len(s)], out_i[row, :len(i)] = s, i
+    return out_s, out_i
+
+
+class _RefineCodes:
+    """8-bit scalar-quantised copies of projected templates (ivf_pq_refine's second stage), one
+    row each; rows of removed templates are reused. ``codec`` is a trained, empty
+    ``IndexScalarQuantizer`` used only to encode and decode."""
+
+    def __init__(self, codec: faiss.IndexScalarQuantizer):
+        self.codec = codec
+        self.codes = np.empty((0, codec.code_size), dtype=np.uint8)
+        self.used = 0                                   # rows handed out so far
+        self.free = np.empty(0, dtype=np.int64)         # released rows, reused first
+
+    def put(self, projected: np.ndarray) -> np.ndarray:
+        """Encode vectors into rows; returns the row of each."""
+        n = len(projected)
+        reuse, self.free = self.free[:n], self.free[n:]
+        fresh = np.arange(self.used, self.used + n - len(reuse), dtype=np.int64)
+        self.used += len(fresh)
+        if self.used > len(self.codes):        # grow by 1/4: amortised appends, little slack
+            grown = np.empty((max(self.used, len(self.codes) * 5 // 4, 1024), self.codes.shape[1]), np.uint8)
+            grown[:len(self.codes)] = self.codes
+            self.codes = grown
+        rows = np.concatenate([reuse, fresh])
+        self.codes[rows] = self.codec.sa_encode(np.ascontiguousarray(projected, dtype=np.float32))
+        return rows
+
+    def release(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        self.codes[rows] = 0            # erased means erased: no code of a removed face is kept
+        self.free = np.concatenate([self.free, rows])
+
+    def scores(self, rows: np.ndarray, projected_query: np.ndarray) -> np.ndarray:
+        return self.codec.sa_decode(self.codes[rows]) @ projected_query
+
+    def load_rows(self, flat: np.ndarray) -> None:
+        self.codes = flat.reshape(-1, self.codec.code_size)
+        self.used = len(self.codes)
+
+    def free_unreferenced(self, slots: np.ndarray) -> None:
+        referenced = np.zeros(self.used, dtype=bool)
+        referenced[slots] = True
+        self.free = np.flatnonzero(~referenced).astype(np.int64)
+
+
+def _lossless_dims(sample: np.ndarray) -> int:
+    """The smallest multiple of 48 (PQ-friendly) keeping all but ``PCA_MAX_ENERGY_LOSS`` of the
+    sample's energy under an uncentred projection onto its principal axes (capped at the
+    dimension)."""
+    x = np.asarray(sample[:200_000], dtype=np.float64)
+    eig = np.linalg.eigvalsh(x.T @ x)[::-1]
+    lost = 1.0 - np.cumsum(eig) / eig.sum()
+    need = int(np.argmax(lost <= PCA_MAX_ENERGY_LOSS)) + 1
+    return min(48 * math.ceil(need / 48), x.shape[1])
+
+
+def _read_array(reader: "_BoundedReader", dtype, count: int, path) -> np.ndarray:
+    out = np.empty(count, dtype=dtype)
+    if reader.read_into(memoryview(out).cast("B")) != out.nbytes:
+        raise SnapshotError(f"{path}: truncated refinement section")
+    return out
 
 
 class _BoundedReader:
@@ -515,6 +763,18 @@ class _BoundedReader:
         data = self.f.read(n)
         self.left -= len(data)
         return data
+
+    def read_into(self, buf: memoryview) -> int:
+        """Fill ``buf`` (no intermediate copy); returns the bytes read."""
+        want = min(len(buf), self.left)
+        got = 0
+        while got < want:
+            n = self.f.readinto(buf[got:want])
+            if not n:
+                break
+            got += n
+        self.left -= got
+        return got
 
 
 def _index_ids(index: faiss.Index) -> np.ndarray:
