@@ -152,7 +152,7 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
     if "nlist" in dict(o.split("=") for o in opts):
         index.params["train_size"] = index._default_train_size()
     if args.nprobe:
-        set_effort(index, args.nprobe)
+        set_effort(index, str(args.nprobe))
 
     exact = StreamingTopK(queries, 10)
     rss0 = rss_mb()
@@ -215,10 +215,10 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
         "sweep": [],
     }
     default_effort = index.params.get("ef_search" if index.kind == "hnsw_sq" else "nprobe", 0)
-    nprobes = [0] if index.kind == "flat" else ([int(v) for v in args.nprobe_sweep.split(",")]
-                                               if args.nprobe_sweep else [default_effort])
+    nprobes = ["0"] if index.kind == "flat" else (args.nprobe_sweep.split(",")
+                                                 if args.nprobe_sweep else [str(default_effort)])
     for nprobe in nprobes:
-        if nprobe:
+        if nprobe != "0":
             set_effort(index, nprobe)
         res["sweep"].append(measure(index, queries, exact, n_planted, planted_ids, threshold, args, nprobe))
         print(json.dumps(res["sweep"][-1]), flush=True)
@@ -226,12 +226,15 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
     return res
 
 
-def set_effort(index: VectorIndex, value: int) -> None:
-    """nprobe for the IVF kinds, efSearch for hnsw_sq."""
+def set_effort(index: VectorIndex, value: str) -> None:
+    """nprobe for the IVF kinds, efSearch for hnsw_sq; ``nprobe:shortlist`` for ivf_pq_refine."""
+    effort, _, shortlist = value.partition(":")
     if index.kind == "hnsw_sq":
-        index.set_ef_search(value)
+        index.set_ef_search(int(effort))
     else:
-        index.set_nprobe(value)
+        index.set_nprobe(int(effort))
+    if shortlist:
+        index.params["shortlist"] = int(shortlist)
 
 
 def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> dict:
@@ -276,6 +279,7 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> d
                      for m in sorted({16, k}) if m <= k})
     return {
         "nprobe": nprobe,
+        "shortlist": index.params.get("shortlist"),
         "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
                        "p90": round(float(np.percentile(lat, 90)), 3),
                        "p99": round(float(np.percentile(lat, 99)), 3)},
@@ -301,7 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="FAISS threads while measuring search latency")
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--nprobe", type=int, default=0)
-    ap.add_argument("--nprobe-sweep", default="", help="comma list of nprobe values (efSearch for hnsw_sq) measured on one build")
+    ap.add_argument("--nprobe-sweep", default="", help="comma list of nprobe values (efSearch for hnsw_sq; nprobe:shortlist "
+                    "for ivf_pq_refine) measured on one build")
     ap.add_argument("--candidates", type=int, default=10, help="k asked of the index per query (latency includes it); "
                     "recall after exact rescoring of the top 16 / top k candidates is reported")
     ap.add_argument("--shrink", type=float, default=0.0, help="covariance shrinkage towards isotropic")
