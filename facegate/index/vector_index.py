@@ -31,9 +31,9 @@ Kinds
     the defaults for this pack, plus up to 1/4 of ``pca`` of growth slack). The refinement
     codes live in rows reused after removal. Measured on 2 cores
     (benchmarks/results/index_scale.md): recall@1 vs exact 0.991 on mated queries at 10M with
-    nprobe = nlist/4 and a 1000-candidate shortlist, p50 13.9 ms (the 5 ms goal is not met;
-    0.975 at 7.4 ms with nlist/8 and 300); 0.987 at 1M in 3.1 ms. The default above
-    ``FLAT_MAX``. Embeddings that fill all dimensions (nothing projected away) need a longer
+    2,560 of 8,192 cells and a 1000-candidate shortlist, p50 10.6 ms (the 5 ms goal is not met;
+    0.981 at 7.1 ms with 2,048 and 300); 0.987 at 1M in 3.1 ms (1,024 of 4,096). The default
+    above ``FLAT_MAX``. Embeddings that fill all dimensions (nothing projected away) need a longer
     shortlist: 4-bit codes of full 512-D vectors rank coarsely.
 ``hnsw_sq``
     A graph index: PCA to ``pca`` dimensions (projection only, no centring, so inner products
@@ -107,6 +107,7 @@ _DEFAULTS = {
 }
 HNSW_MIN_CANDIDATES = 50
 PCA_MAX_ENERGY_LOSS = 1e-4      # ivf_pq_refine, pca=0: energy the projection may drop
+REFINE_MAX_NLIST = 8192
 
 
 class SnapshotError(Exception):
@@ -165,8 +166,8 @@ class VectorIndex:
         ``auto``: exact ``flat`` up to ``FLAT_MAX`` (one query scans 100k templates in ~18 ms
         on one core and costs 2 KiB per template), ``ivf_pq_refine`` beyond (recall@1 0.99 on
         mated queries at 1M and 10M, a few ms, ~250 B per template).
-        ``nlist`` grows as ~2*sqrt(n) (power of two; ~4*sqrt(n) for ``ivf_pq_refine``, whose
-        finer cells need a smaller fraction of the gallery scanned), keeping k-means training
+        ``nlist`` grows as ~2*sqrt(n) (power of two; ~4*sqrt(n) up to 8,192 for
+        ``ivf_pq_refine``, which probes 5/16 of its cells), keeping k-means training
         (>= 39 points per list) affordable on 2 cores at 10M.
         """
         n = max(int(expected_n), 1)
@@ -175,8 +176,10 @@ class VectorIndex:
         if kind == "flat":
             return cls(dim, "flat")
         if kind == "ivf_pq_refine":
-            nlist = int(2 ** round(math.log2(max(4 * math.sqrt(n), 64))))
-            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist // 4))
+            # Capped at 8,192 cells: FAISS's coarse top-nprobe costs 3.3 ms a query at 16,384
+            # (0.5 ms at 8,192), and at 10M 8,192 cells reach the same recall 2.5 ms sooner.
+            nlist = min(int(2 ** round(math.log2(max(4 * math.sqrt(n), 64)))), REFINE_MAX_NLIST)
+            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist * 5 // 16))
         nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
         # Face embeddings of one person are far apart for IVF (genuine cosine ~0.4-0.7), so a
         # query's mate is often outside the nearest cells: a quarter of the cells must be
