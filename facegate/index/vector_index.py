@@ -421,12 +421,27 @@ class VectorIndex:
         if present.any():
             self._remove_present(ids[present])
         self._index.add_with_ids(x, ids)
-        new = np.sort(ids[~present])
-        if not len(self._members) or (len(new) and new[0] > self._members[-1]):
-            self._members = np.concatenate([self._members, new])     # ids usually grow
-        else:   # two sorted runs: the stable sort (timsort) merges them in linear time
-            self._members = np.sort(np.concatenate([self._members, new]), kind="stable")
+        self._insert_members(ids[~present])
         self._maybe_train()
+
+    def _insert_members(self, new: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Add ids not yet present to the sorted ``_members`` (and, for ivf_pq_refine, their
+        refinement rows to ``_slots``, kept in the same order)."""
+        order = np.argsort(new, kind="stable")
+        new = new[order]
+        rows = rows[order] if rows is not None else None
+        if not len(new):
+            return
+        members = np.concatenate([self._members, new])
+        slots = np.concatenate([self._slots, rows]) if rows is not None else None
+        if len(self._members) and new[0] <= self._members[-1]:
+            # two sorted runs: the stable sort (timsort) merges them in linear time
+            merged = np.argsort(members, kind="stable")
+            members = members[merged]
+            slots = slots[merged] if slots is not None else None
+        self._members = members                   # (ids usually grow: appended as they are)
+        if slots is not None:
+            self._slots = slots
 
     def _add_refined(self, ids: np.ndarray, x: np.ndarray) -> None:
         """``add`` for a trained ivf_pq_refine (``ids`` unique): fast-scan codes in the IVF,
@@ -439,17 +454,7 @@ class VectorIndex:
         pos = np.searchsorted(self._members, ids[present])
         self._refine.release(self._slots[pos])
         self._slots[pos] = rows[present]
-        new, new_rows = ids[~present], rows[~present]
-        order = np.argsort(new, kind="stable")
-        new, new_rows = new[order], new_rows[order]
-        if not len(self._members) or (len(new) and new[0] > self._members[-1]):
-            self._members = np.concatenate([self._members, new])
-            self._slots = np.concatenate([self._slots, new_rows])
-        elif len(new):
-            members = np.concatenate([self._members, new])
-            order = np.argsort(members, kind="stable")
-            self._members = members[order]
-            self._slots = np.concatenate([self._slots, new_rows])[order]
+        self._insert_members(ids[~present], rows[~present])
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present."""
@@ -622,7 +627,6 @@ class VectorIndex:
         self._trained = bool(meta["trained"])
         self._index = index
         stored_ids = _index_ids(index)
-        self._refine = None
         if self._uses_tombstones():
             stored_ids = stored_ids[stored_ids >= 0]     # tombstones
         self._members = np.sort(stored_ids)
