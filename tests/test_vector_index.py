@@ -105,6 +105,27 @@ def test_save_load_round_trip(tmp_path, gallery):
     assert loaded.stats()["ntotal"] == len(ids) - 5
 
 
+def test_refine_snapshot_round_trip_and_format_1_is_refused(tmp_path, gallery):
+    """ivf_pq_refine snapshots keep both transforms (PCA, rotated leading axes); a format-1
+    snapshot (from before the rotation: the IVF scanned the raw projection) is refused, so the
+    gallery rebuilds it from the database instead of scanning with the wrong transform."""
+    ids, x = gallery
+    index = VectorIndex(DIM, "ivf_pq_refine", nlist=16, nprobe=16)
+    index.train(x)
+    index.add(ids, x)
+    before = index.search(x[:20], 5)
+    path = tmp_path / "refine.idx"
+    index.save(path, applied_seq=7)
+    loaded, _ = VectorIndex.load(path)
+    after = loaded.search(x[:20], 5)
+    assert np.array_equal(before[1], after[1]) and before[1][:, 0].tolist() == ids[:20].tolist()
+    data = path.read_bytes()
+    assert data.count(b'"format": 2') == 1
+    path.write_bytes(data.replace(b'"format": 2', b'"format": 1'))
+    with pytest.raises(SnapshotError, match="rebuild"):
+        VectorIndex.load(path)
+
+
 def test_hnsw_tombstones_are_skipped_and_survive_save_load(tmp_path, gallery):
     ids, x = gallery
     index = VectorIndex(DIM, "hnsw_sq", train_size=1500)
@@ -191,13 +212,32 @@ def test_refine_projection_finds_a_low_rank_subspace():
     assert _lossless_dims(unit(rng.standard_normal((4000, DIM)))) == DIM    # full rank: no cut
     index = VectorIndex(DIM, "ivf_pq_refine", nlist=16, nprobe=16)
     index.train(x[:3000])
-    assert index.params["pca"] == 192 and index.params["m"] == 64
+    assert index.params["pca"] == 192 and index.params["scan_dims"] == 128 and index.params["m"] == 64
     index.add(np.arange(3000, 4000), x[3000:])
     q = unit(x[3000:3100] + 0.05 * rng.standard_normal((100, DIM)) @ basis.T @ basis)
     scores, got = index.search(q, 3)
     exact = np.einsum("ij,ikj->ik", q, x[got])
     assert np.abs(scores - exact).max() < 1e-2 and np.abs(scores - exact).mean() < 2e-3
     assert got[:, 0].tolist() == list(range(3000, 3100))
+
+
+def test_scan_stage_keeps_the_leading_axes_and_rotates_them():
+    """ivf_pq_refine scans the first 2/3 of the PCA axes, turned by an orthogonal rotation:
+    inner products within those axes are kept, the trailing axes are dropped, and the
+    variance of a leading-heavy sample ends up spread evenly over the PQ's 2-D sub-spaces."""
+    from facegate.index.vector_index import _rotated_leading_axes
+    rng = np.random.default_rng(3)
+    transform = _rotated_leading_axes(192, 128)
+    z = rng.standard_normal((500, 192)).astype(np.float32) * np.linspace(3, 0.1, 192, dtype=np.float32)
+    y = transform.apply(z)
+    assert y.shape == (500, 128)
+    np.testing.assert_allclose(y @ y[:10].T, z[:, :128] @ z[:10, :128].T, rtol=1e-4, atol=1e-3)
+    trailing = np.zeros_like(z)
+    trailing[:, 128:] = z[:, 128:]
+    assert np.abs(transform.apply(trailing)).max() == 0
+    pair_energy = (y ** 2).reshape(500, 64, 2).sum(2).mean(0)
+    leading_energy = (z[:, :128] ** 2).reshape(500, 64, 2).sum(2).mean(0)
+    assert pair_energy.max() / pair_energy.min() < 2 < leading_energy.max() / leading_energy.min()
 
 
 def test_untrained_index_stages_exactly_and_trains_lazily(tmp_path, gallery):
@@ -258,9 +298,9 @@ def test_damaged_snapshot_is_reported(tmp_path, gallery):
 def test_for_size_picks_exact_for_small_and_compressed_for_large():
     assert VectorIndex.for_size(DIM, 5_000).kind == "flat"
     mid = VectorIndex.for_size(DIM, 1_000_000)
-    assert mid.kind == "ivf_pq_refine" and mid.params["nlist"] == 4096 and mid.params["nprobe"] == 1280
+    assert mid.kind == "ivf_pq_refine" and mid.params["nlist"] == 4096 and mid.params["nprobe"] == 1024
     big = VectorIndex.for_size(DIM, 10_000_000)
-    assert big.kind == "ivf_pq_refine" and big.params["nlist"] == 8192 and big.params["nprobe"] == 2560
+    assert big.kind == "ivf_pq_refine" and big.params["nlist"] == 8192 and big.params["nprobe"] == 2048
     assert VectorIndex.for_size(DIM, 10, kind="ivf_pq").kind == "ivf_pq"
     assert VectorIndex.for_size(DIM, 10, kind="hnsw_sq").kind == "hnsw_sq"
     with pytest.raises(ValueError):
@@ -341,4 +381,4 @@ def test_approximate_recall_on_fitted_gallery(real_pairs, kind, params, planted_
     assert recall10 >= random_min
     stats = approx.stats()
     assert stats["ntotal"] == len(all_ids)
-    assert stats["bytes_per_vector"] < {"ivf_sq": 600, "ivf_pq": 100, "hnsw_sq": 320, "ivf_pq_refine": 700}[kind]
+    assert stats["bytes_per_vector"] < {"ivf_sq": 600, "ivf_pq": 100, "hnsw_sq": 320, "ivf_pq_refine": 760}[kind]

@@ -22,19 +22,23 @@ Kinds
 ``ivf_pq_refine``
     Two stages, for large galleries. (1) Candidates: an uncentred PCA to ``pca`` dimensions (0 =
     chosen from the training sample: the smallest multiple of 48 that keeps all but 1e-4 of the
-    energy; this pack's embeddings span ~160 dimensions, so 192 is lossless to ~1e-5 in cosine),
-    then an inverted file over 4-bit PQ fast-scan codes (``m`` sub-quantisers, 0 = a third of
-    the dimensions); ``nprobe`` of ``nlist`` cells are scanned and the best ``shortlist``
-    candidates kept. (2) Refinement: every template also keeps an 8-bit scalar-quantised copy
-    of its projection (``pca`` bytes); the shortlist is rescored with those (cosine error
-    ~1e-3) and the best ``k`` returned. About ``pca`` + m/2 + 24 bytes per template (248 B at
-    the defaults for this pack, plus up to 1/4 of ``pca`` of growth slack). The refinement
-    codes live in rows reused after removal. Measured on 2 cores
-    (benchmarks/results/index_scale.md): recall@1 vs exact 0.991 on mated queries at 10M with
-    2,560 of 8,192 cells and a 1000-candidate shortlist, p50 10.6 ms (the 5 ms goal is not met;
-    0.981 at 7.1 ms with 2,048 and 300); 0.987 at 1M in 3.1 ms (1,024 of 4,096). The default
-    above ``FLAT_MAX``. Embeddings that fill all dimensions (nothing projected away) need a longer
-    shortlist: 4-bit codes of full 512-D vectors rank coarsely.
+    energy; this pack's embeddings span ~160 dimensions, so 192 is lossless to ~1e-5 in cosine).
+    Its first ``scan_dims`` axes (0 = two thirds of ``pca``: 128, which hold 97 % of the energy)
+    are turned by a fixed random rotation, so that each of the ``m`` 4-bit PQ sub-quantisers
+    (0 = ``scan_dims`` / 2: two dimensions each) gets an equal share of the variance, and an
+    inverted file over those fast-scan codes is built; ``nprobe`` of ``nlist`` cells are scanned
+    and the best ``shortlist`` candidates kept. (2) Refinement: every template also keeps an
+    8-bit scalar-quantised copy of its full projection (``pca`` bytes); the shortlist is
+    rescored with those (cosine error ~1e-3) and the best ``k`` returned. About ``pca`` + m/2 +
+    24 bytes per template (248 B at the defaults for this pack, plus up to 1/4 of ``pca`` of
+    growth slack). The refinement codes live in rows reused after removal. Measured on 2 cores
+    (benchmarks/results/index_scale.md), with the defaults: at 10M (2,048 of 8,192 cells, 500
+    candidates) recall@1 vs exact 0.989 on mated queries (0.991 after the gallery's exact
+    rescoring), p50 7.4 ms (the 5 ms goal is not met); at 1M (1,024 of 4,096) 0.991 in 2.1 ms.
+    Without the rotation, PQ codes of the raw PCA axes (variance concentrated in the first
+    sub-quantisers) needed 2,560 cells and 1,000 candidates for the same recall at 10M
+    (10.6 ms). The default above ``FLAT_MAX``. Embeddings that fill all dimensions (nothing
+    projected away) need a longer shortlist: 4-bit codes of full 512-D vectors rank coarsely.
 ``hnsw_sq``
     A graph index: PCA to ``pca`` dimensions (projection only, no centring, so inner products
     are preserved in the kept subspace), then ``IndexHNSWSQ`` (8-bit scalar quantiser, ``m``
@@ -97,17 +101,19 @@ FLAT_MAX = 100_000
 SQ_MAX = 2_000_000
 
 _MAGIC = b"FGVIDX01"
+SNAPSHOT_FORMAT = 2     # 2: ivf_pq_refine scans rotated leading axes (format 1 scanned the raw projection)
 _DEFAULTS = {
     "flat": {},
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
     "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
-    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1024, "m": 0, "pca": 0, "shortlist": 1000},
+    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1024, "m": 0, "pca": 0, "scan_dims": 0, "shortlist": 500},
     "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128, "normalize": False},
 }
 HNSW_MIN_CANDIDATES = 50
 PCA_MAX_ENERGY_LOSS = 1e-4      # ivf_pq_refine, pca=0: energy the projection may drop
 REFINE_MAX_NLIST = 8192
+REFINE_ROTATION_SEED = 20261126  # ivf_pq_refine: the random rotation of the scanned axes
 
 
 class SnapshotError(Exception):
@@ -167,7 +173,7 @@ class VectorIndex:
         on one core and costs 2 KiB per template), ``ivf_pq_refine`` beyond (recall@1 0.99 on
         mated queries at 1M and 10M, a few ms, ~250 B per template).
         ``nlist`` grows as ~2*sqrt(n) (power of two; ~4*sqrt(n) up to 8,192 for
-        ``ivf_pq_refine``, which probes 5/16 of its cells), keeping k-means training
+        ``ivf_pq_refine``, which probes a quarter of its cells), keeping k-means training
         (>= 39 points per list) affordable on 2 cores at 10M.
         """
         n = max(int(expected_n), 1)
@@ -179,7 +185,7 @@ class VectorIndex:
             # Capped at 8,192 cells: FAISS's coarse top-nprobe costs 3.3 ms a query at 16,384
             # (0.5 ms at 8,192), and at 10M 8,192 cells reach the same recall 2.5 ms sooner.
             nlist = min(int(2 ** round(math.log2(max(4 * math.sqrt(n), 64)))), REFINE_MAX_NLIST)
-            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist * 5 // 16))
+            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist // 4))
         nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
         # Face embeddings of one person are far apart for IVF (genuine cosine ~0.4-0.7), so a
         # query's mate is often outside the nearest cells: a quarter of the cells must be
@@ -211,7 +217,8 @@ class VectorIndex:
             return f"IDMap,PCA{p['pca']}(uncentred){',L2norm' if p.get('normalize') else ''},HNSW{p['m']}_SQ8"
         if self.kind == "ivf_pq_refine":
             d = p["pca"] or "auto"
-            return f"PCA{d}(uncentred),IVF{p['nlist']},PQ{p['m'] or 'auto'}x4fs + refine SQ8 of the projection"
+            return (f"PCA{d}(uncentred),first {p['scan_dims'] or 'auto'} axes rotated,IVF{p['nlist']},"
+                    f"PQ{p['m'] or 'auto'}x4fs + refine SQ8 of the PCA{d} projection")
         parts = []
         dim = self.dim
         if self.kind == "ivf_pq" and p["opq"]:
@@ -268,24 +275,36 @@ class VectorIndex:
         if not p["pca"]:
             p["pca"] = _lossless_dims(sample)
         d = int(p["pca"])
+        if not p["scan_dims"]:
+            p["scan_dims"] = max(8, (2 * d // 3) // 8 * 8)
+        scan_dims = min(int(p["scan_dims"]), d)
         if not p["m"]:
-            p["m"] = d // 3 if d % 3 == 0 else d // 4
+            p["m"] = scan_dims // 2
         pca = faiss.PCAMatrix(self.dim, d)
         pca.train(sample)
         faiss.copy_array_to_vector(np.zeros(d, np.float32), pca.b)   # x -> A x keeps inner products
         projected = pca.apply(sample)
-        ivf = faiss.index_factory(d, f"IVF{p['nlist']},PQ{p['m']}x4fs", faiss.METRIC_INNER_PRODUCT)
+        scan = _rotated_leading_axes(d, scan_dims)
+        scanned = scan.apply(projected)
+        ivf = faiss.index_factory(scan_dims, f"IVF{p['nlist']},PQ{p['m']}x4fs", faiss.METRIC_INNER_PRODUCT)
         faiss.extract_index_ivf(ivf).cp.niter = 10
-        ivf.train(projected)
+        ivf.train(scanned)
         codec = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
         codec.sq.rangestat_arg = 0.1      # per-dimension ranges 10% wider than the sample's: later
         codec.train(projected)            # templates beyond them would be clipped
         self._refine = _RefineCodes(codec)
         self._slots = np.empty(0, dtype=np.int64)
-        return faiss.IndexPreTransform(pca, ivf)
+        index = faiss.IndexPreTransform(scan, ivf)     # x -> PCA -> leading axes rotated -> IVF
+        index.prepend_transform(pca)
+        return index
 
     def _project(self, x: np.ndarray) -> np.ndarray:
+        """The PCA projection the refinement codes are made of."""
         return faiss.downcast_VectorTransform(self._index.chain.at(0)).apply(x)
+
+    def _scan_project(self, projected: np.ndarray) -> np.ndarray:
+        """From the PCA projection to the rotated leading axes the IVF scans."""
+        return faiss.downcast_VectorTransform(self._index.chain.at(1)).apply(projected)
 
     def _ivf_fast_scan(self) -> faiss.Index:
         return faiss.downcast_index(self._index.index)
@@ -449,8 +468,11 @@ class VectorIndex:
         present = self._contains(ids)
         if present.any():
             self._tombstone_ivf(ids[present])
-        self._index.add_with_ids(x, ids)
-        rows = self._refine.put(self._project(x))
+        projected = self._project(x)
+        ivf = self._ivf_fast_scan()
+        ivf.add_with_ids(self._scan_project(projected), ids)     # projected once for both codes
+        self._index.ntotal = ivf.ntotal
+        rows = self._refine.put(projected)
         pos = np.searchsorted(self._members, ids[present])
         self._refine.release(self._slots[pos])
         self._slots[pos] = rows[present]
@@ -538,7 +560,7 @@ class VectorIndex:
         # parallelises over queries only, leaving one core idle for a single query).
         ivf.implem = 14 if len(q) == 1 else 0
         shortlist = self._with_tombstone_margin(min(max(int(self.params["shortlist"]), k), len(self)))
-        _, cand = ivf.search(projected, shortlist)
+        _, cand = ivf.search(self._scan_project(projected), shortlist)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         for row in range(len(q)):
@@ -558,7 +580,7 @@ class VectorIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = json.dumps({
-            "format": 1, "dim": self.dim, "kind": self.kind, "params": self.params,
+            "format": SNAPSHOT_FORMAT, "dim": self.dim, "kind": self.kind, "params": self.params,
             "trained": self._trained, "applied_seq": int(applied_seq), "ntotal": len(self),
             "faiss_version": faiss.__version__,
             **({"refine_rows": self._refine.used} if self._refine is not None else {}),
@@ -604,6 +626,9 @@ class VectorIndex:
                 meta = json.loads(f.read(hlen))
             except ValueError as exc:
                 raise SnapshotError(f"{path}: damaged header") from exc
+            if meta.get("kind") == "ivf_pq_refine" and meta.get("format", 1) < 2:
+                raise SnapshotError(f"{path}: an ivf_pq_refine snapshot from before the rotated scan axes "
+                                    "(format 1); rebuild the index from the database")
             f.seek(size - len(_MAGIC))
             if f.read(len(_MAGIC)) != _MAGIC:
                 raise SnapshotError(f"{path} is truncated")
@@ -623,7 +648,7 @@ class VectorIndex:
         self = cls.__new__(cls)
         self.dim = int(meta["dim"])
         self.kind = meta["kind"]
-        self.params = meta["params"]
+        self.params = {**_DEFAULTS[self.kind], **meta["params"]}   # parameters added since keep their defaults
         self._trained = bool(meta["trained"])
         self._index = index
         stored_ids = _index_ids(index)
@@ -680,7 +705,9 @@ class VectorIndex:
         if self.params.get("hnsw_quantizer"):
             total += ivf.nlist * 32 * 2 * 4 + ivf.nlist * 8
         if isinstance(self._index, faiss.IndexPreTransform):
-            total += self.dim * ivf.d * 4
+            for i in range(self._index.chain.size()):
+                transform = self._index.chain.at(i)
+                total += transform.d_in * transform.d_out * 4
         if self._refine is not None:
             total += self._slots.nbytes + self._refine.codes.shape[0] * self._refine.codec.d
         return int(total)
@@ -738,6 +765,19 @@ class _RefineCodes:
         referenced = np.zeros(self.used, dtype=bool)
         referenced[slots] = True
         self.free = np.flatnonzero(~referenced).astype(np.int64)
+
+
+def _rotated_leading_axes(d_in: int, d_out: int) -> faiss.LinearTransform:
+    """y = R z[:d_out]: the first ``d_out`` (highest-variance) PCA axes, turned by a fixed random
+    rotation R so that every 2-D sub-space the PQ codes quantise carries the same variance
+    (without it the first sub-quantisers get most of the energy and rank coarsely)."""
+    rotation = np.linalg.qr(np.random.default_rng(REFINE_ROTATION_SEED).standard_normal((d_out, d_out)))[0]
+    matrix = np.zeros((d_out, d_in), np.float32)
+    matrix[:, :d_out] = rotation.T
+    transform = faiss.LinearTransform(d_in, d_out, False)
+    faiss.copy_array_to_vector(matrix.ravel(), transform.A)
+    transform.is_trained = True
+    return transform
 
 
 def _lossless_dims(sample: np.ndarray) -> int:
