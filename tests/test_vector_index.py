@@ -298,9 +298,9 @@ def test_damaged_snapshot_is_reported(tmp_path, gallery):
 def test_for_size_picks_exact_for_small_and_compressed_for_large():
     assert VectorIndex.for_size(DIM, 5_000).kind == "flat"
     mid = VectorIndex.for_size(DIM, 1_000_000)
-    assert mid.kind == "ivf_pq_refine" and mid.params["nlist"] == 4096 and mid.params["nprobe"] == 1024
+    assert mid.kind == "ivf_pq_refine" and mid.params["nlist"] == 4096 and mid.params["nprobe"] == 1280
     big = VectorIndex.for_size(DIM, 10_000_000)
-    assert big.kind == "ivf_pq_refine" and big.params["nlist"] == 8192 and big.params["nprobe"] == 2048
+    assert big.kind == "ivf_pq_refine" and big.params["nlist"] == 8192 and big.params["nprobe"] == 2560
     assert VectorIndex.for_size(DIM, 10, kind="ivf_pq").kind == "ivf_pq"
     assert VectorIndex.for_size(DIM, 10, kind="hnsw_sq").kind == "hnsw_sq"
     with pytest.raises(ValueError):

@@ -32,12 +32,11 @@ Kinds
     rescored with those (cosine error ~1e-3) and the best ``k`` returned. About ``pca`` + m/2 +
     24 bytes per template (248 B at the defaults for this pack, plus up to 1/4 of ``pca`` of
     growth slack). The refinement codes live in rows reused after removal. Measured on 2 cores
-    (benchmarks/results/index_scale.md), with the defaults: at 10M (2,048 of 8,192 cells, 500
-    candidates) recall@1 vs exact 0.989 on mated queries (0.991 after the gallery's exact
-    rescoring), p50 7.4 ms (the 5 ms goal is not met); at 1M (1,024 of 4,096) 0.991 in 2.1 ms.
-    Without the rotation, PQ codes of the raw PCA axes (variance concentrated in the first
-    sub-quantisers) needed 2,560 cells and 1,000 candidates for the same recall at 10M
-    (10.6 ms). The default above ``FLAT_MAX``. Embeddings that fill all dimensions (nothing
+    (benchmarks/results/index_scale.md), with the defaults: at 10M (2,560 of 8,192 cells, 500
+    candidates) recall@1 vs exact 0.997 on mated queries, p50 8.1 ms (the 5 ms goal is not met;
+    1,664 cells: 0.988 in 5.7 ms); at 1M (1,280 of 4,096) 0.993 in 2.4 ms. Without the
+    rotation, PQ codes of the raw PCA axes (variance concentrated in the first sub-quantisers)
+    reached 0.991 with the same cells and 1,000 candidates (10.6 ms). The default above ``FLAT_MAX``. Embeddings that fill all dimensions (nothing
     projected away) need a longer shortlist: 4-bit codes of full 512-D vectors rank coarsely.
 ``hnsw_sq``
     A graph index: PCA to ``pca`` dimensions (projection only, no centring, so inner products
@@ -107,7 +106,7 @@ _DEFAULTS = {
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
     "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
-    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1024, "m": 0, "pca": 0, "scan_dims": 0, "shortlist": 500},
+    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1280, "m": 0, "pca": 0, "scan_dims": 0, "shortlist": 500},
     "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128, "normalize": False},
 }
 HNSW_MIN_CANDIDATES = 50
@@ -173,7 +172,7 @@ class VectorIndex:
         on one core and costs 2 KiB per template), ``ivf_pq_refine`` beyond (recall@1 0.99 on
         mated queries at 1M and 10M, a few ms, ~250 B per template).
         ``nlist`` grows as ~2*sqrt(n) (power of two; ~4*sqrt(n) up to 8,192 for
-        ``ivf_pq_refine``, which probes a quarter of its cells), keeping k-means training
+        ``ivf_pq_refine``, which probes 5/16 of its cells), keeping k-means training
         (>= 39 points per list) affordable on 2 cores at 10M.
         """
         n = max(int(expected_n), 1)
@@ -185,7 +184,7 @@ class VectorIndex:
             # Capped at 8,192 cells: FAISS's coarse top-nprobe costs 3.3 ms a query at 16,384
             # (0.5 ms at 8,192), and at 10M 8,192 cells reach the same recall 2.5 ms sooner.
             nlist = min(int(2 ** round(math.log2(max(4 * math.sqrt(n), 64)))), REFINE_MAX_NLIST)
-            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist // 4))
+            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist * 5 // 16))
         nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
         # Face embeddings of one person are far apart for IVF (genuine cosine ~0.4-0.7), so a
         # query's mate is often outside the nearest cells: a quarter of the cells must be
