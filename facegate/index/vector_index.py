@@ -462,18 +462,21 @@ class VectorIndex:
             self._slots = slots
 
     def _add_refined(self, ids: np.ndarray, x: np.ndarray) -> None:
-        """``add`` for a trained ivf_pq_refine (``ids`` unique): fast-scan codes in the IVF,
-        8-bit codes in fresh rows; a replaced id's old row is released."""
+        """``add`` for a trained ivf_pq_refine (``ids`` unique): 8-bit codes in fresh rows and
+        fast-scan codes in the IVF under the row number (a search maps rows back to template
+        ids directly instead of a binary search over all members per candidate); a replaced
+        id's old row is tombstoned and released."""
         present = self._contains(ids)
-        if present.any():
-            self._tombstone_ivf(ids[present])
-        projected = self._project(x)
-        ivf = self._ivf_fast_scan()
-        ivf.add_with_ids(self._scan_project(projected), ids)     # projected once for both codes
-        self._index.ntotal = ivf.ntotal
-        rows = self._refine.put(projected)
         pos = np.searchsorted(self._members, ids[present])
-        self._refine.release(self._slots[pos])
+        old_rows = self._slots[pos]
+        if len(old_rows):
+            self._tombstone_ivf(old_rows)
+        projected = self._project(x)
+        rows = self._refine.put(projected, ids)
+        ivf = self._ivf_fast_scan()
+        ivf.add_with_ids(self._scan_project(projected), rows)    # projected once for both codes
+        self._index.ntotal = ivf.ntotal
+        self._refine.release(old_rows)
         self._slots[pos] = rows[present]
         self._insert_members(ids[~present], rows[~present])
 
@@ -498,6 +501,8 @@ class VectorIndex:
             dead = np.flatnonzero(np.isin(labels, ids))
             labels[dead] = -1
             return int(len(dead))
+        if self.kind == "ivf_pq_refine" and self._trained:     # the IVF holds row numbers
+            return self._tombstone_ivf(self._slots[np.searchsorted(self._members, ids)])
         if self._uses_tombstones():
             return self._tombstone_ivf(ids)
         return int(self._index.remove_ids(ids))
@@ -563,10 +568,10 @@ class VectorIndex:
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         for row in range(len(q)):
-            ids = cand[row][cand[row] >= 0]
-            if not len(ids):
+            rows = cand[row][cand[row] >= 0]
+            if not len(rows):
                 continue
-            rows = self._slots[np.searchsorted(self._members, ids)]
+            ids = self._refine.owner[rows]
             scores = self._refine.scores(rows, projected[row])
             best = np.argsort(-scores, kind="stable")[:k]
             out_s[row, :len(best)], out_i[row, :len(best)] = scores[best], ids[best]
@@ -589,10 +594,11 @@ class VectorIndex:
             with open(tmp, "wb") as f:
                 f.write(_MAGIC + struct.pack("<Q", len(header)) + header)
                 faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
-                if self._refine is not None:    # codec, rows, then each member's row (id order)
+                if self._refine is not None:    # codec, rows, then each row's template id (-1: free)
                     faiss.write_index(self._refine.codec, faiss.PyCallbackIOWriter(f.write))
-                    f.write(memoryview(np.ascontiguousarray(self._refine.codes[:self._refine.used])).cast("B"))
-                    f.write(memoryview(np.ascontiguousarray(self._slots, dtype="<i8")).cast("B"))
+                    used = self._refine.used
+                    f.write(memoryview(np.ascontiguousarray(self._refine.codes[:used])).cast("B"))
+                    f.write(memoryview(np.ascontiguousarray(self._refine.owner[:used], dtype="<i8")).cast("B"))
                 f.write(_MAGIC)   # trailer: a truncated file is detected on load
                 f.flush()
                 os.fsync(f.fileno())
@@ -636,12 +642,13 @@ class VectorIndex:
             reader = _BoundedReader(f, body_len)
             try:
                 index = faiss.read_index(faiss.PyCallbackIOReader(reader.read))
-                refine = slots = None
+                refine = None
                 if "refine_rows" in meta:
                     codec = faiss.read_index(faiss.PyCallbackIOReader(reader.read))
                     refine = _RefineCodes(codec)
-                    refine.load_rows(_read_array(reader, np.uint8, int(meta["refine_rows"]) * codec.code_size, path))
-                    slots = _read_array(reader, np.dtype("<i8"), int(meta["ntotal"]), path).astype(np.int64, copy=False)
+                    used = int(meta["refine_rows"])
+                    refine.load_rows(_read_array(reader, np.uint8, used * codec.code_size, path),
+                                     _read_array(reader, np.dtype("<i8"), used, path).astype(np.int64, copy=False))
             except RuntimeError as exc:
                 raise SnapshotError(f"{path}: damaged index body: {exc}") from exc
         self = cls.__new__(cls)
@@ -653,16 +660,18 @@ class VectorIndex:
         stored_ids = _index_ids(index)
         if self._uses_tombstones():
             stored_ids = stored_ids[stored_ids >= 0]     # tombstones
+        self._refine, self._slots = refine, np.empty(0, np.int64)
+        if refine is not None:       # the IVF holds row numbers; each row's owner is its template
+            rows = np.flatnonzero(refine.owner[:refine.used] >= 0)
+            if not np.array_equal(np.sort(stored_ids), rows):
+                raise SnapshotError(f"{path}: refinement rows do not match the index")
+            order = np.argsort(refine.owner[rows], kind="stable")
+            stored_ids, self._slots = refine.owner[rows][order], rows[order]
         self._members = np.sort(stored_ids)
         if not self._uses_tombstones() and len(self._members) != index.ntotal:
             raise SnapshotError(f"{path}: id list does not match the vector count")
         if len(np.unique(self._members)) != len(self._members):
             raise SnapshotError(f"{path}: an id is stored twice")
-        self._refine, self._slots = refine, (slots if slots is not None else np.empty(0, np.int64))
-        if refine is not None:
-            if len(slots) != len(self._members) or (len(slots) and int(slots.max()) >= refine.used):
-                raise SnapshotError(f"{path}: refinement rows do not match the index")
-            refine.free_unreferenced(slots)
         if self._trained:
             self._apply_search_params()
         return self, int(meta["applied_seq"])
@@ -708,7 +717,7 @@ class VectorIndex:
                 transform = self._index.chain.at(i)
                 total += transform.d_in * transform.d_out * 4
         if self._refine is not None:
-            total += self._slots.nbytes + self._refine.codes.shape[0] * self._refine.codec.d
+            total += self._slots.nbytes + self._refine.codes.shape[0] * (self._refine.codec.d + 8)
         return int(total)
 
 
@@ -731,39 +740,42 @@ class _RefineCodes:
     def __init__(self, codec: faiss.IndexScalarQuantizer):
         self.codec = codec
         self.codes = np.empty((0, codec.code_size), dtype=np.uint8)
+        self.owner = np.empty(0, dtype=np.int64)        # template id of each row, -1 = free
         self.used = 0                                   # rows handed out so far
         self.free = np.empty(0, dtype=np.int64)         # released rows, reused first
 
-    def put(self, projected: np.ndarray) -> np.ndarray:
-        """Encode vectors into rows; returns the row of each."""
+    def put(self, projected: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Encode vectors into rows owned by ``ids``; returns the row of each."""
         n = len(projected)
         reuse, self.free = self.free[:n], self.free[n:]
         fresh = np.arange(self.used, self.used + n - len(reuse), dtype=np.int64)
         self.used += len(fresh)
         if self.used > len(self.codes):        # grow by 1/4: amortised appends, little slack
-            grown = np.empty((max(self.used, len(self.codes) * 5 // 4, 1024), self.codes.shape[1]), np.uint8)
+            size = max(self.used, len(self.codes) * 5 // 4, 1024)
+            grown = np.empty((size, self.codes.shape[1]), np.uint8)
             grown[:len(self.codes)] = self.codes
-            self.codes = grown
+            owner = np.full(size, -1, np.int64)
+            owner[:len(self.owner)] = self.owner
+            self.codes, self.owner = grown, owner
         rows = np.concatenate([reuse, fresh])
         self.codes[rows] = self.codec.sa_encode(np.ascontiguousarray(projected, dtype=np.float32))
+        self.owner[rows] = ids
         return rows
 
     def release(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         self.codes[rows] = 0            # erased means erased: no code of a removed face is kept
+        self.owner[rows] = -1
         self.free = np.concatenate([self.free, rows])
 
     def scores(self, rows: np.ndarray, projected_query: np.ndarray) -> np.ndarray:
         return self.codec.sa_decode(self.codes[rows]) @ projected_query
 
-    def load_rows(self, flat: np.ndarray) -> None:
+    def load_rows(self, flat: np.ndarray, owner: np.ndarray) -> None:
         self.codes = flat.reshape(-1, self.codec.code_size)
+        self.owner = owner.copy()
         self.used = len(self.codes)
-
-    def free_unreferenced(self, slots: np.ndarray) -> None:
-        referenced = np.zeros(self.used, dtype=bool)
-        referenced[slots] = True
-        self.free = np.flatnonzero(~referenced).astype(np.int64)
+        self.free = np.flatnonzero(self.owner < 0).astype(np.int64)
 
 
 def _rotated_leading_axes(d_in: int, d_out: int) -> faiss.LinearTransform:
