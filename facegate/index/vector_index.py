@@ -30,11 +30,12 @@ Kinds
     and the best ``shortlist`` candidates kept. (2) Refinement: every template also keeps an
     8-bit scalar-quantised copy of its full projection (``pca`` bytes); the shortlist is
     rescored with those (cosine error ~1e-3) and the best ``k`` returned. About ``pca`` + m/2 +
-    24 bytes per template (248 B at the defaults for this pack, plus up to 1/4 of ``pca`` of
-    growth slack). The refinement codes live in rows reused after removal. Measured on 2 cores
+    32 bytes per template (256 B at the defaults for this pack, plus up to 1/4 of ``pca`` + 8 of
+    growth slack). The refinement codes live in rows reused after removal; the IVF stores row
+    numbers as its ids and each row records its template id. Measured on 2 cores
     (benchmarks/results/index_scale.md), with the defaults: at 10M (2,560 of 8,192 cells, 500
-    candidates) recall@1 vs exact 0.997 on mated queries, p50 8.1 ms (the 5 ms goal is not met;
-    1,664 cells: 0.988 in 5.7 ms); at 1M (1,280 of 4,096) 0.993 in 2.4 ms. Without the
+    candidates) recall@1 vs exact 0.997 on mated queries, p50 6.9-7.9 ms (the 5 ms goal is not
+    met; 1,664 cells: 0.988 in 5.7 ms); at 1M (1,280 of 4,096) 0.993 in 1.9 ms. Without the
     rotation, PQ codes of the raw PCA axes (variance concentrated in the first sub-quantisers)
     reached 0.991 with the same cells and 1,000 candidates (10.6 ms). The default above ``FLAT_MAX``. Embeddings that fill all dimensions (nothing
     projected away) need a longer shortlist: 4-bit codes of full 512-D vectors rank coarsely.
