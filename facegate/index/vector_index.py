@@ -487,12 +487,15 @@ class VectorIndex:
         present = ids[self._contains(ids)]
         if not len(present):
             return 0
-        removed = self._remove_present(present)
         pos = np.searchsorted(self._members, present)
-        self._members = np.delete(self._members, pos)
-        if self._refine is not None:
-            self._refine.release(self._slots[pos])
+        if self._refine is not None:        # trained ivf_pq_refine: the IVF holds row numbers
+            rows = self._slots[pos]
+            removed = self._tombstone_ivf(rows)
+            self._refine.release(rows)
             self._slots = np.delete(self._slots, pos)
+        else:
+            removed = self._remove_present(present)
+        self._members = np.delete(self._members, pos)
         return removed
 
     def _remove_present(self, ids: np.ndarray) -> int:
@@ -502,8 +505,6 @@ class VectorIndex:
             dead = np.flatnonzero(np.isin(labels, ids))
             labels[dead] = -1
             return int(len(dead))
-        if self.kind == "ivf_pq_refine" and self._trained:     # the IVF holds row numbers
-            return self._tombstone_ivf(self._slots[np.searchsorted(self._members, ids)])
         if self._uses_tombstones():
             return self._tombstone_ivf(ids)
         return int(self._index.remove_ids(ids))
