@@ -221,6 +221,37 @@ def test_refine_projection_finds_a_low_rank_subspace():
     assert got[:, 0].tolist() == list(range(3000, 3100))
 
 
+def test_refine_search_stops_early_on_a_strong_candidate_in_the_nearest_cells():
+    """With ``stop_score``, a query whose match lies in its nearest ``first_probe`` cells ends
+    there; a query with nothing that strong is searched to full depth and gets the answer of
+    the one-stage search."""
+    rng = np.random.default_rng(12)
+    basis = np.linalg.qr(rng.standard_normal((DIM, 150)))[0].T
+    x = unit(rng.standard_normal((6000, 150)) @ basis)
+    index = VectorIndex(DIM, "ivf_pq_refine", nlist=32, nprobe=32, first_probe=2)
+    index.train(x[:3000])
+    ids = np.arange(10_000, 16_000, dtype=np.int64)
+    index.add(ids, x)
+    near = unit(x[:60] + 0.02 * rng.standard_normal((60, 150)) @ basis)   # cosine ~0.95 with x[:60]
+    far = unit(rng.standard_normal((60, 150)) @ basis)                      # best match ~0.3
+    for q in near:
+        _, got = index.search(q[None], 5, stop_score=0.8)
+        assert got[0, 0] in ids[:60] and got[0, 0] == ids[int(np.argmax(x @ q))]
+    assert index.stats()["staged_searches"] == {"searches": 60, "stopped_early": 60}
+    one_stage = index.search(far, 5)[1]
+    staged = np.concatenate([index.search(q[None], 5, stop_score=0.8)[1] for q in far])
+    assert index.stats()["staged_searches"] == {"searches": 120, "stopped_early": 60}
+    assert np.mean(staged[:, 0] == one_stage[:, 0]) >= 0.95
+    assert np.mean(staged[:, 0] == ids[np.argmax(far @ x.T, axis=1)]) >= 0.9
+    # a stop score nothing reaches in the nearest cells never cuts a search short
+    index.search(near[:1], 5, stop_score=1.5)
+    assert index.stats()["staged_searches"] == {"searches": 121, "stopped_early": 60}
+    # batches and searches without stop_score keep the one-stage path
+    index.search(near[:3], 5, stop_score=0.8)
+    index.search(near[:1], 5)
+    assert index.stats()["staged_searches"]["searches"] == 121
+
+
 def test_scan_stage_keeps_the_leading_axes_and_rotates_them():
     """ivf_pq_refine scans the first 2/3 of the PCA axes, turned by an orthogonal rotation:
     inner products within those axes are kept, the trailing axes are dropped, and the

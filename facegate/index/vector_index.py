@@ -107,7 +107,8 @@ _DEFAULTS = {
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
     "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
-    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1280, "m": 0, "pca": 0, "scan_dims": 0, "shortlist": 500},
+    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1280, "m": 0, "pca": 0, "scan_dims": 0, "shortlist": 500,
+                      "first_probe": 0},
     "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128, "normalize": False},
 }
 HNSW_MIN_CANDIDATES = 50
@@ -161,6 +162,7 @@ class VectorIndex:
         self._members = np.empty(0, dtype=np.int64)  # sorted ids present in the index
         self._refine: _RefineCodes | None = None       # ivf_pq_refine: 8-bit copies, in rows
         self._slots = np.empty(0, dtype=np.int64)    # ivf_pq_refine: row of each member
+        self._staged = {"searches": 0, "stopped_early": 0}   # ivf_pq_refine searches with stop_score
         if self._trained:
             self._apply_search_params()
 
@@ -517,10 +519,14 @@ class VectorIndex:
         return self._members.copy()
 
     # ----------------------------------------------------------------- search
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, stop_score: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by inner product (= cosine for unit vectors; approximate for the
         compressed kinds). Returns ``(scores [q,k] float32, ids [q,k] int64)``; missing slots
-        have id -1 and score -inf."""
+        have id -1 and score -inf.
+
+        ``stop_score`` (``ivf_pq_refine``, one query at a time): stop early when the nearest
+        ``first_probe`` cells already hold a candidate scoring at least this much, instead of
+        scanning all ``nprobe`` (see :meth:`_search_refined`). Other kinds ignore it."""
         q = _as_vectors(queries, self.dim)
         k = int(k)
         if k <= 0 or not len(q):
@@ -530,7 +536,7 @@ class VectorIndex:
         if self.kind == "hnsw_sq" and self._trained:
             return self._search_hnsw(q, k)
         if self.kind == "ivf_pq_refine" and self._trained:
-            return self._search_refined(q, k)
+            return self._search_refined(q, k, stop_score)
         fetch = self._with_tombstone_margin(k)
         scores, ids = self._index.search(q, fetch)
         scores = np.asarray(scores, dtype=np.float32)
@@ -559,25 +565,72 @@ class VectorIndex:
             hnsw.efSearch = ef
         return _first_live(scores, ids, k)
 
-    def _search_refined(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_refined(self, q: np.ndarray, k: int, stop_score: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the fast-scan IVF, rescored with the 8-bit codes of the projection.
+
+        With ``stop_score``, a single query is searched in two stages over its cells in
+        coarse order: the nearest ``first_probe`` cells first; if a rescored candidate reaches
+        ``stop_score`` the search ends there, otherwise the remaining cells up to ``nprobe``
+        are scanned and both stages' candidates are rescored together, so a query that does
+        not stop gets at least the candidates a one-stage search would. A face enrolled under
+        a good photo usually lies in the nearest cells (benchmarks/results/index_scale.md:
+        at 10M, 72 % of mated queries stop after 256 of 8,192 cells at a score of 0.6), while
+        a face that is not enrolled, or only poorly, is searched to full depth."""
         projected = self._project(q)
+        scan = self._scan_project(projected)
         ivf = self._ivf_fast_scan()
         # implementation 14 spreads one query's cells over the threads (the default
         # parallelises over queries only, leaving one core idle for a single query).
         ivf.implem = 14 if len(q) == 1 else 0
         shortlist = self._with_tombstone_margin(min(max(int(self.params["shortlist"]), k), len(self)))
-        _, cand = ivf.search(self._scan_project(projected), shortlist)
+        nprobe = ivf.nprobe
+        first = self._first_probe(nprobe)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
-        for row in range(len(q)):
-            rows = cand[row][cand[row] >= 0]
-            if not len(rows):
-                continue
-            ids = self._refine.owner[rows]
-            scores = self._refine.scores(rows, projected[row])
-            best = np.argsort(-scores, kind="stable")[:k]
-            out_s[row, :len(best)], out_i[row, :len(best)] = scores[best], ids[best]
+        if stop_score is None or len(q) != 1 or first >= nprobe:
+            _, cand = ivf.search(scan, shortlist)
+            for row in range(len(q)):
+                self._rescore_into(cand[row], projected[row], k, out_s[row], out_i[row])
+            return out_s, out_i
+        cell_scores, cells = ivf.quantizer.search(scan, nprobe)     # nearest first
+        rows = self._scan_cells(ivf, scan, cells[:, :first], cell_scores[:, :first], max(k, shortlist // 2))
+        scores = self._refine.scores(rows, projected[0])
+        self._staged["searches"] += 1
+        if len(scores) and scores.max() >= stop_score:
+            self._staged["stopped_early"] += 1
+        else:
+            more = self._scan_cells(ivf, scan, cells[:, first:], cell_scores[:, first:], shortlist)
+            rows = np.union1d(rows, more)
+            scores = self._refine.scores(rows, projected[0])
+        self._keep_best(rows, scores, k, out_s[0], out_i[0])
         return out_s, out_i
+
+    def _first_probe(self, nprobe: int) -> int:
+        first = int(self.params.get("first_probe", 0))
+        if first <= 0:
+            first = max(16, self._ivf_fast_scan().nlist // 32)
+        return min(first, nprobe)
+
+    @staticmethod
+    def _scan_cells(ivf, scan: np.ndarray, cells: np.ndarray, cell_scores: np.ndarray, shortlist: int) -> np.ndarray:
+        """Refinement rows of the best ``shortlist`` candidates in the given cells."""
+        nprobe = ivf.nprobe
+        ivf.nprobe = cells.shape[1]     # search_preassigned takes its width from nprobe
+        try:
+            _, cand = ivf.search_preassigned(scan, shortlist, cells, cell_scores)
+        finally:
+            ivf.nprobe = nprobe
+        return cand[0][cand[0] >= 0]
+
+    def _rescore_into(self, cand: np.ndarray, projected: np.ndarray, k: int, out_s: np.ndarray,
+                      out_i: np.ndarray) -> None:
+        rows = cand[cand >= 0]
+        if len(rows):
+            self._keep_best(rows, self._refine.scores(rows, projected), k, out_s, out_i)
+
+    def _keep_best(self, rows: np.ndarray, scores: np.ndarray, k: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
+        best = np.argsort(-scores, kind="stable")[:k]
+        out_s[:len(best)], out_i[:len(best)] = scores[best], self._refine.owner[rows[best]]
 
     # ----------------------------------------------------------------- persistence
     def save(self, path, applied_seq: int) -> None:
@@ -690,6 +743,7 @@ class VectorIndex:
             "tombstones": self.tombstones,
             "factory": self.factory_string(),
             "params": dict(self.params),
+            **({"staged_searches": dict(self._staged)} if self.kind == "ivf_pq_refine" else {}),
         }
 
     def memory_bytes(self) -> int:
@@ -771,7 +825,9 @@ class _RefineCodes:
         self.free = np.concatenate([self.free, rows])
 
     def scores(self, rows: np.ndarray, projected_query: np.ndarray) -> np.ndarray:
-        return self.codec.sa_decode(self.codes[rows]) @ projected_query
+        # einsum, not BLAS: a multi-threaded OpenBLAS gemv leaves its threads spinning on the
+        # cores FAISS's scan of the next stage needs.
+        return np.einsum("ij,j->i", self.codec.sa_decode(self.codes[rows]), projected_query)
 
     def load_rows(self, flat: np.ndarray, owner: np.ndarray) -> None:
         self.codes = flat.reshape(-1, self.codec.code_size)
