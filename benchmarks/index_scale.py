@@ -36,10 +36,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from facegate.config import Settings  # noqa: E402
 from facegate.index.vector_index import VectorIndex, set_threads  # noqa: E402
 
 CHUNK = 100_000
 PLANT_BASE = 10**12          # planted identities get ids PLANT_BASE + j
+# The gallery's 1:N rule at its defaults (identify_fmr 1e-5 on the default pack, identify_margin).
+IDENTIFY_THRESHOLD = next(p["threshold"] for p in json.loads(
+    (REPO / "facegate" / "calibration" / "default.json").read_text())["points"] if p["fmr"] == 1e-5)
+IDENTIFY_MARGIN = Settings().identify_margin
 THRESHOLD_FMR_1E4 = None     # filled from the calibration file
 
 
@@ -218,43 +223,59 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
     nprobes = ["0"] if index.kind == "flat" else (args.nprobe_sweep.split(",")
                                                  if args.nprobe_sweep else [str(default_effort)])
     for nprobe in nprobes:
-        if nprobe != "0":
-            set_effort(index, nprobe)
-        res["sweep"].append(measure(index, queries, exact, n_planted, planted_ids, threshold, args, nprobe))
+        stop_score = set_effort(index, nprobe) if nprobe != "0" else None
+        res["sweep"].append(measure(index, queries, exact, n_planted, planted_ids, threshold, args, nprobe, stop_score))
         print(json.dumps(res["sweep"][-1]), flush=True)
     res["peak_rss_mb"] = round(peak_rss_mb(), 0)
     return res
 
 
-def set_effort(index: VectorIndex, value: str) -> None:
-    """nprobe for the IVF kinds, efSearch for hnsw_sq; ``nprobe:shortlist`` for ivf_pq_refine."""
-    effort, _, shortlist = value.partition(":")
+def set_effort(index: VectorIndex, value: str) -> float | None:
+    """nprobe for the IVF kinds, efSearch for hnsw_sq; ``nprobe:shortlist[:stop_score[:first_probe]]``
+    for ivf_pq_refine. Returns the stop score to search with (None: one stage, full depth)."""
+    effort, shortlist, stop, first = (value.split(":") + ["", "", ""])[:4]
     if index.kind == "hnsw_sq":
         index.set_ef_search(int(effort))
     else:
         index.set_nprobe(int(effort))
     if shortlist:
         index.params["shortlist"] = int(shortlist)
+    if first:
+        index.params["first_probe"] = int(first)
+    return float(stop) if stop and float(stop) > 0 else None
 
 
-def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> dict:
+def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe, stop_score=None) -> dict:
     """Single-query k=10 latency and recall of the approximate answers against the exact ones."""
     set_threads(args.threads)
     order = np.random.default_rng(args.seed).permutation(len(queries))
-    lat = []
+    lat = np.zeros(len(queries))
     k = max(10, args.candidates)
     cand_ids = np.empty((len(queries), k), np.int64)
     cand_scores = np.empty((len(queries), k), np.float32)
+    stopped = np.zeros(len(queries), bool)
     for qi in order[:20]:   # warm-up
-        index.search(queries[qi:qi + 1], k)
+        index.search(queries[qi:qi + 1], k, stop_score=stop_score)
+    staged = index.stats().get("staged_searches", {})
     for qi in order:
+        before = staged.get("stopped_early", 0)
         t = time.perf_counter()
-        s, i = index.search(queries[qi:qi + 1], k)
-        lat.append(time.perf_counter() - t)
+        s, i = index.search(queries[qi:qi + 1], k, stop_score=stop_score)
+        lat[qi] = time.perf_counter() - t
+        staged = index.stats().get("staged_searches", {})
+        stopped[qi] = staged.get("stopped_early", 0) > before
         cand_ids[qi], cand_scores[qi] = i[0], s[0]
     approx_ids, approx_scores = cand_ids[:, :10], cand_scores[:, :10]
     set_threads(args.build_threads)
-    lat = np.array(lat) * 1000
+    lat = lat * 1000
+
+    def percentiles(sl):
+        return {f"p{q}": round(float(np.percentile(lat[sl], q)), 3) for q in (50, 90, 99)}
+
+    def margin_decisions(scores):
+        """The gallery's 1:N rule on the top two (one template per identity here): no match
+        under the identify threshold, ambiguous within the margin of the second, else match."""
+        return np.where(scores[:, 0] < IDENTIFY_THRESHOLD, 0, np.where(scores[:, 0] - scores[:, 1] < IDENTIFY_MARGIN, 1, 2))
 
     def recall_at1(sl):
         return float(np.mean(approx_ids[sl, 0] == exact.ids[sl, 0]))
@@ -280,9 +301,17 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe) -> d
     return {
         "nprobe": nprobe,
         "shortlist": index.params.get("shortlist"),
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
-                       "p90": round(float(np.percentile(lat, 90)), 3),
-                       "p99": round(float(np.percentile(lat, 99)), 3)},
+        "stop_score": stop_score,
+        "first_probe": index.params.get("first_probe"),
+        "latency_ms": percentiles(slice(None)),
+        "latency_ms_planted": percentiles(planted),
+        "latency_ms_random": percentiles(rnd),
+        "planted_stopped_early": float(np.mean(stopped[planted])),
+        "random_stopped_early": float(np.mean(stopped[rnd])),
+        "planted_margin_decision_agreement": float(np.mean(margin_decisions(approx_scores[planted])
+                                                           == margin_decisions(exact.scores[planted]))),
+        "random_margin_decision_agreement": float(np.mean(margin_decisions(approx_scores[rnd])
+                                                          == margin_decisions(exact.scores[rnd]))),
         "planted_recall@1_vs_exact": recall_at1(planted),
         "planted_rank1_identification": float(np.mean(approx_ids[planted, 0] == planted_ids)),
         "planted_decision_agreement": agreement(planted),
