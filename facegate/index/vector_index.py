@@ -587,21 +587,25 @@ class VectorIndex:
         first = self._first_probe(nprobe)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
-        if stop_score is None or len(q) != 1 or first >= nprobe:
+        if len(q) != 1:
             _, cand = ivf.search(scan, shortlist)
             for row in range(len(q)):
                 self._rescore_into(cand[row], projected[row], k, out_s[row], out_i[row])
             return out_s, out_i
-        cell_scores, cells = ivf.quantizer.search(scan, nprobe)     # nearest first
-        rows = self._scan_cells(ivf, scan, cells[:, :first], cell_scores[:, :first], max(k, shortlist // 2))
+        cells, cell_scores = _nearest_cells(ivf, scan[0], nprobe, first)
+        if stop_score is None or first >= nprobe:
+            rows = self._scan_cells(ivf, scan, cells, cell_scores, shortlist)
+            self._keep_best(rows, self._refine.scores(rows, projected[0]), k, out_s[0], out_i[0])
+            return out_s, out_i
+        rows = self._scan_cells(ivf, scan, cells[:, :first], cell_scores[:, :first], max(k, shortlist // 8))
         scores = self._refine.scores(rows, projected[0])
         self._staged["searches"] += 1
         if len(scores) and scores.max() >= stop_score:
             self._staged["stopped_early"] += 1
-        else:
+        else:       # the cells of the two stages are disjoint, and so are their rows
             more = self._scan_cells(ivf, scan, cells[:, first:], cell_scores[:, first:], shortlist)
-            rows = np.union1d(rows, more)
-            scores = self._refine.scores(rows, projected[0])
+            rows = np.concatenate([rows, more])
+            scores = np.concatenate([scores, self._refine.scores(more, projected[0])])
         self._keep_best(rows, scores, k, out_s[0], out_i[0])
         return out_s, out_i
 
@@ -834,6 +838,19 @@ class _RefineCodes:
         self.owner = owner.copy()
         self.used = len(self.codes)
         self.free = np.flatnonzero(self.owner < 0).astype(np.int64)
+
+
+def _nearest_cells(ivf, query: np.ndarray, nprobe: int, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``nprobe`` cells nearest to one query (``[1, nprobe]`` ids and scores), the ``first``
+    nearest ahead of the others, in no order within each group (the fast-scan search visits
+    cells in list order anyway). FAISS's own top-``nprobe`` keeps a heap of that size: ~0.6 ms
+    a query at 2,560 of 8,192 cells, against ~0.1 ms for all the inner products and a partition."""
+    centroids = faiss.downcast_index(ivf.quantizer)
+    scores = np.empty(ivf.nlist, np.float32)
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    faiss.fvec_inner_products_ny(faiss.swig_ptr(scores), faiss.swig_ptr(query), centroids.get_xb(), ivf.d, ivf.nlist)
+    cells = np.argpartition(-scores, sorted({first - 1, nprobe - 1}))[:nprobe]
+    return cells[None].astype(np.int64), scores[cells][None]
 
 
 def _rotated_leading_axes(d_in: int, d_out: int) -> faiss.LinearTransform:
