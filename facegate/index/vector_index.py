@@ -597,7 +597,7 @@ class VectorIndex:
             rows = self._scan_cells(ivf, scan, cells, cell_scores, shortlist)
             self._keep_best(rows, self._refine.scores(rows, projected[0]), k, out_s[0], out_i[0])
             return out_s, out_i
-        rows = self._scan_cells(ivf, scan, cells[:, :first], cell_scores[:, :first], max(k, shortlist // 8))
+        rows = self._scan_cells(ivf, scan, cells[:, :first], cell_scores[:, :first], max(k, shortlist // 2))
         scores = self._refine.scores(rows, projected[0])
         self._staged["searches"] += 1
         if len(scores) and scores.max() >= stop_score:
