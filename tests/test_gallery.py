@@ -255,3 +255,27 @@ def test_many_tombstones_in_the_snapshot_trigger_a_rebuild(gallery_env, faces, m
     g2 = open_gallery()
     assert g2.opened_from.startswith("rebuild") and "removed templates" in g2.opened_from
     assert len(g2.index) == len(PEOPLE)
+
+
+def test_1n_searches_pass_the_configured_early_stop_score_to_the_index(gallery_env, faces, monkeypatch):
+    """FACEGATE_INDEX_EARLY_STOP reaches every 1:N search of the index (identify and the
+    enrolment duplicate check); 0 means full depth (no stop score)."""
+    from facegate.index.vector_index import VectorIndex
+    seen = []
+    search = VectorIndex.search
+
+    def spy(self, queries, k, stop_score=None):
+        seen.append(stop_score)
+        return search(self, queries, k, stop_score=stop_score)
+
+    monkeypatch.setattr(VectorIndex, "search", spy)
+    open_gallery, _ = gallery_env
+    g = open_gallery(index_early_stop=0.7)
+    enrol_people(g, faces)
+    assert g.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
+    assert seen and set(seen) == {0.7}
+    g.close()
+    seen.clear()
+    g2 = open_gallery(index_early_stop=0)
+    assert g2.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
+    assert seen == [None]

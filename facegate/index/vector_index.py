@@ -32,13 +32,19 @@ Kinds
     rescored with those (cosine error ~1e-3) and the best ``k`` returned. About ``pca`` + m/2 +
     32 bytes per template (256 B at the defaults for this pack, plus up to 1/4 of ``pca`` + 8 of
     growth slack). The refinement codes live in rows reused after removal; the IVF stores row
-    numbers as its ids and each row records its template id. Measured on 2 cores
+    numbers as its ids and each row records its template id. A single query with a
+    ``stop_score`` is searched in two stages: the nearest ``first_probe`` cells (0 = 1/32 of
+    ``nlist``, at least 16) first, ending there if a candidate rescores at ``stop_score`` or
+    more, then the remaining cells (:meth:`VectorIndex._search_refined`). Measured on 2 cores
     (benchmarks/results/index_scale.md), with the defaults: at 10M (2,560 of 8,192 cells, 500
-    candidates) recall@1 vs exact 0.997 on mated queries, p50 6.9-7.9 ms (the 5 ms goal is not
-    met; 1,664 cells: 0.988 in 5.7 ms); at 1M (1,280 of 4,096) 0.993 in 1.9 ms. Without the
-    rotation, PQ codes of the raw PCA axes (variance concentrated in the first sub-quantisers)
-    reached 0.991 with the same cells and 1,000 candidates (10.6 ms). The default above ``FLAT_MAX``. Embeddings that fill all dimensions (nothing
-    projected away) need a longer shortlist: 4-bit codes of full 512-D vectors rank coarsely.
+    candidates) recall@1 vs exact 0.997 on mated queries; p50 1.6-1.9 ms for mated queries
+    with the gallery's stop score 0.6 (72 % stop after 256 cells), 6-8 ms at full depth (every
+    unmated query: the 5 ms goal is not met for those; 1,792 cells: 0.988 in ~5.3 ms); at 1M
+    (1,280 of 4,096) 0.993 in 0.7 ms (mated) / 2.3 ms (full depth). Without the rotation, PQ
+    codes of the raw PCA axes (variance concentrated in the first sub-quantisers) reached 0.991
+    with the same cells and 1,000 candidates (10.6 ms). The default above ``FLAT_MAX``.
+    Embeddings that fill all dimensions (nothing projected away) need a longer shortlist: 4-bit
+    codes of full 512-D vectors rank coarsely.
 ``hnsw_sq``
     A graph index: PCA to ``pca`` dimensions (projection only, no centring, so inner products
     are preserved in the kept subspace), then ``IndexHNSWSQ`` (8-bit scalar quantiser, ``m``
