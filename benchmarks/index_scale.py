@@ -312,6 +312,10 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe, stop
                                                            == margin_decisions(exact.scores[planted]))),
         "random_margin_decision_agreement": float(np.mean(margin_decisions(approx_scores[rnd])
                                                           == margin_decisions(exact.scores[rnd]))),
+        # of the searches that stopped early, how many reached the decision exact search reaches
+        "stopped_early": int(stopped.sum()),
+        "stopped_decision_disagreements": int(np.sum(margin_decisions(approx_scores[stopped])
+                                                     != margin_decisions(exact.scores[stopped]))),
         "planted_recall@1_vs_exact": recall_at1(planted),
         "planted_rank1_identification": float(np.mean(approx_ids[planted, 0] == planted_ids)),
         "planted_decision_agreement": agreement(planted),
