@@ -38,7 +38,7 @@ class Settings:
     store_images: bool = False
     index_kind: str = "auto"              # auto | flat | ivf_sq | ivf_pq | ivf_pq_refine | hnsw_sq
     index_early_stop: float = 0.6         # ivf_pq_refine: a candidate at this cosine in the nearest cells ends a
-                                          # 1:N search early (0 = always full depth); see docs/gallery.md
+                                          # 1:N search early (<= 0: always full depth); see docs/gallery.md
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

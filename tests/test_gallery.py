@@ -259,7 +259,7 @@ def test_many_tombstones_in_the_snapshot_trigger_a_rebuild(gallery_env, faces, m
 
 def test_1n_searches_pass_the_configured_early_stop_score_to_the_index(gallery_env, faces, monkeypatch):
     """FACEGATE_INDEX_EARLY_STOP reaches every 1:N search of the index (identify and the
-    enrolment duplicate check); 0 means full depth (no stop score)."""
+    enrolment duplicate check); 0 or less means full depth (no stop score)."""
     from facegate.index.vector_index import VectorIndex
     seen = []
     search = VectorIndex.search
@@ -276,6 +276,9 @@ def test_1n_searches_pass_the_configured_early_stop_score_to_the_index(gallery_e
     assert seen and set(seen) == {0.7}
     g.close()
     seen.clear()
-    g2 = open_gallery(index_early_stop=0)
-    assert g2.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
-    assert seen == [None]
+    for off in (0, -1):
+        g2 = open_gallery(index_early_stop=off)
+        assert g2.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
+        assert seen == [None]
+        g2.close()
+        seen.clear()

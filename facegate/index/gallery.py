@@ -216,7 +216,8 @@ class Gallery:
             if len(self.index) == 0:
                 return []
             k = min(len(self.index), max(4 * n_subjects + 8, 16))
-            _, ids = self.index.search(q, k, stop_score=float(self.settings.index_early_stop) or None)
+            stop = float(self.settings.index_early_stop)
+            _, ids = self.index.search(q, k, stop_score=stop if stop > 0 else None)
         face_ids = [int(i) for i in ids[0] if i >= 0]
         rows = self.store.embeddings_for_subjects_of(face_ids, self.pack_id)
         if not rows:

@@ -577,8 +577,9 @@ class VectorIndex:
         With ``stop_score``, a single query is searched in two stages over its cells in
         coarse order: the nearest ``first_probe`` cells first; if a rescored candidate reaches
         ``stop_score`` the search ends there, otherwise the remaining cells up to ``nprobe``
-        are scanned and both stages' candidates are rescored together, so a query that does
-        not stop gets at least the candidates a one-stage search would. A face enrolled under
+        are scanned and both stages' candidates are rescored together (with half the
+        shortlist kept from the nearest cells, the recall of a one-stage search is kept: the
+        same at 1M and 10M in benchmarks/results/index_scale.md). A face enrolled under
         a good photo usually lies in the nearest cells (benchmarks/results/index_scale.md:
         at 10M, 72 % of mated queries stop after 256 of 8,192 cells at a score of 0.6), while
         a face that is not enrolled, or only poorly, is searched to full depth."""
