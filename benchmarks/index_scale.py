@@ -36,14 +36,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from facegate.calibration import OperatingPoints  # noqa: E402
 from facegate.config import Settings  # noqa: E402
 from facegate.index.vector_index import VectorIndex, set_threads  # noqa: E402
 
 CHUNK = 100_000
 PLANT_BASE = 10**12          # planted identities get ids PLANT_BASE + j
-# The gallery's 1:N rule at its defaults (identify_fmr 1e-5 on the default pack, identify_margin).
-IDENTIFY_THRESHOLD = next(p["threshold"] for p in json.loads(
-    (REPO / "facegate" / "calibration" / "default.json").read_text())["points"] if p["fmr"] == 1e-5)
+# The gallery's 1:N rule at its defaults (identify_fmr on the default pack, identify_margin).
+IDENTIFY_THRESHOLD, _ = OperatingPoints.from_file(REPO / "facegate" / "calibration" / "default.json").threshold_for(
+    Settings().identify_fmr)
 IDENTIFY_MARGIN = Settings().identify_margin
 THRESHOLD_FMR_1E4 = None     # filled from the calibration file
 
@@ -294,6 +295,7 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe, stop
         return float(np.mean([e in c[:m] for e, c in zip(exact.ids[sl, 0], cand_ids[sl])]))
 
     planted, rnd = slice(0, P), slice(P, None)
+    approx_decision, exact_decision = margin_decisions(approx_scores), margin_decisions(exact.scores)
     rescored = {f"planted_recall@1_rescored_top{m}": top1_in_candidates(planted, m)
                 for m in sorted({16, k}) if m <= k}
     rescored.update({f"random_recall@1_rescored_top{m}": top1_in_candidates(rnd, m)
@@ -308,14 +310,11 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe, stop
         "latency_ms_random": percentiles(rnd),
         "planted_stopped_early": float(np.mean(stopped[planted])),
         "random_stopped_early": float(np.mean(stopped[rnd])),
-        "planted_margin_decision_agreement": float(np.mean(margin_decisions(approx_scores[planted])
-                                                           == margin_decisions(exact.scores[planted]))),
-        "random_margin_decision_agreement": float(np.mean(margin_decisions(approx_scores[rnd])
-                                                          == margin_decisions(exact.scores[rnd]))),
-        # of the searches that stopped early, how many reached the decision exact search reaches
+        "planted_margin_decision_agreement": float(np.mean(approx_decision[planted] == exact_decision[planted])),
+        "random_margin_decision_agreement": float(np.mean(approx_decision[rnd] == exact_decision[rnd])),
+        # of the searches that stopped early, how many reached another decision than exact search
         "stopped_early": int(stopped.sum()),
-        "stopped_decision_disagreements": int(np.sum(margin_decisions(approx_scores[stopped])
-                                                     != margin_decisions(exact.scores[stopped]))),
+        "stopped_decision_disagreements": int(np.sum(approx_decision[stopped] != exact_decision[stopped])),
         "planted_recall@1_vs_exact": recall_at1(planted),
         "planted_rank1_identification": float(np.mean(approx_ids[planted, 0] == planted_ids)),
         "planted_decision_agreement": agreement(planted),

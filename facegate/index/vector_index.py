@@ -591,13 +591,14 @@ class VectorIndex:
         ivf.implem = 14 if len(q) == 1 else 0
         shortlist = self._with_tombstone_margin(min(max(int(self.params["shortlist"]), k), len(self)))
         nprobe = ivf.nprobe
-        first = self._first_probe(nprobe)
+        first = self._first_probe(ivf)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         if len(q) != 1:
             _, cand = ivf.search(scan, shortlist)
             for row in range(len(q)):
-                self._rescore_into(cand[row], projected[row], k, out_s[row], out_i[row])
+                rows = cand[row][cand[row] >= 0]
+                self._keep_best(rows, self._refine.scores(rows, projected[row]), k, out_s[row], out_i[row])
             return out_s, out_i
         cells, cell_scores = _nearest_cells(ivf, scan[0], nprobe, first)
         if stop_score is None or first >= nprobe:
@@ -616,11 +617,11 @@ class VectorIndex:
         self._keep_best(rows, scores, k, out_s[0], out_i[0])
         return out_s, out_i
 
-    def _first_probe(self, nprobe: int) -> int:
+    def _first_probe(self, ivf) -> int:
         first = int(self.params.get("first_probe", 0))
         if first <= 0:
-            first = max(16, self._ivf_fast_scan().nlist // 32)
-        return min(first, nprobe)
+            first = max(16, ivf.nlist // 32)
+        return min(first, ivf.nprobe)
 
     @staticmethod
     def _scan_cells(ivf, scan: np.ndarray, cells: np.ndarray, cell_scores: np.ndarray, shortlist: int) -> np.ndarray:
@@ -632,12 +633,6 @@ class VectorIndex:
         finally:
             ivf.nprobe = nprobe
         return cand[0][cand[0] >= 0]
-
-    def _rescore_into(self, cand: np.ndarray, projected: np.ndarray, k: int, out_s: np.ndarray,
-                      out_i: np.ndarray) -> None:
-        rows = cand[cand >= 0]
-        if len(rows):
-            self._keep_best(rows, self._refine.scores(rows, projected), k, out_s, out_i)
 
     def _keep_best(self, rows: np.ndarray, scores: np.ndarray, k: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
         best = np.argsort(-scores, kind="stable")[:k]
