@@ -110,7 +110,7 @@ def test_refine_snapshot_round_trip_and_format_1_is_refused(tmp_path, gallery):
     snapshot (from before the rotation: the IVF scanned the raw projection) is refused, so the
     gallery rebuilds it from the database instead of scanning with the wrong transform."""
     ids, x = gallery
-    index = VectorIndex(DIM, "ivf_pq_refine", nlist=16, nprobe=16)
+    index = VectorIndex(DIM, "ivf_pq_refine", nlist=16, nprobe=16, first_probe=4)
     index.train(x)
     index.add(ids, x)
     before = index.search(x[:20], 5)
@@ -119,6 +119,11 @@ def test_refine_snapshot_round_trip_and_format_1_is_refused(tmp_path, gallery):
     loaded, _ = VectorIndex.load(path)
     after = loaded.search(x[:20], 5)
     assert np.array_equal(before[1], after[1]) and before[1][:, 0].tolist() == ids[:20].tolist()
+    # a loaded index serves the gallery's single-query searches with a stop score too
+    # (its search counters start afresh in the new process)
+    _, got = loaded.search(x[:1], 5, stop_score=0.6)
+    assert got[0, 0] == ids[0]
+    assert loaded.stats()["staged_searches"] == {"searches": 1, "stopped_early": 1}
     data = path.read_bytes()
     assert data.count(b'"format": 2') == 1
     path.write_bytes(data.replace(b'"format": 2', b'"format": 1'))

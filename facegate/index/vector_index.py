@@ -168,9 +168,13 @@ class VectorIndex:
         self._members = np.empty(0, dtype=np.int64)  # sorted ids present in the index
         self._refine: _RefineCodes | None = None       # ivf_pq_refine: 8-bit copies, in rows
         self._slots = np.empty(0, dtype=np.int64)    # ivf_pq_refine: row of each member
-        self._staged = {"searches": 0, "stopped_early": 0}   # ivf_pq_refine searches with stop_score
+        self._reset_counters()
         if self._trained:
             self._apply_search_params()
+
+    def _reset_counters(self) -> None:
+        """Search counters, which start at zero in every process (not kept in snapshots)."""
+        self._staged = {"searches": 0, "stopped_early": 0}   # ivf_pq_refine searches with stop_score
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -713,6 +717,7 @@ class VectorIndex:
             except RuntimeError as exc:
                 raise SnapshotError(f"{path}: damaged index body: {exc}") from exc
         self = cls.__new__(cls)
+        self._reset_counters()
         self.dim = int(meta["dim"])
         self.kind = meta["kind"]
         self.params = {**_DEFAULTS[self.kind], **meta["params"]}   # parameters added since keep their defaults
