@@ -232,17 +232,20 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
 
 
 def set_effort(index: VectorIndex, value: str) -> float | None:
-    """nprobe for the IVF kinds, efSearch for hnsw_sq; ``nprobe:shortlist[:stop_score[:first_probe]]``
-    for ivf_pq_refine. Returns the stop score to search with (None: one stage, full depth)."""
-    effort, shortlist, stop, first = (value.split(":") + ["", "", ""])[:4]
+    """nprobe for the IVF kinds, efSearch for hnsw_sq;
+    ``nprobe:shortlist[:stop_score[:first_probe[:scan_parts]]]`` for ivf_pq_refine (a field left
+    out is the index's default). Returns the stop score to search with (None: one stage, full
+    depth)."""
+    effort, shortlist, stop, first, parts = (value.split(":") + ["", "", "", ""])[:5]
     if index.kind == "hnsw_sq":
         index.set_ef_search(int(effort))
     else:
         index.set_nprobe(int(effort))
     if shortlist:
         index.params["shortlist"] = int(shortlist)
-    if first:
-        index.params["first_probe"] = int(first)
+    if index.kind == "ivf_pq_refine":
+        index.params["first_probe"] = int(first or 0)
+        index.params["scan_parts"] = int(parts or 0)
     return float(stop) if stop and float(stop) > 0 else None
 
 
@@ -305,6 +308,7 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe, stop
         "shortlist": index.params.get("shortlist"),
         "stop_score": stop_score,
         "first_probe": index.params.get("first_probe"),
+        "scan_parts": index.params.get("scan_parts"),
         "latency_ms": percentiles(slice(None)),
         "latency_ms_planted": percentiles(planted),
         "latency_ms_random": percentiles(rnd),
@@ -337,8 +341,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="FAISS threads while measuring search latency")
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--nprobe", type=int, default=0)
-    ap.add_argument("--nprobe-sweep", default="", help="comma list of nprobe values (efSearch for hnsw_sq; nprobe:shortlist "
-                    "for ivf_pq_refine) measured on one build")
+    ap.add_argument("--nprobe-sweep", default="", help="comma list of nprobe values (efSearch for hnsw_sq; "
+                    "nprobe:shortlist[:stop_score[:first_probe[:scan_parts]]] for ivf_pq_refine) "
+                    "measured on one build")
     ap.add_argument("--candidates", type=int, default=10, help="k asked of the index per query (latency includes it); "
                     "recall after exact rescoring of the top 16 / top k candidates is reported")
     ap.add_argument("--shrink", type=float, default=0.0, help="covariance shrinkage towards isotropic")

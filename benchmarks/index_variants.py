@@ -21,7 +21,7 @@ minute from it:
     Variants: ``--m`` sub-quantisers; ``--rot none|random|opq`` (a rotation before PQ; with
     ``--dims D`` < 192 only the first D PCA axes are kept, then rotated); ``--residual 1``
     (PQ of the residual to the cell centroid); ``--spill 2``; ``--implem`` FAISS fast-scan
-    implementations.
+    implementations; ``--bbs`` codes per fast-scan block.
 
     OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/index_variants.py prepare
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/index_variants.py run --m 64 --rot random --dims 128 \\
@@ -134,7 +134,7 @@ def run(args) -> None:
         rotated = faiss.IndexFlatIP(args.dims)
         rotated.add(rotate(centroids))
         quantizer = rotated
-    ivf = faiss.IndexIVFPQFastScan(quantizer, args.dims, nlist, args.m, 4, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.IndexIVFPQFastScan(quantizer, args.dims, nlist, args.m, 4, faiss.METRIC_INNER_PRODUCT, args.bbs)
     ivf.by_residual = bool(args.residual)
     ivf.train(rotate(train))
     centroids = faiss.rev_swig_ptr(quantizer.get_xb(), nlist * args.dims).reshape(nlist, args.dims)
@@ -222,7 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rot", choices=("none", "random", "opq"), default="none")
     ap.add_argument("--residual", type=int, default=0)
     ap.add_argument("--spill", type=int, choices=(1, 2), default=1)
-    ap.add_argument("--implem", default="14")
+    ap.add_argument("--implem", default="14", help="comma list; 14 needs --bbs 32")
+    ap.add_argument("--bbs", type=int, default=32, help="codes per fast-scan block (a multiple of 32)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sweep", default="1700:1000", help="comma list of nprobe:shortlist")
     args = ap.parse_args(argv)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from facegate.index.vector_index import SnapshotError, VectorIndex, set_threads
+from facegate.index.vector_index import SnapshotError, VectorIndex, _nearest_cells, set_threads
 
 DIM = 512
 
@@ -255,6 +255,41 @@ def test_refine_search_stops_early_on_a_strong_candidate_in_the_nearest_cells():
     index.search(near[:3], 5, stop_score=0.8)
     index.search(near[:1], 5)
     assert index.stats()["staged_searches"]["searches"] == 121
+
+
+def test_single_query_scan_split_over_threads_finds_what_one_scan_finds():
+    """A single query's cells are dealt out to one copy of the query per thread: the
+    candidates kept are those one scan over all the cells keeps, also when the cells do not
+    divide evenly (padding) and when some copies get no cell at all."""
+    rng = np.random.default_rng(21)
+    basis = np.linalg.qr(rng.standard_normal((DIM, 150)))[0].T
+    x = unit(rng.standard_normal((8000, 150)) @ basis)
+    index = VectorIndex(DIM, "ivf_pq_refine", nlist=64, nprobe=37, shortlist=40)
+    index.train(x[:4000])
+    index.add(np.arange(len(x), dtype=np.int64), x)
+    queries = unit(x[:40] + 0.3 * rng.standard_normal((40, 150)) @ basis)
+
+    def candidates(parts, nprobe):
+        index.params["scan_parts"] = parts
+        ivf = index._ivf_fast_scan()
+        found = []
+        for q in queries:
+            scan = index._scan_project(index._project(q[None]))
+            cells, cell_scores = _nearest_cells(ivf, scan[0], nprobe, nprobe)
+            found.append(set(index._scan_cells(ivf, scan, cells, cell_scores, 40).tolist()))
+        return found
+
+    for nprobe in (37, 3):
+        whole = candidates(1, nprobe)
+        assert all(len(c) == 40 for c in whole)
+        for parts in (2, 3, 8):
+            split = candidates(parts, nprobe)
+            overlap = np.mean([len(a & b) / len(a) for a, b in zip(whole, split)])
+            assert overlap >= 0.99, (nprobe, parts, overlap)
+            assert all(len(c) == 40 for c in split)
+    index.params["scan_parts"] = 0
+    _, got = index.search(queries[:1], 3)
+    assert got[0, 0] == int(np.argmax(x @ queries[0]))
 
 
 def test_scan_stage_keeps_the_leading_axes_and_rotates_them():
