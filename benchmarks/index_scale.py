@@ -201,6 +201,8 @@ def run_size(n: int, kind: str, args, fit: FittedGaussian, plant_gallery, plant_
         loaded, seq = VectorIndex.load(Path(tmp) / "snap.idx")
         load_s = time.perf_counter() - t
         assert seq == n and len(loaded) == len(index)
+        probe = queries[:1]     # the loaded snapshot answers as the index it was saved from
+        assert np.array_equal(loaded.search(probe, 10, stop_score=0.6)[1], index.search(probe, 10, stop_score=0.6)[1])
         del loaded
     st = index.stats()
     res = {

@@ -35,12 +35,14 @@ Kinds
     numbers as its ids and each row records its template id. A single query with a
     ``stop_score`` is searched in two stages: the nearest ``first_probe`` cells (0 = 1/32 of
     ``nlist``, at least 16) first, ending there if a candidate rescores at ``stop_score`` or
-    more, then the remaining cells (:meth:`VectorIndex._search_refined`). Measured on 2 cores
+    more, then the remaining cells (:meth:`VectorIndex._search_refined`). A single query's
+    cells are split between ``scan_parts`` copies of it (0 = one per FAISS thread) scanned in
+    parallel (:meth:`VectorIndex._scan_cells`). Measured on 2 cores
     (benchmarks/results/index_scale.md), with the defaults: at 10M (2,560 of 8,192 cells, 500
-    candidates) recall@1 vs exact 0.997 on mated queries; p50 1.6-1.9 ms for mated queries
+    candidates) recall@1 vs exact 0.997 on mated queries; p50 1.5-1.9 ms for mated queries
     with the gallery's stop score 0.6 (72 % stop after 256 cells), 6-8 ms at full depth (every
-    unmated query: the 5 ms goal is not met for those; 1,792 cells: 0.988 in ~5.3 ms); at 1M
-    (1,280 of 4,096) 0.993 in 0.7 ms (mated) / 2.3 ms (full depth). Without the rotation, PQ
+    unmated query: the 5 ms goal is not met for those; 1,792 cells: 0.988 in 5.0-5.3 ms); at
+    1M (1,280 of 4,096) 0.993 in 0.8 ms (mated) / 2.4 ms (full depth). Without the rotation, PQ
     codes of the raw PCA axes (variance concentrated in the first sub-quantisers) reached 0.991
     with the same cells and 1,000 candidates (10.6 ms). The default above ``FLAT_MAX``.
     Embeddings that fill all dimensions (nothing projected away) need a longer shortlist: 4-bit
@@ -631,7 +633,7 @@ class VectorIndex:
         The cells are dealt out to ``scan_parts`` copies of the query (0: one per FAISS
         thread), which FAISS's per-query implementation (10) scans in parallel, one thread
         each; the best ``shortlist`` of their candidates are kept, the same set one search
-        over all the cells finds. At 10M on 2 cores this took 3-15 % less time than FAISS's
+        over all the cells finds. At 10M on 2 cores this took 1-15 % less time than FAISS's
         implementation that spreads one query's cells over its threads (14; ``scan_parts=1``)
         in benchmarks/results/index_scale.md."""
         parts = int(self.params.get("scan_parts", 0)) or faiss.omp_get_max_threads()
