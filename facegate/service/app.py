@@ -58,6 +58,9 @@ def _gallery_gauges(st: ServiceState) -> None:
                                                  "last_seq", "consistent")}
     metrics.GALLERY_SUBJECTS.set(stats["subjects"])
     metrics.GALLERY_TEMPLATES.set(stats["templates_in_index"])
+    staged = stats["index"].get("staged_searches")
+    if staged is not None:
+        metrics.count_staged_searches(staged, st.staged_seen)
 
 
 async def _sync_loop(st: ServiceState) -> None:

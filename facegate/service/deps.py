@@ -42,6 +42,7 @@ class ServiceState:
     document_points: object = None  # operating points for ID-card chip photos (routers/kiosk.py)
     last_sync: float = 0.0
     index_stats: dict = field(default_factory=dict)   # counts from the last sync, shown by /readyz
+    staged_seen: dict = field(default_factory=dict)   # the index's early-stop totals already counted
     sync_error: str | None = None
     started: float = field(default_factory=time.time)
 

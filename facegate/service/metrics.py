@@ -31,6 +31,20 @@ KIOSK_SECONDS = Histogram("facegate_kiosk_seconds", "Kiosk authentication latenc
                           buckets=(.05, .1, .15, .2, .3, .5, .75, 1, 2, 5))
 INFERENCE_PENDING = Gauge("facegate_inference_pending", "Inference jobs running or queued",
                           multiprocess_mode="livesum")
+INDEX_STAGED = Counter("facegate_index_staged_searches_total",
+                       "Single 1:N searches of an ivf_pq_refine index run with the early stop, by outcome",
+                       ["outcome"])   # stopped_early | full_depth
+
+
+def count_staged_searches(totals: dict, seen: dict) -> None:
+    """Add to INDEX_STAGED what the index's running totals (``VectorIndex.stats()["staged_searches"]``)
+    gained since ``seen``, which is updated in place. A total below the one seen means the
+    index was replaced (a rebuild starts its counters at zero): all of it is new."""
+    now = {"stopped_early": totals["stopped_early"], "full_depth": totals["searches"] - totals["stopped_early"]}
+    for outcome, value in now.items():
+        before = seen.get(outcome, 0)
+        INDEX_STAGED.labels(outcome).inc(value - before if value >= before else value)
+    seen.update(now)
 
 
 @contextmanager
