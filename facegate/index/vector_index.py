@@ -21,32 +21,33 @@ Kinds
     ``ivf_sq`` where memory allows.
 ``ivf_pq_refine``
     Two stages, for large galleries. (1) Candidates: an uncentred PCA to ``pca`` dimensions (0 =
-    chosen from the training sample: the smallest multiple of 48 that keeps all but 1e-4 of the
-    energy; this pack's embeddings span ~160 dimensions, so 192 is lossless to ~1e-5 in cosine).
-    Its first ``scan_dims`` axes (0 = two thirds of ``pca``: 128, which hold 97 % of the energy)
-    are turned by a fixed random rotation, so that each of the ``m`` 4-bit PQ sub-quantisers
-    (0 = ``scan_dims`` / 2: two dimensions each) gets an equal share of the variance, and an
-    inverted file over those fast-scan codes is built; ``nprobe`` of ``nlist`` cells are scanned
-    and the best ``shortlist`` candidates kept. (2) Refinement: every template also keeps an
-    8-bit scalar-quantised copy of its full projection (``pca`` bytes); the shortlist is
-    rescored with those (cosine error ~1e-3) and the best ``k`` returned. About ``pca`` + m/2 +
-    32 bytes per template (256 B at the defaults for this pack, plus up to 1/4 of ``pca`` + 8 of
-    growth slack). The refinement codes live in rows reused after removal; the IVF stores row
-    numbers as its ids and each row records its template id. A single query with a
-    ``stop_score`` is searched in two stages: the nearest ``first_probe`` cells (0 = 1/32 of
-    ``nlist``, at least 16) first, ending there if a candidate rescores at ``stop_score`` or
-    more, then the remaining cells (:meth:`VectorIndex._search_refined`). A single query's
-    cells are split between ``scan_parts`` copies of it (0 = one per FAISS thread) scanned in
-    parallel (:meth:`VectorIndex._scan_cells`). Measured on 2 cores
-    (benchmarks/results/index_scale.md), with the defaults: at 10M (2,560 of 8,192 cells, 500
-    candidates) recall@1 vs exact 0.997 on mated queries; p50 1.5-1.9 ms for mated queries
-    with the gallery's stop score 0.6 (72 % stop after 256 cells), 6-8 ms at full depth (every
-    unmated query: the 5 ms goal is not met for those; 1,792 cells: 0.988 in 5.0-5.3 ms); at
-    1M (1,280 of 4,096) 0.993 in 0.8 ms (mated) / 2.4 ms (full depth). Without the rotation, PQ
-    codes of the raw PCA axes (variance concentrated in the first sub-quantisers) reached 0.991
-    with the same cells and 1,000 candidates (10.6 ms). The default above ``FLAT_MAX``.
-    Embeddings that fill all dimensions (nothing projected away) need a longer shortlist: 4-bit
-    codes of full 512-D vectors rank coarsely.
+    chosen from the training sample: the smallest multiple of 16 that keeps all but 1e-4 of the
+    energy; this pack's embeddings span ~160 dimensions, so 160). Its leading ``scan_dims``
+    axes (0 = the fewest, a multiple of 8, holding 97 % of the energy: 128 for this pack) are
+    turned by a fixed random rotation, so that each of the ``m`` 4-bit PQ sub-quantisers (0 =
+    ``scan_dims`` / 2: two dimensions each) gets an equal share of the variance, and those
+    fast-scan codes are kept in an inverted file of ``nlist`` cells. The cells are k-means
+    cells of the whole projection; with ``spill`` 2 (the default) every template is stored in
+    two of them, its nearest and a second one chosen by SOAR's rule (:meth:`_assign_cells`), so
+    that a query finds it in fewer cells. A query's ``nprobe`` nearest cells (ranked by the
+    centroids' scanned axes) are scanned and the best ``shortlist`` candidates kept. (2)
+    Refinement: every template also keeps an 8-bit scalar-quantised copy of its projection
+    (``pca`` bytes); the shortlist is rescored with those (cosine error ~1e-3) and the best
+    ``k`` returned. About ``pca`` + 8 + ``spill`` * (m/2 + 8) + 12 bytes per template (260 B
+    at the defaults for this pack, plus up to 1/8 of ``pca`` + 8 of growth slack). The
+    refinement codes live in rows reused after removal; the IVF stores row numbers as its ids
+    and each row records its template id. A single query with a ``stop_score`` is searched in
+    two stages: the nearest ``first_probe`` cells (0 = 1/64 of ``nlist``, at least 16) first,
+    ending there if a candidate rescores at ``stop_score`` or more, then the remaining cells
+    (:meth:`_search_refined`). A single query's cells are split between ``scan_parts`` copies
+    of it (0 = one per FAISS thread) scanned in parallel (:meth:`_scan_cells`). Measured on 2
+    cores (benchmarks/results/index_scale.md), with the defaults: at 1M (384 of 4,096 cells,
+    500 candidates) recall@1 vs exact 0.991 on mated queries, p50 0.5-0.6 ms for mated queries
+    with the gallery's stop score 0.6, 1.4-1.5 ms for unmated ones (full depth); 10M: see the
+    results. Without the spill (and with the cells of the scanned axes) 0.99 took 1,280 of
+    4,096 cells at 1M and 2,560 of 8,192 at 10M: 2.4 and 7.1 ms unmated. The default above
+    ``FLAT_MAX``. Embeddings that fill all dimensions (nothing projected away) need a longer
+    shortlist: 4-bit codes of full 512-D vectors rank coarsely.
 ``hnsw_sq``
     A graph index: PCA to ``pca`` dimensions (projection only, no centring, so inner products
     are preserved in the kept subspace), then ``IndexHNSWSQ`` (8-bit scalar quantiser, ``m``
@@ -81,8 +82,10 @@ entries neither duplicates nor loses anything. :meth:`remove` works for every ki
 fast-scan kinds, its packed code (and refinement row) is zeroed, so an erased face leaves no code
 behind. FAISS 1.15's ``IndexIVFFastScan.remove_ids`` cannot be used: vectors added to a list
 after it was compacted are mostly not found afterwards (tested in tests/test_vector_index.py).
-Tombstones are skipped at search (more candidates are fetched in proportion) and purged by a
-rebuild from the database (the gallery rebuilds at start-up when they pass 20 %).
+Tombstones are skipped at search (IVF kinds: by an id selector, since an all-zero code can
+outscore every live entry for some queries; ``hnsw_sq``: more candidates are fetched in
+proportion) and purged by a rebuild from the database (the gallery rebuilds at start-up when
+they pass 20 %).
 
 Threads
 -------
@@ -109,18 +112,22 @@ FLAT_MAX = 100_000
 SQ_MAX = 2_000_000
 
 _MAGIC = b"FGVIDX01"
-SNAPSHOT_FORMAT = 2     # 2: ivf_pq_refine scans rotated leading axes (format 1 scanned the raw projection)
+SNAPSHOT_FORMAT = 3     # 3: ivf_pq_refine cells in the PCA space, SOAR spill (2: cells in the scanned
+                        # axes; 1: the IVF scanned the raw projection)
 _DEFAULTS = {
     "flat": {},
     "ivf_sq": {"nlist": 1024, "nprobe": 16, "qtype": "SQ8", "pca": 0, "hnsw_quantizer": False},
     "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 64, "nbits": 4, "opq": False, "pca": 0,
                "hnsw_quantizer": False},
-    "ivf_pq_refine": {"nlist": 4096, "nprobe": 1280, "m": 0, "pca": 0, "scan_dims": 0, "shortlist": 500,
-                      "first_probe": 0, "scan_parts": 0},
+    "ivf_pq_refine": {"nlist": 4096, "nprobe": 384, "m": 0, "pca": 0, "scan_dims": 0, "shortlist": 300,
+                      "first_probe": 0, "scan_parts": 0, "spill": 2, "soar_lambda": 1.0},
     "hnsw_sq": {"pca": 128, "m": 16, "ef_construction": 64, "ef_search": 128, "normalize": False},
 }
 HNSW_MIN_CANDIDATES = 50
 PCA_MAX_ENERGY_LOSS = 1e-4      # ivf_pq_refine, pca=0: energy the projection may drop
+SCAN_ENERGY = 0.97              # ivf_pq_refine, scan_dims=0: energy the scanned leading axes keep
+SOAR_CANDIDATES = 32            # ivf_pq_refine, spill=2: nearest cells the second cell is chosen from
+REFINE_GROWTH = 8               # ivf_pq_refine: the refinement rows grow by 1/8 when full
 REFINE_MAX_NLIST = 8192
 REFINE_ROTATION_SEED = 20261126  # ivf_pq_refine: the random rotation of the scanned axes
 
@@ -163,13 +170,16 @@ class VectorIndex:
         self.dim = int(dim)
         self.kind = kind
         self.params = {**_DEFAULTS[kind], **params}
+        if kind == "ivf_pq_refine" and self.params["spill"] not in (1, 2):
+            raise ValueError(f"spill must be 1 or 2 (cells per template), got {self.params['spill']!r}")
         if kind != "flat":
             self.params.setdefault("train_size", self._default_train_size())
         self._index: faiss.Index = _flat(self.dim)   # staging (exact) until trained
         self._trained = kind == "flat"
         self._members = np.empty(0, dtype=np.int64)  # sorted ids present in the index
         self._refine: _RefineCodes | None = None       # ivf_pq_refine: 8-bit copies, in rows
-        self._slots = np.empty(0, dtype=np.int64)    # ivf_pq_refine: row of each member
+        self._slots = np.empty(0, dtype=np.int32)    # ivf_pq_refine: row of each member
+        self._cells: faiss.IndexFlatIP | None = None   # ivf_pq_refine: cell centroids in the PCA space
         self._reset_counters()
         if self._trained:
             self._apply_search_params()
@@ -185,10 +195,10 @@ class VectorIndex:
 
         ``auto``: exact ``flat`` up to ``FLAT_MAX`` (one query scans 100k templates in ~18 ms
         on one core and costs 2 KiB per template), ``ivf_pq_refine`` beyond (recall@1 0.99 on
-        mated queries at 1M and 10M, a few ms, ~250 B per template).
+        mated queries at 1M and 10M, a few ms, ~260 B per template).
         ``nlist`` grows as ~2*sqrt(n) (power of two; ~4*sqrt(n) up to 8,192 for
-        ``ivf_pq_refine``, which probes 5/16 of its cells), keeping k-means training
-        (>= 39 points per list) affordable on 2 cores at 10M.
+        ``ivf_pq_refine``, which probes 3/32 of its cells, each template being in two of
+        them), keeping k-means training (>= 39 points per list) affordable on 2 cores at 10M.
         """
         n = max(int(expected_n), 1)
         if kind == "auto":
@@ -199,7 +209,7 @@ class VectorIndex:
             # Capped at 8,192 cells: FAISS's coarse top-nprobe costs 3.3 ms a query at 16,384
             # (0.5 ms at 8,192), and at 10M 8,192 cells reach the same recall 2.5 ms sooner.
             nlist = min(int(2 ** round(math.log2(max(4 * math.sqrt(n), 64)))), REFINE_MAX_NLIST)
-            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist * 5 // 16))
+            return cls(dim, kind, nlist=nlist, nprobe=max(16, nlist * 3 // 32))
         nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
         # Face embeddings of one person are far apart for IVF (genuine cosine ~0.4-0.7), so a
         # query's mate is often outside the nearest cells: a quarter of the cells must be
@@ -231,8 +241,9 @@ class VectorIndex:
             return f"IDMap,PCA{p['pca']}(uncentred){',L2norm' if p.get('normalize') else ''},HNSW{p['m']}_SQ8"
         if self.kind == "ivf_pq_refine":
             d = p["pca"] or "auto"
-            return (f"PCA{d}(uncentred),first {p['scan_dims'] or 'auto'} axes rotated,IVF{p['nlist']},"
-                    f"PQ{p['m'] or 'auto'}x4fs + refine SQ8 of the PCA{d} projection")
+            return (f"PCA{d}(uncentred),IVF{p['nlist']} cells of the PCA{d} space"
+                    f"{' (SOAR spill 2)' if p['spill'] == 2 else ''},first {p['scan_dims'] or 'auto'} axes "
+                    f"rotated,PQ{p['m'] or 'auto'}x4fs + refine SQ8 of the PCA{d} projection")
         parts = []
         dim = self.dim
         if self.kind == "ivf_pq" and p["opq"]:
@@ -287,30 +298,105 @@ class VectorIndex:
     def _train_refine(self, sample: np.ndarray) -> faiss.Index:
         p = self.params
         if not p["pca"]:
-            p["pca"] = _lossless_dims(sample)
+            p["pca"] = _leading_dims(sample, PCA_MAX_ENERGY_LOSS, 16)
         d = int(p["pca"])
         if not p["scan_dims"]:
-            p["scan_dims"] = max(8, (2 * d // 3) // 8 * 8)
-        scan_dims = min(int(p["scan_dims"]), d)
+            p["scan_dims"] = _leading_dims(sample, 1.0 - SCAN_ENERGY, 8)
+        p["scan_dims"] = scan_dims = min(int(p["scan_dims"]), d)
         if not p["m"]:
             p["m"] = scan_dims // 2
+        if p["nlist"] < 2:
+            p["spill"] = 1
         pca = faiss.PCAMatrix(self.dim, d)
         pca.train(sample)
         faiss.copy_array_to_vector(np.zeros(d, np.float32), pca.b)   # x -> A x keeps inner products
         projected = pca.apply(sample)
+        # The cells are regions of the whole projection, not of the scanned axes: SOAR's second
+        # cell needs the residual to the first (benchmarks/results/index_scale.md: at equal
+        # recall the spill saved a fifth of the search time with cells of the scanned axes,
+        # four tenths with cells of the projection).
+        cells = faiss.IndexFlatIP(d)
+        clustering = faiss.Clustering(d, int(p["nlist"]))
+        clustering.niter = 10           # enough for IVF cells; FAISS's default 25 costs 2.5x
+        clustering.spherical = True     # unit centroids, as FAISS's inner-product IVF trains them
+        clustering.train(projected, cells)
         scan = _rotated_leading_axes(d, scan_dims)
-        scanned = scan.apply(projected)
-        ivf = faiss.index_factory(scan_dims, f"IVF{p['nlist']},PQ{p['m']}x4fs", faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(ivf).cp.niter = 10
-        ivf.train(scanned)
+        quantizer = faiss.IndexFlatIP(scan_dims)     # ranks a query's cells in the scanned axes
+        quantizer.add(scan.apply(_centroids(cells)))
+        ivf = faiss.IndexIVFPQFastScan(quantizer, scan_dims, int(p["nlist"]), int(p["m"]), 4,
+                                       faiss.METRIC_INNER_PRODUCT)
+        ivf.by_residual = False
+        ivf.own_fields = True
+        quantizer.this.disown()
+        ivf.train(scan.apply(projected))       # the PQ only: the quantizer already holds the cells
         codec = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
         codec.sq.rangestat_arg = 0.1      # per-dimension ranges 10% wider than the sample's: later
         codec.train(projected)            # templates beyond them would be clipped
         self._refine = _RefineCodes(codec)
-        self._slots = np.empty(0, dtype=np.int64)
+        self._cells = cells
+        self._slots = np.empty(0, dtype=np.int32)
         index = faiss.IndexPreTransform(scan, ivf)     # x -> PCA -> leading axes rotated -> IVF
         index.prepend_transform(pca)
         return index
+
+    def _assign_cells(self, projected: np.ndarray) -> np.ndarray:
+        """The cells of projected templates, ``[n, spill]``: the nearest cell, and with
+        ``spill`` 2 a second one by SOAR's rule (Sun et al., "SOAR: improved indexing for
+        approximate nearest neighbor search", NeurIPS 2023): among the ``SOAR_CANDIDATES``
+        nearest cells, the one minimising ||x - c||^2 + lambda * (r.(x - c))^2 / ||r||^2, r being
+        the residual to the first cell. A second cell along r would fail the same queries the
+        first fails (those nearly parallel to r); one orthogonal to r covers them."""
+        spill = int(self.params["spill"])
+        centroids = _centroids(self._cells)
+        k = 1 if spill == 1 else min(SOAR_CANDIDATES, len(centroids))
+        near_scores, near = self._cells.search(np.ascontiguousarray(projected, dtype=np.float32), k)
+        if spill == 1:
+            return near
+        first = near[:, 0]
+        # c1.cj from the Gram rows of the first cells, a block of cells at a time
+        first_dot = np.empty_like(near_scores)
+        order = np.argsort(first, kind="stable")
+        cells, starts = np.unique(first[order], return_index=True)
+        starts = np.append(starts, len(order))
+        for b in range(0, len(cells), 1024):
+            block = cells[b:b + 1024]
+            rows = order[starts[b]:starts[min(b + 1024, len(cells))]]
+            gram = centroids[block] @ centroids.T
+            first_dot[rows] = gram[np.searchsorted(block, first[rows])[:, None], near[rows]]
+        norms = np.einsum("ij,ij->i", centroids, centroids)
+        xx = np.einsum("ij,ij->i", projected, projected)
+        x_c1 = near_scores[:, 0]
+        residual_sq = np.maximum(xx - 2 * x_c1 + norms[first], 1e-12)
+        along = (xx - x_c1)[:, None] - (near_scores - first_dot)           # r.(x - cj)
+        cost = norms[near] - 2 * near_scores + float(self.params["soar_lambda"]) * along * along / residual_sq[:, None]
+        cost[:, 0] = np.inf
+        second = near[np.arange(len(near)), np.argmin(cost, axis=1)]
+        return np.stack([first, second], axis=1)
+
+    def _add_to_cells(self, scan: np.ndarray, rows: np.ndarray, cells: np.ndarray) -> None:
+        """Store the fast-scan codes of ``scan`` under their row numbers in the given cells
+        (``[n, copies]``). FAISS 1.15's fast-scan IVF takes no precomputed assignment (its
+        ``add_core`` stores codes the scan does not find), so the vectors of each cell are
+        added through a stand-in quantizer holding only that cell's centroid."""
+        ivf = self._ivf_fast_scan()
+        quantizer = ivf.quantizer
+        centroids = _centroids(faiss.downcast_index(quantizer))
+        copies = cells.shape[1]
+        source = np.tile(np.arange(len(rows)), copies)
+        targets = np.ascontiguousarray(cells.T).ravel()
+        order = np.argsort(targets, kind="stable")
+        bounds = np.flatnonzero(np.diff(targets[order])) + 1
+        stand_in = faiss.IndexIDMap2(faiss.IndexFlatIP(ivf.d))
+        try:
+            for group in np.split(order, bounds):
+                cell = int(targets[group[0]])
+                stand_in.reset()
+                stand_in.add_with_ids(centroids[cell:cell + 1], np.array([cell], np.int64))
+                ivf.quantizer = stand_in
+                ivf.add_with_ids(np.ascontiguousarray(scan[source[group]]), rows[source[group]])
+        finally:
+            ivf.quantizer = quantizer
+        self._index.ntotal = ivf.ntotal
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         """The PCA projection the refinement codes are made of."""
@@ -360,7 +446,11 @@ class VectorIndex:
         fast-scan IVF kinds; 0 otherwise). A rebuild from the database purges them."""
         if not self._uses_tombstones():
             return 0
-        return int(self._index.ntotal) - len(self._members)
+        return int(self._index.ntotal) // self._copies() - len(self._members)
+
+    def _copies(self) -> int:
+        """Entries each template has in the FAISS index (2 for a trained ivf_pq_refine with spill)."""
+        return int(self.params["spill"]) if self._refine is not None else 1
 
     def _uses_tombstones(self) -> bool:
         # FAISS 1.15's IndexIVFFastScan.remove_ids corrupts later additions to the lists it
@@ -478,22 +568,21 @@ class VectorIndex:
 
     def _add_refined(self, ids: np.ndarray, x: np.ndarray) -> None:
         """``add`` for a trained ivf_pq_refine (``ids`` unique): 8-bit codes in fresh rows and
-        fast-scan codes in the IVF under the row number (a search maps rows back to template
-        ids directly instead of a binary search over all members per candidate); a replaced
-        id's old row is tombstoned and released."""
+        fast-scan codes in the IVF, in each of the template's cells, under the row number (a
+        search maps rows back to template ids directly instead of a binary search over all
+        members per candidate); a replaced id's old row is tombstoned and released."""
         present = self._contains(ids)
         pos = np.searchsorted(self._members, ids[present])
         old_rows = self._slots[pos]
         if len(old_rows):
+            old_rows = old_rows.astype(np.int64)
             self._tombstone_ivf(old_rows)
-        projected = self._project(x)
+        projected = self._project(x)                    # projected once for both codes
         rows = self._refine.put(projected, ids)
-        ivf = self._ivf_fast_scan()
-        ivf.add_with_ids(self._scan_project(projected), rows)    # projected once for both codes
-        self._index.ntotal = ivf.ntotal
+        self._add_to_cells(self._scan_project(projected), rows, self._assign_cells(projected))
         self._refine.release(old_rows)
         self._slots[pos] = rows[present]
-        self._insert_members(ids[~present], rows[~present])
+        self._insert_members(ids[~present], rows[~present].astype(np.int32))
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present."""
@@ -503,10 +592,11 @@ class VectorIndex:
             return 0
         pos = np.searchsorted(self._members, present)
         if self._refine is not None:        # trained ivf_pq_refine: the IVF holds row numbers
-            rows = self._slots[pos]
-            removed = self._tombstone_ivf(rows)
+            rows = self._slots[pos].astype(np.int64)
+            self._tombstone_ivf(rows)           # every copy of each row
             self._refine.release(rows)
             self._slots = np.delete(self._slots, pos)
+            removed = len(present)
         else:
             removed = self._remove_present(present)
         self._members = np.delete(self._members, pos)
@@ -549,21 +639,27 @@ class VectorIndex:
             return self._search_hnsw(q, k)
         if self.kind == "ivf_pq_refine" and self._trained:
             return self._search_refined(q, k, stop_score)
-        fetch = self._with_tombstone_margin(k)
-        scores, ids = self._index.search(q, fetch)
+        params = self._live_only(faiss.extract_index_ivf(self._index).nprobe) if self._uses_tombstones() else None
+        scores, ids = self._index.search(q, k, params=params)
         scores = np.asarray(scores, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
-        if fetch != k:
-            return _first_live(scores, ids, k)
         scores[ids < 0] = -np.inf
         return scores, ids
 
+    def _live_only(self, nprobe: int) -> faiss.SearchParametersIVF | None:
+        """IVF search parameters that skip tombstones (id -1), or None when there are none.
+        A tombstone's all-zero code can outscore every live entry for some queries, so
+        fetching proportionally more candidates is not enough."""
+        if not self.tombstones:
+            return None
+        return faiss.SearchParametersIVF(sel=_LIVE_IDS, nprobe=int(nprobe))
+
     def _with_tombstone_margin(self, k: int) -> int:
-        """Tombstones take result slots: ask for proportionally more."""
+        """HNSW tombstones take result slots: ask for proportionally more."""
         dead = self.tombstones
         if not dead:
             return k
-        stored = int(self._index.ntotal)
+        stored = len(self._members) + dead
         return min(int(math.ceil(k * stored / max(len(self._members), 1))) + 8, stored)
 
     def _search_hnsw(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -583,25 +679,25 @@ class VectorIndex:
         With ``stop_score``, a single query is searched in two stages over its cells in
         coarse order: the nearest ``first_probe`` cells first; if a rescored candidate reaches
         ``stop_score`` the search ends there, otherwise the remaining cells up to ``nprobe``
-        are scanned and both stages' candidates are rescored together (with half the
-        shortlist kept from the nearest cells, the recall of a one-stage search is kept: the
-        same at 1M and 10M in benchmarks/results/index_scale.md). A face enrolled under
-        a good photo usually lies in the nearest cells (benchmarks/results/index_scale.md:
-        at 10M, 72 % of mated queries stop after 256 of 8,192 cells at a score of 0.6), while
+        are scanned and both stages' candidates are rescored together (half the shortlist
+        is kept from the nearest cells, on top of the second stage's: at least the recall of
+        a one-stage search, in benchmarks/results/index_scale.md). A face enrolled under a
+        good photo usually lies in the nearest cells (benchmarks/results/index_scale.md: at
+        10M, 75 % of mated queries stop after 128 of 8,192 cells at a score of 0.6), while
         a face that is not enrolled, or only poorly, is searched to full depth."""
         projected = self._project(q)
         scan = self._scan_project(projected)
         ivf = self._ivf_fast_scan()
         ivf.implem = 0
-        shortlist = self._with_tombstone_margin(min(max(int(self.params["shortlist"]), k), len(self)))
+        shortlist = min(max(int(self.params["shortlist"]), k), len(self))
         nprobe = ivf.nprobe
         first = self._first_probe(ivf)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         if len(q) != 1:
-            _, cand = ivf.search(scan, shortlist)
+            _, cand = ivf.search(scan, shortlist, params=self._live_only(nprobe))
             for row in range(len(q)):
-                rows = cand[row][cand[row] >= 0]
+                rows = np.unique(cand[row][cand[row] >= 0])     # a template's two cells: twice
                 self._keep_best(rows, self._refine.scores(rows, projected[row]), k, out_s[row], out_i[row])
             return out_s, out_i
         cells, cell_scores = _nearest_cells(ivf, scan[0], nprobe, first)
@@ -614,8 +710,9 @@ class VectorIndex:
         self._staged["searches"] += 1
         if len(scores) and scores.max() >= stop_score:
             self._staged["stopped_early"] += 1
-        else:       # the cells of the two stages are disjoint, and so are their rows
+        else:       # with spill, a row of the second stage's cells may be in the first's too
             more = self._scan_cells(ivf, scan, cells[:, first:], cell_scores[:, first:], shortlist)
+            more = more[~np.isin(more, rows, assume_unique=True)]
             rows = np.concatenate([rows, more])
             scores = np.concatenate([scores, self._refine.scores(more, projected[0])])
         self._keep_best(rows, scores, k, out_s[0], out_i[0])
@@ -624,11 +721,12 @@ class VectorIndex:
     def _first_probe(self, ivf) -> int:
         first = int(self.params.get("first_probe", 0))
         if first <= 0:
-            first = max(16, ivf.nlist // 32)
+            first = max(16, ivf.nlist // 64)
         return min(first, ivf.nprobe)
 
     def _scan_cells(self, ivf, scan: np.ndarray, cells: np.ndarray, cell_scores: np.ndarray, shortlist: int) -> np.ndarray:
-        """Refinement rows of the best ``shortlist`` candidates in the given cells (one query).
+        """Refinement rows (unique) of the best ``shortlist`` candidates in the given cells (one
+        query).
 
         The cells are dealt out to ``scan_parts`` copies of the query (0: one per FAISS
         thread), which FAISS's per-query implementation (10) scans in parallel, one thread
@@ -646,11 +744,16 @@ class VectorIndex:
         nprobe, implem = ivf.nprobe, ivf.implem
         ivf.nprobe = width      # search_preassigned takes its width from nprobe
         ivf.implem = 10 if parts > 1 else 14
+        copies = np.ascontiguousarray(np.repeat(scan, parts, axis=0), dtype=np.float32)
+        part_cells = np.ascontiguousarray(padded.reshape(width, parts).T)
+        part_scores = np.ascontiguousarray(padded_scores.reshape(width, parts).T)
+        dist = np.empty((parts, shortlist), np.float32)
+        cand = np.empty((parts, shortlist), np.int64)
+        ptr = faiss.swig_ptr
         try:    # part j scans cells j, j + parts, ...: parts of equal size, near and far cells mixed
-            dist, cand = ivf.search_preassigned(
-                np.repeat(scan, parts, axis=0), shortlist,
-                np.ascontiguousarray(padded.reshape(width, parts).T),
-                np.ascontiguousarray(padded_scores.reshape(width, parts).T))
+            # (the C++ call: FAISS's Python wrapper of search_preassigned takes no parameters)
+            ivf.search_preassigned_c(parts, ptr(copies), shortlist, ptr(part_cells), ptr(part_scores),
+                                     ptr(dist), ptr(cand), False, self._live_only(width))
         finally:
             ivf.nprobe, ivf.implem = nprobe, implem
         dist, cand = dist.ravel(), cand.ravel()
@@ -658,7 +761,7 @@ class VectorIndex:
         dist, cand = dist[found], cand[found]
         if parts > 1 and len(cand) > shortlist:
             cand = cand[np.argpartition(-dist, shortlist - 1)[:shortlist]]
-        return cand
+        return np.unique(cand)
 
     def _keep_best(self, rows: np.ndarray, scores: np.ndarray, k: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
         best = np.argsort(-scores, kind="stable")[:k]
@@ -681,8 +784,9 @@ class VectorIndex:
             with open(tmp, "wb") as f:
                 f.write(_MAGIC + struct.pack("<Q", len(header)) + header)
                 faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
-                if self._refine is not None:    # codec, rows, then each row's template id (-1: free)
+                if self._refine is not None:    # codec, cells, rows, then each row's template id (-1: free)
                     faiss.write_index(self._refine.codec, faiss.PyCallbackIOWriter(f.write))
+                    faiss.write_index(self._cells, faiss.PyCallbackIOWriter(f.write))
                     used = self._refine.used
                     f.write(memoryview(np.ascontiguousarray(self._refine.codes[:used])).cast("B"))
                     f.write(memoryview(np.ascontiguousarray(self._refine.owner[:used], dtype="<i8")).cast("B"))
@@ -718,9 +822,10 @@ class VectorIndex:
                 meta = json.loads(f.read(hlen))
             except ValueError as exc:
                 raise SnapshotError(f"{path}: damaged header") from exc
-            if meta.get("kind") == "ivf_pq_refine" and meta.get("format", 1) < 2:
-                raise SnapshotError(f"{path}: an ivf_pq_refine snapshot from before the rotated scan axes "
-                                    "(format 1); rebuild the index from the database")
+            if meta.get("kind") == "ivf_pq_refine" and meta.get("format", 1) < 3:
+                raise SnapshotError(f"{path}: an ivf_pq_refine snapshot of format {meta.get('format', 1)}, from "
+                                    "before its cells moved to the PCA space (format 3); rebuild the index "
+                                    "from the database")
             f.seek(size - len(_MAGIC))
             if f.read(len(_MAGIC)) != _MAGIC:
                 raise SnapshotError(f"{path} is truncated")
@@ -732,6 +837,7 @@ class VectorIndex:
                 refine = None
                 if "refine_rows" in meta:
                     codec = faiss.read_index(faiss.PyCallbackIOReader(reader.read))
+                    cells = faiss.read_index(faiss.PyCallbackIOReader(reader.read))
                     refine = _RefineCodes(codec)
                     used = int(meta["refine_rows"])
                     refine.load_rows(_read_array(reader, np.uint8, used * codec.code_size, path),
@@ -748,13 +854,14 @@ class VectorIndex:
         stored_ids = _index_ids(index)
         if self._uses_tombstones():
             stored_ids = stored_ids[stored_ids >= 0]     # tombstones
-        self._refine, self._slots = refine, np.empty(0, np.int64)
+        self._refine, self._slots, self._cells = refine, np.empty(0, np.int32), None
         if refine is not None:       # the IVF holds row numbers; each row's owner is its template
+            self._cells = cells
             rows = np.flatnonzero(refine.owner[:refine.used] >= 0)
-            if not np.array_equal(np.sort(stored_ids), rows):
+            if not np.array_equal(np.sort(stored_ids), np.repeat(rows, self._copies())):
                 raise SnapshotError(f"{path}: refinement rows do not match the index")
             order = np.argsort(refine.owner[rows], kind="stable")
-            stored_ids, self._slots = refine.owner[rows][order], rows[order]
+            stored_ids, self._slots = refine.owner[rows][order], rows[order].astype(np.int32)
         self._members = np.sort(stored_ids)
         if not self._uses_tombstones() and len(self._members) != index.ntotal:
             raise SnapshotError(f"{path}: id list does not match the vector count")
@@ -797,7 +904,7 @@ class VectorIndex:
                 total += self.dim * int(self.params["pca"] or self.dim) * 4
             return int(total)
         ivf = faiss.extract_index_ivf(self._index)
-        total += n * (ivf.code_size + 8)
+        total += int(ivf.ntotal) * (ivf.code_size + 8)       # spill copies and tombstones included
         total += ivf.nlist * ivf.d * 4
         if self.params.get("hnsw_quantizer"):
             total += ivf.nlist * 32 * 2 * 4 + ivf.nlist * 8
@@ -807,7 +914,11 @@ class VectorIndex:
                 total += transform.d_in * transform.d_out * 4
         if self._refine is not None:
             total += self._slots.nbytes + self._refine.codes.shape[0] * (self._refine.codec.d + 8)
+            total += self._cells.ntotal * self._cells.d * 4
         return int(total)
+
+
+_LIVE_IDS = faiss.IDSelectorRange(0, 2**63 - 1)     # every id but tombstones (-1)
 
 
 def _first_live(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -836,11 +947,13 @@ class _RefineCodes:
     def put(self, projected: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Encode vectors into rows owned by ``ids``; returns the row of each."""
         n = len(projected)
+        if self.used + n - min(n, len(self.free)) >= 2**31:     # rows are kept as int32
+            raise ValueError("ivf_pq_refine holds at most 2**31 - 1 refinement rows")
         reuse, self.free = self.free[:n], self.free[n:]
         fresh = np.arange(self.used, self.used + n - len(reuse), dtype=np.int64)
         self.used += len(fresh)
-        if self.used > len(self.codes):        # grow by 1/4: amortised appends, little slack
-            size = max(self.used, len(self.codes) * 5 // 4, 1024)
+        if self.used > len(self.codes):        # grow by 1/8: amortised appends, little slack
+            size = max(self.used, len(self.codes) * (REFINE_GROWTH + 1) // REFINE_GROWTH, 1024)
             grown = np.empty((size, self.codes.shape[1]), np.uint8)
             grown[:len(self.codes)] = self.codes
             owner = np.full(size, -1, np.int64)
@@ -895,15 +1008,21 @@ def _rotated_leading_axes(d_in: int, d_out: int) -> faiss.LinearTransform:
     return transform
 
 
-def _lossless_dims(sample: np.ndarray) -> int:
-    """The smallest multiple of 48 (PQ-friendly) keeping all but ``PCA_MAX_ENERGY_LOSS`` of the
-    sample's energy under an uncentred projection onto its principal axes (capped at the
-    dimension)."""
+def _leading_dims(sample: np.ndarray, max_loss: float, multiple: int) -> int:
+    """The fewest leading principal axes, a multiple of ``multiple`` (capped at the dimension),
+    that keep all but ``max_loss`` of the sample's energy under an uncentred projection."""
     x = np.asarray(sample[:200_000], dtype=np.float64)
     eig = np.linalg.eigvalsh(x.T @ x)[::-1]
     lost = 1.0 - np.cumsum(eig) / eig.sum()
-    need = int(np.argmax(lost <= PCA_MAX_ENERGY_LOSS)) + 1
-    return min(48 * math.ceil(need / 48), x.shape[1])
+    need = int(np.argmax(lost <= max_loss)) + 1
+    return min(multiple * math.ceil(need / multiple), x.shape[1])
+
+
+def _centroids(index: faiss.IndexFlat) -> np.ndarray:
+    """The vectors of a flat index (cell centroids), as a read-only view."""
+    view = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    view.flags.writeable = False
+    return view
 
 
 def _read_array(reader: "_BoundedReader", dtype, count: int, path) -> np.ndarray:
