@@ -41,11 +41,12 @@ Kinds
     ending there if a candidate rescores at ``stop_score`` or more, then the remaining cells
     (:meth:`_search_refined`). A single query's cells are split between ``scan_parts`` copies
     of it (0 = one per FAISS thread) scanned in parallel (:meth:`_scan_cells`). Measured on 2
-    cores (benchmarks/results/index_scale.md), with the defaults: at 1M (384 of 4,096 cells,
-    500 candidates) recall@1 vs exact 0.991 on mated queries, p50 0.5-0.6 ms for mated queries
-    with the gallery's stop score 0.6, 1.4-1.5 ms for unmated ones (full depth); 10M: see the
-    results. Without the spill (and with the cells of the scanned axes) 0.99 took 1,280 of
-    4,096 cells at 1M and 2,560 of 8,192 at 10M: 2.4 and 7.1 ms unmated. The default above
+    cores (benchmarks/results/index_scale.md), with the defaults: at 10M (768 of 8,192 cells,
+    300 candidates) recall@1 vs exact 0.993 on mated queries, p50 1.3-1.8 ms for mated
+    queries with the gallery's stop score 0.6 (75 % stop after 128 cells), 3.9-5.5 ms (median
+    4.7) for unmated ones (full depth); at 1M (384 of 4,096) 0.991, 0.8 / 1.8-2.0 ms. Without
+    the spill (and with the cells of the scanned axes) 0.99 took 2,560 of 8,192 cells at 10M
+    and 1,280 of 4,096 at 1M: 7.1 and 2.4 ms unmated. The default above
     ``FLAT_MAX``. Embeddings that fill all dimensions (nothing projected away) need a longer
     shortlist: 4-bit codes of full 512-D vectors rank coarsely.
 ``hnsw_sq``
