@@ -468,13 +468,16 @@ class VectorIndex:
         invlists = faiss.downcast_InvertedLists(ivf.invlists)
         packer = ivf.get_CodePacker()
         zero = np.zeros(packer.code_size, np.uint8)
+        ids = np.unique(ids)        # sorted once: a binary search per stored id, not a sort per list
+        if not len(ids):
+            return 0
         dead = 0
         for list_no in range(ivf.nlist):
             size = invlists.list_size(list_no)
             if not size:
                 continue
             list_ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
-            hits = np.flatnonzero(np.isin(list_ids, ids))
+            hits = np.flatnonzero(ids[np.minimum(np.searchsorted(ids, list_ids), len(ids) - 1)] == list_ids)
             if not len(hits):
                 continue
             blocks = (size + packer.nvec - 1) // packer.nvec
