@@ -298,11 +298,12 @@ class VectorIndex:
 
     def _train_refine(self, sample: np.ndarray) -> faiss.Index:
         p = self.params
+        lost = _energy_lost(sample) if not (p["pca"] and p["scan_dims"]) else None
         if not p["pca"]:
-            p["pca"] = _leading_dims(sample, PCA_MAX_ENERGY_LOSS, 16)
+            p["pca"] = _dims_keeping(lost, PCA_MAX_ENERGY_LOSS, 16)
         d = int(p["pca"])
         if not p["scan_dims"]:
-            p["scan_dims"] = _leading_dims(sample, 1.0 - SCAN_ENERGY, 8)
+            p["scan_dims"] = _dims_keeping(lost, 1.0 - SCAN_ENERGY, 8)
         p["scan_dims"] = scan_dims = min(int(p["scan_dims"]), d)
         if not p["m"]:
             p["m"] = scan_dims // 2
@@ -477,7 +478,7 @@ class VectorIndex:
             if not size:
                 continue
             list_ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
-            hits = np.flatnonzero(ids[np.minimum(np.searchsorted(ids, list_ids), len(ids) - 1)] == list_ids)
+            hits = np.flatnonzero(_in_sorted(ids, list_ids))
             if not len(hits):
                 continue
             blocks = (size + packer.nvec - 1) // packer.nvec
@@ -521,11 +522,7 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- membership
     def _contains(self, ids: np.ndarray) -> np.ndarray:
-        if not len(self._members):
-            return np.zeros(len(ids), dtype=bool)
-        pos = np.searchsorted(self._members, ids)
-        pos = np.minimum(pos, len(self._members) - 1)
-        return self._members[pos] == ids
+        return _in_sorted(self._members, ids)
 
     # ----------------------------------------------------------------- mutation
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -579,7 +576,6 @@ class VectorIndex:
         pos = np.searchsorted(self._members, ids[present])
         old_rows = self._slots[pos]
         if len(old_rows):
-            old_rows = old_rows.astype(np.int64)
             self._tombstone_ivf(old_rows)
         projected = self._project(x)                    # projected once for both codes
         rows = self._refine.put(projected, ids)
@@ -596,7 +592,7 @@ class VectorIndex:
             return 0
         pos = np.searchsorted(self._members, present)
         if self._refine is not None:        # trained ivf_pq_refine: the IVF holds row numbers
-            rows = self._slots[pos].astype(np.int64)
+            rows = self._slots[pos]
             self._tombstone_ivf(rows)           # every copy of each row
             self._refine.release(rows)
             self._slots = np.delete(self._slots, pos)
@@ -1012,14 +1008,32 @@ def _rotated_leading_axes(d_in: int, d_out: int) -> faiss.LinearTransform:
     return transform
 
 
-def _leading_dims(sample: np.ndarray, max_loss: float, multiple: int) -> int:
-    """The fewest leading principal axes, a multiple of ``multiple`` (capped at the dimension),
-    that keep all but ``max_loss`` of the sample's energy under an uncentred projection."""
+def _energy_lost(sample: np.ndarray) -> np.ndarray:
+    """``lost[i]``: the share of the sample's energy outside its first ``i + 1`` principal axes
+    (uncentred projection)."""
     x = np.asarray(sample[:200_000], dtype=np.float64)
     eig = np.linalg.eigvalsh(x.T @ x)[::-1]
-    lost = 1.0 - np.cumsum(eig) / eig.sum()
+    return 1.0 - np.cumsum(eig) / eig.sum()
+
+
+def _dims_keeping(lost: np.ndarray, max_loss: float, multiple: int) -> int:
+    """The fewest leading axes, a multiple of ``multiple`` (capped at the dimension), that keep
+    all but ``max_loss`` of the energy (``lost`` from :func:`_energy_lost`)."""
     need = int(np.argmax(lost <= max_loss)) + 1
-    return min(multiple * math.ceil(need / multiple), x.shape[1])
+    return min(multiple * math.ceil(need / multiple), len(lost))
+
+
+def _leading_dims(sample: np.ndarray, max_loss: float, multiple: int) -> int:
+    """:func:`_dims_keeping` for one sample."""
+    return _dims_keeping(_energy_lost(sample), max_loss, multiple)
+
+
+def _in_sorted(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Which of ``x`` are in ``sorted_values`` (sorted, unique), by binary search."""
+    if not len(sorted_values):
+        return np.zeros(len(x), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_values, x), len(sorted_values) - 1)
+    return sorted_values[pos] == x
 
 
 def _centroids(index: faiss.IndexFlat) -> np.ndarray:
