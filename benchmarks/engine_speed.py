@@ -35,11 +35,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from facegate.calibration import threshold_at_fmr  # noqa: E402
+from facegate.matching.operating_points import threshold_at_fmr  # noqa: E402
 from facegate.config import Settings  # noqa: E402
 from facegate.engine import FaceEngine  # noqa: E402
-from facegate.evaluation import all_impostor_scores, embed_images, kfold_accuracy  # noqa: E402
-from facegate.pairs import read_lfw_pairs  # noqa: E402
+from facegate.evaluation.accuracy import all_impostor_scores, embed_images, kfold_accuracy  # noqa: E402
+from facegate.evaluation.pairs import read_lfw_pairs  # noqa: E402
 
 STAGES = ("decode", "detect", "align", "embed")
 PEER_STAGES = ("decode", "detect", "encode")

@@ -65,8 +65,8 @@ def photo_embeddings(data_dir: Path, engine) -> dict[str, np.ndarray]:
     import sqlalchemy as sa
 
     from facegate.config import Settings
-    from facegate.index.schema import import_items
-    from facegate.index.store import Store
+    from facegate.storage.schema import import_items
+    from facegate.storage.store import Store
     store = Store.open(Settings.load(data_dir=str(data_dir)))
     with store.db.connect() as conn:
         rows = conn.execute(sa.select(import_items.c.path, import_items.c.template_id)
@@ -81,7 +81,7 @@ def identification(images: Path, data_dir: Path, engine, limit: int | None) -> d
     import dataclasses
 
     from facegate.config import Settings
-    from facegate.index.gallery import Gallery
+    from facegate.gallery.gallery import Gallery
 
     emb = photo_embeddings(data_dir, engine)
     people = sorted(p.name for p in images.iterdir() if p.is_dir())

@@ -36,9 +36,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from facegate.calibration import OperatingPoints  # noqa: E402
+from facegate.matching.operating_points import OperatingPoints  # noqa: E402
 from facegate.config import Settings  # noqa: E402
-from facegate.index.vector_index import VectorIndex, set_threads  # noqa: E402
+from facegate.gallery.vectors import VectorIndex, set_threads  # noqa: E402
 
 CHUNK = 100_000
 PLANT_BASE = 10**12          # planted identities get ids PLANT_BASE + j

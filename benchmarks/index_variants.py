@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 import index_scale as scale  # noqa: E402
-from facegate.index.vector_index import VectorIndex, set_threads  # noqa: E402
+from facegate.gallery.vectors import VectorIndex, set_threads  # noqa: E402
 
 PROJECTED = 192
 

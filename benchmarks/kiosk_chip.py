@@ -1,6 +1,6 @@
 """Person vs ID-card chip photo on LFW dev pairs (issue 6), and the chip operating points.
 
-Each pair's second photo is turned into a chip-like portrait (``facegate.documents.chip_photo``:
+Each pair's second photo is turned into a chip-like portrait (``facegate.evaluation.documents.chip_photo``:
 head-and-shoulders crop, 102x126 px, JPEG quality 60) and matched the way
 ``POST /v1/kiosk/authenticate`` does (largest face, small faces allowed). Reported next to the
 full-resolution figures on the same pairs: cross-validated accuracy (LFW protocol), TAR at FAR
@@ -23,11 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facegate.calibration import compute_table, threshold_at_fmr
-from facegate.documents import chip_photo
+from facegate.matching.operating_points import compute_table, threshold_at_fmr
+from facegate.evaluation.documents import chip_photo
 from facegate.engine import load_engine
-from facegate.evaluation import auc, kfold_accuracy
-from facegate.pairs import read_lfw_pairs
+from facegate.evaluation.accuracy import auc, kfold_accuracy
+from facegate.evaluation.pairs import read_lfw_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from facegate.config import Settings  # noqa: E402
 from facegate.engine import FaceEngine  # noqa: E402
 from facegate.errors import FacegateError  # noqa: E402
-from facegate.evaluation import auc  # noqa: E402
+from facegate.evaluation.accuracy import auc  # noqa: E402
 
 
 @dataclass(frozen=True)

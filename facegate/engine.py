@@ -16,16 +16,16 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from facegate.calibration import OperatingPoints
+from facegate.matching.operating_points import OperatingPoints
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.images import decode_image
 from facegate.models.alignment import align_face
-from facegate.models.detector import Detection, MTCNNDetector
-from facegate.models.embedder import ArcFaceStyleEmbedder
+from facegate.models.mtcnn import Detection, MTCNNDetector
+from facegate.models.arcface import ArcFaceStyleEmbedder
 from facegate.models.pack import ModelPack, load_pack
 from facegate.models.quality import FaceQuality, assess
-from facegate.models.sessions import create_session
+from facegate.models.onnx import create_session
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class FaceEngine:
         settings = settings or Settings.load()
         pack = load_pack(settings.model_dir, settings.pack)
         if pack.manifest.get("kind") == "insightface":
-            from facegate.models.insightface_pack import load_insightface_engine
+            from facegate.models.insightface import load_insightface_engine
             return load_insightface_engine(pack, settings)
 
         def session(name):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from facegate.calibration import OperatingPoints, compute_table, threshold_at_fmr
-from facegate.evaluation import auc, best_threshold, kfold_accuracy
+from facegate.matching.operating_points import OperatingPoints, compute_table, threshold_at_fmr
+from facegate.evaluation.accuracy import auc, best_threshold, kfold_accuracy
 
 
 def test_threshold_at_fmr_allows_exactly_the_budget():

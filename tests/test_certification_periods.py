@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from facegate.certification.periods import parse_period, period_at, status_in_period
+from facegate.workflows.certification.periods import parse_period, period_at, status_in_period
 
 
 def utc(*a):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from facegate.errors import FacegateError
-from facegate.evaluation import embed_images, evaluate
-from facegate.pairs import read_pairs, read_lfw_pairs
+from facegate.evaluation.accuracy import embed_images, evaluate
+from facegate.evaluation.pairs import read_pairs, read_lfw_pairs
 from conftest import need_shared
 
 

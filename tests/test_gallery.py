@@ -27,7 +27,7 @@ def faces(engine, lfw_images) -> dict[str, list]:
 
 @pytest.fixture(params=BACKENDS)
 def gallery_env(request, tmp_path, engine):
-    from facegate.index.gallery import Gallery
+    from facegate.gallery.gallery import Gallery
     data = tmp_path / "data"
     with fresh_database(request.param, data) as url:
         settings = make_settings(data, url, index_sync_s=0.0)
@@ -126,7 +126,7 @@ def test_margin_rule_reports_ambiguous_when_two_subjects_are_too_close(gallery_e
 
 def test_snapshot_replay_and_sync_between_processes(gallery_env, faces):
     open_gallery, settings = gallery_env
-    from facegate.index.store import Store
+    from facegate.storage.store import Store
     g = open_gallery()
     assert g.opened_from.startswith("rebuild")
     enrol_people(g, faces)
@@ -201,7 +201,7 @@ def test_templates_of_another_pack_are_never_compared(gallery_env, faces):
 
 
 def test_photos_are_kept_only_when_enabled_and_then_encrypted(tmp_path, engine, faces):
-    from facegate.index.gallery import Gallery
+    from facegate.gallery.gallery import Gallery
     photo = faces["Jacques_Chirac"][0][0]
     off = Gallery(make_settings(tmp_path / "off", ""), engine)
     off.store.add_subject("P-1")
@@ -219,7 +219,7 @@ def test_photos_are_kept_only_when_enabled_and_then_encrypted(tmp_path, engine, 
 
 
 def test_pack_change_re_enrols_from_kept_photos(tmp_path, engine, faces):
-    from facegate.index.gallery import Gallery
+    from facegate.gallery.gallery import Gallery
     g = Gallery(make_settings(tmp_path / "d", "", store_images=True), engine)
     photo, emb = faces["Andre_Agassi"][0]
     g.store.add_subject("P-1")
@@ -250,7 +250,7 @@ def test_many_tombstones_in_the_snapshot_trigger_a_rebuild(gallery_env, faces, m
     g = open_gallery()
     enrol_people(g, faces)
     g.close()
-    from facegate.index.vector_index import VectorIndex
+    from facegate.gallery.vectors import VectorIndex
     monkeypatch.setattr(VectorIndex, "tombstones", property(lambda self: 10**6))
     g2 = open_gallery()
     assert g2.opened_from.startswith("rebuild") and "removed templates" in g2.opened_from
@@ -260,7 +260,7 @@ def test_many_tombstones_in_the_snapshot_trigger_a_rebuild(gallery_env, faces, m
 def test_1n_searches_pass_the_configured_early_stop_score_to_the_index(gallery_env, faces, monkeypatch):
     """FACEGATE_INDEX_EARLY_STOP reaches every 1:N search of the index (identify and the
     enrolment duplicate check); 0 or less means full depth (no stop score)."""
-    from facegate.index.vector_index import VectorIndex
+    from facegate.gallery.vectors import VectorIndex
     seen = []
     search = VectorIndex.search
 

@@ -175,7 +175,7 @@ def test_kill_9_half_way_then_rerun_enrols_every_photo_exactly_once(data_dir, lf
 
     # a gallery opened right after the crash agrees with the database
     from facegate.config import Settings
-    from facegate.index.gallery import Gallery
+    from facegate.gallery.gallery import Gallery
     g = Gallery(Settings.load(data_dir=str(data_dir)), engine)
     assert len(g.index) == g.store.count_templates(g.pack_id) == t
     g.close()

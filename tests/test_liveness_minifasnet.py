@@ -13,7 +13,7 @@ from conftest import need_shared
 from facegate.liveness.minifasnet import MINIFASNET_MODELS, build_minifasnet_pack, reference_error
 from facegate.liveness.pad import FrLivenessPAD, MiniFASNetPAD
 from facegate.models.pack import load_pack, sha256_file
-from facegate.models.sessions import create_session
+from facegate.models.onnx import create_session
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""The Alembic chain creates exactly the tables facegate.index.schema declares."""
+"""The Alembic chain creates exactly the tables facegate.storage.schema declares."""
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from facegate.index.db import open_database
-from facegate.index.schema import metadata
+from facegate.storage.db import open_database
+from facegate.storage.schema import metadata
 
 
 def test_migrations_match_the_declared_schema(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import need_shared
 from facegate.config import Settings
-from facegate.index.db import open_database
+from facegate.storage.db import open_database
 from facegate.service import auth
 from service_support import (Server, blurred, chip_photo, cli, create_key, gradient_png, png_with_size,
                              shrunk, side_by_side)
@@ -291,7 +291,7 @@ def test_unknown_subject_and_face(enrolled):
 def test_not_enrolled_and_pack_mismatch(enrolled, engine):
     """A subject without templates, and one whose only template was made by another model pack."""
     from facegate.config import Settings
-    from facegate.index.store import Store
+    from facegate.storage.store import Store
 
     probe = photo("Ann_Veneman", 2)
     assert call(enrolled, "operator", "POST", "/v1/subjects", json={"subject_id": "P-EMPTY"}).status_code == 201

@@ -1,7 +1,7 @@
 import onnxruntime as ort
 import pytest
 
-from facegate.models.sessions import create_session, resolve_providers
+from facegate.models.onnx import create_session, resolve_providers
 
 
 def test_auto_providers_use_cuda_only_when_onnxruntime_sees_it():

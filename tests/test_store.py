@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from facegate import audit
+from facegate.storage import audit
 from facegate.errors import FacegateError
 from gallery_support import BACKENDS, fresh_database, make_settings
 
@@ -27,7 +27,7 @@ def embeddings(engine, lfw_images) -> list[np.ndarray]:
 
 @pytest.fixture(params=BACKENDS)
 def store_env(request, tmp_path):
-    from facegate.index.store import Store
+    from facegate.storage.store import Store
     data = tmp_path / "data"
     with fresh_database(request.param, data) as url:
         settings = make_settings(data, url)
@@ -42,8 +42,8 @@ def store(store_env):
 
 
 def test_migrations_create_every_table_and_reopen_is_a_no_op(store_env):
-    from facegate.index.db import head_revision
-    from facegate.index.store import Store
+    from facegate.storage.db import head_revision
+    from facegate.storage.store import Store
     store, settings = store_env
     names = set(sa.inspect(store.db).get_table_names())
     assert {"subjects", "templates", "change_log", "audit_log", "api_keys", "import_items", "alembic_version"} <= names
@@ -151,9 +151,9 @@ def test_erase_removes_biometrics_and_audits_without_them(store_env, embeddings)
 
 
 def test_sqlite_file_never_holds_plain_embeddings(tmp_path, embeddings, caplog):
-    from facegate.index.store import Store
+    from facegate.storage.store import Store
     settings = make_settings(tmp_path / "data", "")
-    with caplog.at_level(logging.WARNING, logger="facegate.index.datakeys"):
+    with caplog.at_level(logging.WARNING, logger="facegate.storage.datakeys"):
         store = Store.open(settings)
     key_file = tmp_path / "data" / "data.key"
     assert key_file.exists() and stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -214,8 +214,8 @@ def test_concurrent_writers_keep_one_audit_chain_and_ordered_change_log(store, e
 
 
 def test_rotate_data_key_re_encrypts_and_resumes_after_a_crash(store_env, embeddings, monkeypatch):
-    from facegate.index import store as store_module
-    from facegate.index.store import Store
+    from facegate.storage import store as store_module
+    from facegate.storage.store import Store
     monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
     store, settings = store_env
     store.add_subject("P-1")
@@ -232,7 +232,7 @@ def test_rotate_data_key_re_encrypts_and_resumes_after_a_crash(store_env, embedd
     second = store.keys.rotate()
     with store.db.connect() as conn:
         first_id = conn.execute(sa.text("SELECT min(id) FROM templates")).scalar()
-    from facegate.index.store import embedding_aad
+    from facegate.storage.store import embedding_aad
     plain = embeddings[0].astype("<f4").tobytes()
     blob, kid = store.keys.encrypt(plain, embedding_aad("P-1", "pack-A"))
     with store.db.begin() as conn:
@@ -245,7 +245,7 @@ def test_rotate_data_key_re_encrypts_and_resumes_after_a_crash(store_env, embedd
 
 
 def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path):
-    from facegate.index.store import Store
+    from facegate.storage.store import Store
     store, settings = store_env
     store.add_subject("P-1", name="Ana", consent={"who": "clerk", "purpose": "pension"})
     store.add_subject("P-2", status="suspended")
@@ -278,8 +278,8 @@ def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path
 
 
 def test_a_running_process_picks_up_a_rotation_made_elsewhere(store_env, embeddings, monkeypatch):
-    from facegate.index import datakeys, store as store_module
-    from facegate.index.store import Store
+    from facegate.storage import datakeys, store as store_module
+    from facegate.storage.store import Store
     monkeypatch.setattr(datakeys, "REFRESH_S", 0.01)
     monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
     server, settings = store_env
@@ -295,10 +295,10 @@ def test_a_running_process_picks_up_a_rotation_made_elsewhere(store_env, embeddi
 
 
 def test_rotation_also_re_encrypts_certification_captures(store_env, embeddings, monkeypatch):
-    from facegate.certification.ledger import capture_aad
-    from facegate.index import store as store_module
-    from facegate.index.schema import certification_captures, certifications
-    from facegate.index.store import utcnow
+    from facegate.workflows.certification.ledger import capture_aad
+    from facegate.storage import store as store_module
+    from facegate.storage.schema import certification_captures, certifications
+    from facegate.storage.store import utcnow
     monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
     store, _ = store_env
     store.add_subject("P-1")

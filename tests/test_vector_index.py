@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from facegate.index.vector_index import SnapshotError, VectorIndex, _nearest_cells, set_threads
+from facegate.gallery.vectors import SnapshotError, VectorIndex, _nearest_cells, set_threads
 
 DIM = 512
 
@@ -213,7 +213,7 @@ def test_refine_spill_puts_each_template_in_its_nearest_cell_and_a_soar_cell():
     r the residual to the first). Searches return each template once; removal leaves neither
     copy; a snapshot keeps both."""
     import faiss
-    from facegate.index.vector_index import _centroids
+    from facegate.gallery.vectors import _centroids
     rng = np.random.default_rng(31)
     basis = np.linalg.qr(rng.standard_normal((DIM, 150)))[0].T
     x = unit(rng.standard_normal((3000, 150)) @ basis)
@@ -275,7 +275,7 @@ def test_refine_projection_finds_a_low_rank_subspace():
     benchmarks/results/index_scale.md) get a 160-D projection, of which the leading axes
     holding 97 % of the energy are scanned, and ivf_pq_refine's scores through it match exact
     cosine to the 8-bit quantisation (~1e-3)."""
-    from facegate.index.vector_index import _leading_dims
+    from facegate.gallery.vectors import _leading_dims
     rng = np.random.default_rng(11)
     basis = np.linalg.qr(rng.standard_normal((DIM, 150)))[0].T          # 150 orthonormal rows
     scale = np.linspace(2.0, 0.2, 150)                                    # a decaying spectrum
@@ -367,7 +367,7 @@ def test_scan_stage_keeps_the_leading_axes_and_rotates_them():
     """ivf_pq_refine scans the first 2/3 of the PCA axes, turned by an orthogonal rotation:
     inner products within those axes are kept, the trailing axes are dropped, and the
     variance of a leading-heavy sample ends up spread evenly over the PQ's 2-D sub-spaces."""
-    from facegate.index.vector_index import _rotated_leading_axes
+    from facegate.gallery.vectors import _rotated_leading_axes
     rng = np.random.default_rng(3)
     transform = _rotated_leading_axes(192, 128)
     z = rng.standard_normal((500, 192)).astype(np.float32) * np.linspace(3, 0.1, 192, dtype=np.float32)
@@ -407,7 +407,7 @@ def test_failed_save_keeps_old_snapshot(tmp_path, gallery, monkeypatch):
     index.save(path, applied_seq=1)
     index.add(ids[100:200], x[100:200])
 
-    import facegate.index.vector_index as vi
+    import facegate.gallery.vectors as vi
 
     def crash(*a, **k):
         raise OSError("disk full")

@@ -111,7 +111,7 @@ def test_still_photo_fails_and_is_flagged(env):
 
 
 def test_kiosk_person_vs_chip_photo_and_search(env):
-    from facegate.documents import chip_photo
+    from facegate.evaluation.documents import chip_photo
     sid, verdict = live_session(env, "kiosk")
     assert verdict["live"]
     chip = chip_photo(cv2.imdecode(__import__("numpy").frombuffer(env["enrol"], "uint8"), cv2.IMREAD_COLOR))

@@ -78,7 +78,7 @@ def cmd_compare(args) -> int:
 
 
 def _embeddings(engine, pairset, images: str, cache: str | None) -> dict:
-    from facegate.evaluation import embed_images
+    from facegate.evaluation.accuracy import embed_images
 
     names = pairset.images
     if cache and Path(cache).exists():
@@ -100,8 +100,8 @@ def _embeddings(engine, pairset, images: str, cache: str | None) -> dict:
 
 
 def cmd_eval(args) -> int:
-    from facegate.evaluation import evaluate
-    from facegate.pairs import read_pairs
+    from facegate.evaluation.accuracy import evaluate
+    from facegate.evaluation.pairs import read_pairs
 
     engine = _engine()
     pairset = read_pairs(args.pairs)
@@ -119,8 +119,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from facegate.evaluation import calibrate
-    from facegate.pairs import read_pairs
+    from facegate.evaluation.accuracy import calibrate
+    from facegate.evaluation.pairs import read_pairs
 
     engine = _engine()
     pairset = read_pairs(args.pairs)

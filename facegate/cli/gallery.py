@@ -16,13 +16,13 @@ from facegate.errors import FacegateError
 
 
 def _store():
-    from facegate.index.store import Store
+    from facegate.storage.store import Store
     return Store.open(Settings.load())
 
 
 def _gallery():
     from facegate.engine import FaceEngine
-    from facegate.index.gallery import Gallery
+    from facegate.gallery.gallery import Gallery
     settings = Settings.load()
     return Gallery(settings, FaceEngine.load(settings))
 
@@ -241,7 +241,7 @@ def cmd_enrol(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from facegate.index.importer import load_items, run_import
+    from facegate.gallery.importer import load_items, run_import
     items = load_items(args.source)
     if args.limit:
         items = items[:args.limit]

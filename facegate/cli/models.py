@@ -62,7 +62,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_add(args) -> int:
-    from facegate.models.insightface_pack import INSIGHTFACE_LICENCE_WARNING, register_folder
+    from facegate.models.insightface import INSIGHTFACE_LICENCE_WARNING, register_folder
 
     folder = register_folder(Path(args.folder), name=args.name, licence=args.licence)
     manifest = json.loads((folder / MANIFEST).read_text())

@@ -71,12 +71,12 @@ def register_key_commands(ks) -> None:
 
 def _database():
     from facegate.config import Settings
-    from facegate.index.db import open_database
+    from facegate.storage.db import open_database
     return open_database(Settings.load().database)
 
 
 def _audit(db, operation: str, outcome: str, **kw) -> None:
-    from facegate import audit
+    from facegate.storage import audit
     actor = f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
     audit.record(db, actor=actor, operation=operation, outcome=outcome, **kw)
 
@@ -140,7 +140,7 @@ def cmd_keys_revoke(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
-    from facegate import audit
+    from facegate.storage import audit
     db = _database()
     with db.connect() as conn:
         result = audit.verify(conn)

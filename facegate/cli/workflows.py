@@ -13,15 +13,15 @@ from facegate.errors import FacegateError
 
 
 def _ledger():
-    from facegate.certification.ledger import CertificationLedger
-    from facegate.index.store import Store
+    from facegate.workflows.certification.ledger import CertificationLedger
+    from facegate.storage.store import Store
 
     settings = Settings.load()
     return CertificationLedger(settings, Store.open(settings))
 
 
 def _db():
-    from facegate.index.db import open_database
+    from facegate.storage.db import open_database
     return open_database(Settings.load().database)
 
 
@@ -125,7 +125,7 @@ def cmd_fraud_signals(args) -> int:
 
 
 def cmd_kiosks_add(args) -> int:
-    from facegate.kiosk import add_kiosk
+    from facegate.workflows.kiosk import add_kiosk
 
     secret, kiosk = add_kiosk(_db(), args.location, args.kiosk_id, args.rate_limit)
     if args.json:
@@ -137,7 +137,7 @@ def cmd_kiosks_add(args) -> int:
 
 
 def cmd_kiosks_list(args) -> int:
-    from facegate.kiosk import list_kiosks
+    from facegate.workflows.kiosk import list_kiosks
 
     kiosks = list_kiosks(_db())
     if args.json:
@@ -149,7 +149,7 @@ def cmd_kiosks_list(args) -> int:
 
 
 def cmd_kiosks_disable(args) -> int:
-    from facegate.kiosk import disable_kiosk
+    from facegate.workflows.kiosk import disable_kiosk
 
     k = disable_kiosk(_db(), args.kiosk_id)
     print(f"kiosk {k['kiosk_id']} disabled; key {k['key_id']} revoked")
@@ -157,7 +157,7 @@ def cmd_kiosks_disable(args) -> int:
 
 
 def cmd_kiosks_report(args) -> int:
-    from facegate.kiosk import report
+    from facegate.workflows.kiosk import report
 
     rows = report(_db(), parse_instant(args.since, "--since"))
     if args.json:

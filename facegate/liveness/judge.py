@@ -20,7 +20,7 @@ from facegate.liveness.pad import load_pad_models
 from facegate.liveness.pose import HeadPoseEstimator
 from facegate.liveness.tracker import FaceTracker, FrameObservation
 from facegate.models.alignment import align_face
-from facegate.models.sessions import create_session
+from facegate.models.onnx import create_session
 
 MIN_FACE_FRACTION = 0.8           # of frames in which the one face must be found
 MAX_MULTI_FACE_FRAMES = 2

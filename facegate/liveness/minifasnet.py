@@ -214,7 +214,7 @@ def build_minifasnet_pack(weights_dir: str | Path, model_dir: str | Path, allow_
 
 def reference_error(onnx_path: Path, reference_npz: Path) -> float:
     """Largest absolute difference between the graph's logits and the reference logits."""
-    from facegate.models.sessions import create_session
+    from facegate.models.onnx import create_session
 
     with np.load(reference_npz) as ref:
         x, want = ref["input"].astype(np.float32), ref["logits"]

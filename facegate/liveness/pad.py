@@ -68,7 +68,7 @@ def load_pad_models(settings, default_pack) -> list:
     """
     from facegate.errors import FacegateError
     from facegate.models.pack import load_pack
-    from facegate.models.sessions import create_session
+    from facegate.models.onnx import create_session
 
     wanted = [w.strip() for w in (settings.liveness_pad or "auto").split(",") if w.strip()]
     if wanted == ["none"]:

@@ -37,7 +37,7 @@ log = logging.getLogger("facegate.service")
 def _load(settings: Settings) -> ServiceState:
     """Load the models and open the gallery (which opens and migrates the database)."""
     from facegate.engine import FaceEngine
-    from facegate.index.gallery import Gallery
+    from facegate.gallery.gallery import Gallery
 
     t0 = time.perf_counter()
     engine = FaceEngine.load(settings)

@@ -36,7 +36,7 @@ def caller(request: Request, key: ApiKey | None) -> Caller:
 def write(st, who: Caller, operation: str, outcome: str, subject_id: str | None = None,
           scores: dict | None = None, detail: dict | None = None) -> int:
     """Append one audit entry (blocking); returns its sequence number."""
-    from facegate import audit
+    from facegate.storage import audit
     with metrics.stage("audit"):
         return audit.record(st.db, actor=who.key.actor if who.key else "anonymous", operation=operation,
                             outcome=outcome, key_id=who.key.key_id if who.key else None, subject_id=subject_id,

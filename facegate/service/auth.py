@@ -63,7 +63,7 @@ class ApiKey:
 
 
 def _table():
-    from facegate.index.schema import api_keys
+    from facegate.storage.schema import api_keys
     return api_keys
 
 

@@ -25,7 +25,7 @@ def _json(text):
 
 def read_entries(db, after_seq: int = 0, limit: int = 100, subject_id: str | None = None,
                  operation: str | None = None) -> dict:
-    from facegate.index.schema import audit_log as t
+    from facegate.storage.schema import audit_log as t
     query = sa.select(t).where(t.c.seq > after_seq).order_by(t.c.seq).limit(limit)
     if subject_id:
         query = query.where(t.c.subject_id == subject_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from facegate.certification.ledger import CertificationLedger
+from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.clock import parse_instant
 from facegate.errors import FacegateError
 from facegate.service import auditing, metrics

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 
 from facegate.errors import FacegateError
 from facegate.service import auditing, metrics
-from facegate.decisions import decide
+from facegate.matching.decisions import decide
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.pipeline import analyse_face
 from facegate.service.schemas import CompareOut

@@ -18,12 +18,12 @@ import time
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from facegate.calibration import OperatingPoints
+from facegate.matching.operating_points import OperatingPoints
 from facegate.errors import FacegateError
-from facegate.index.db import write_transaction
-from facegate.kiosk import record_event
+from facegate.storage.db import write_transaction
+from facegate.workflows.kiosk import record_event
 from facegate.service import auditing, metrics
-from facegate.decisions import decide
+from facegate.matching.decisions import decide
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.pipeline import analyse_face
 from facegate.service.routers.verify import check_liveness, subject_status

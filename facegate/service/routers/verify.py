@@ -3,7 +3,7 @@
 Fields: ``subject_id``, ``image``; optional ``liveness_session_id`` (a passed liveness session
 of this key, checked and consumed when a liveness store is installed) and ``fmr`` (operating
 point). The answer is ``match`` / ``no_match`` / ``manual_review`` (see
-:mod:`facegate.decisions`): the face is one factor, never the only way in.
+:mod:`facegate.matching.decisions`): the face is one factor, never the only way in.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 
 from facegate.errors import FacegateError
 from facegate.service import auditing, metrics
-from facegate.decisions import decide
+from facegate.matching.decisions import decide
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.pipeline import analyse_face
 from facegate.service.schemas import VerifyOut
@@ -22,7 +22,7 @@ router = APIRouter(tags=["matching"])
 
 
 def subject_status(db, subject_id: str) -> str:
-    from facegate.index.schema import subjects
+    from facegate.storage.schema import subjects
     with db.connect() as conn:
         status = conn.execute(sa.select(subjects.c.status).where(subjects.c.subject_id == subject_id)).scalar()
     if status is None:

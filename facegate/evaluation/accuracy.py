@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facegate.calibration import compute_table, threshold_at_fmr
+from facegate.matching.operating_points import compute_table, threshold_at_fmr
 from facegate.errors import FacegateError
-from facegate.pairs import PairSet
+from facegate.evaluation.pairs import PairSet
 
 
 def embed_images(engine, images_dir: Path, names: list[str], progress: bool = False) -> dict[str, np.ndarray | str]:

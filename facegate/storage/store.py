@@ -24,14 +24,14 @@ from typing import Iterator
 import numpy as np
 import sqlalchemy as sa
 
-from facegate import audit
+from facegate.storage import audit
 from facegate.clock import iso, utcnow
 from facegate.config import Settings
 from facegate.errors import FacegateError
-from facegate.index.datakeys import REFRESH_S, DataKeys
-from facegate.index.db import open_database, write_transaction
-from facegate.index.db import head_revision
-from facegate.index.schema import (SUBJECT_STATUSES, certification_captures, change_log, import_items, store_info,
+from facegate.storage.datakeys import REFRESH_S, DataKeys
+from facegate.storage.db import open_database, write_transaction
+from facegate.storage.db import head_revision
+from facegate.storage.schema import (SUBJECT_STATUSES, certification_captures, change_log, import_items, store_info,
                                    subjects, templates)
 
 log = logging.getLogger(__name__)
@@ -552,7 +552,7 @@ class Store:
 
     def _reencrypt_captures(self, new: str, batch: int) -> int:
         """The certification workflow's encrypted capture embeddings, same keyring."""
-        from facegate.certification.ledger import capture_aad
+        from facegate.workflows.certification.ledger import capture_aad
         c = certification_captures
         done = 0
         while True:

@@ -79,7 +79,7 @@ class OperatingPoints:
         own = pack.path / f"calibration{suffix}.json"
         if own.exists():
             return cls.from_file(own)
-        builtin = resources.files(__package__) / f"{pack.manifest.get('pack', '')}{suffix}.json"
+        builtin = resources.files("facegate") / "calibration" / f"{pack.manifest.get('pack', '')}{suffix}.json"
         if builtin.is_file():
             data = json.loads(builtin.read_text())
             embedder = pack.entry("fr_feature")["source"]["upstream_sha256"] if pack.has("fr_feature") else None

@@ -1,4 +1,4 @@
-"""initial schema: every table of facegate.index.schema
+"""initial schema: every table of facegate.storage.schema
 
 Revision ID: 0001
 Revises: -

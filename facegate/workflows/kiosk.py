@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from facegate.clock import iso, utcnow
 from facegate.errors import FacegateError
-from facegate.index.schema import kiosk_events, kiosks
+from facegate.storage.schema import kiosk_events, kiosks
 
 _KIOSK_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

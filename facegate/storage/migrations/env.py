@@ -1,12 +1,12 @@
 """Alembic environment: migrations run on the connection that
-:func:`facegate.index.db.open_database` passes in ``config.attributes["connection"]``,
+:func:`facegate.storage.db.open_database` passes in ``config.attributes["connection"]``,
 or on ``sqlalchemy.url`` when run from the alembic command line."""
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import context
 
-from facegate.index.schema import metadata
+from facegate.storage.schema import metadata
 
 config = context.config
 

@@ -7,7 +7,7 @@ rows off the end is only detectable against a head hash kept elsewhere, e.g. exp
 
 Rows never hold images or templates: operations, outcomes, scores and ids only.
 
-``append`` must run inside a write transaction: on SQLite, :func:`facegate.index.db.write_transaction`
+``append`` must run inside a write transaction: on SQLite, :func:`facegate.storage.db.write_transaction`
 (``BEGIN IMMEDIATE`` serialises writers); on PostgreSQL, any transaction (``append`` takes the
 shared facegate advisory lock itself), so concurrent writers keep one chain.
 """
@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from facegate.index.db import WRITE_LOCK_KEY, write_transaction
-from facegate.index.schema import audit_log
+from facegate.storage.db import WRITE_LOCK_KEY, write_transaction
+from facegate.storage.schema import audit_log
 
 GENESIS = "0" * 64
 HASHED_FIELDS = ("ts", "actor", "key_id", "operation", "subject_id", "outcome", "scores", "request_id",

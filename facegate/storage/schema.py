@@ -1,7 +1,7 @@
 """The database schema: one SQLAlchemy Core ``MetaData`` for SQLite and PostgreSQL.
 
-Migrations live in ``facegate/index/migrations`` (Alembic) and are applied by
-:func:`facegate.index.db.open_database`; change a table here and add a revision there.
+Migrations live in ``facegate/storage/migrations`` (Alembic) and are applied by
+:func:`facegate.storage.db.open_database`; change a table here and add a revision there.
 
 Tables:
 
@@ -10,7 +10,7 @@ Tables:
   each tagged with the model pack that made it.
 - ``change_log``: one monotonic row per template add/remove, written in the template's
   transaction, so index replicas catch up with ``seq > applied``.
-- ``audit_log``: append-only hash chain (see :mod:`facegate.audit`).
+- ``audit_log``: append-only hash chain (see :mod:`facegate.storage.audit`).
 - ``api_keys``: HTTP API keys (only hashes).
 - ``import_items``: per-photo state of ``facegate import``, written in the same transaction as
   the template, so a re-run skips what is done.

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from facegate.errors import FacegateError
-from facegate.models.detector import Detection
+from facegate.models.mtcnn import Detection
 from facegate.models.pack import MANIFEST, ModelPack, load_pack, sha256_file
-from facegate.models.sessions import resolve_providers
+from facegate.models.onnx import resolve_providers
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,10 @@ class InsightFaceDetector:
 
 
 def load_insightface_engine(pack: ModelPack, settings):
-    from facegate.calibration import OperatingPoints
+    from facegate.matching.operating_points import OperatingPoints
     from facegate.engine import FaceEngine
-    from facegate.models.detector import MTCNNDetector
-    from facegate.models.sessions import create_session
+    from facegate.models.mtcnn import MTCNNDetector
+    from facegate.models.onnx import create_session
 
     log.warning("loading pack %s: %s", pack.path, INSIGHTFACE_LICENCE_WARNING)
     providers = resolve_providers(settings.providers)

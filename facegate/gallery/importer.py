@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
-from facegate.index.vector_index import set_threads
+from facegate.gallery.vectors import set_threads
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STAGES = ("read", "decode", "detect", "align", "embed")

@@ -24,12 +24,12 @@ from datetime import datetime, timedelta
 import numpy as np
 import sqlalchemy as sa
 
-from facegate import audit
+from facegate.storage import audit
 from facegate.clock import iso, utcnow
-from facegate.certification.periods import Period, parse_period, period_at
+from facegate.workflows.certification.periods import Period, parse_period, period_at
 from facegate.errors import FacegateError
-from facegate.index.db import write_transaction
-from facegate.index.schema import certification_captures, certifications, fraud_signals, subjects
+from facegate.storage.db import write_transaction
+from facegate.storage.schema import certification_captures, certifications, fraud_signals, subjects
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class CertificationLedger:
                 client_id: str | None = None, request_id: str | None = None,
                 decision_id: str | None = None) -> dict:
         """Judge and record one face certification attempt (see the module docstring)."""
-        from facegate.decisions import decide
+        from facegate.matching.decisions import decide
 
         now = utcnow()
         period = self.current_period(now)

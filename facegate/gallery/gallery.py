@@ -24,8 +24,8 @@ import numpy as np
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
-from facegate.index.store import Store
-from facegate.index.vector_index import KINDS, VectorIndex
+from facegate.storage.store import Store
+from facegate.gallery.vectors import KINDS, VectorIndex
 
 log = logging.getLogger(__name__)
 
