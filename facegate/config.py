@@ -31,8 +31,8 @@ class Settings:
     min_verify_face_px: int = 40          # smaller faces: face_too_small
     target_fmr: float = 1e-4              # default operating point
     identify_margin: float = 0.05         # 1:N: first subject must beat the second by this
-    identify_fmr: float = 1e-5            # 1:N and the enrolment duplicate check: per-comparison FMR; a search
-                                          # of N subjects makes ~N comparisons (FPIR 14% at 1e-4, 3% at 1e-5 on LFW)
+    identify_fmr: float = 1e-5            # 1:N and the enrolment duplicate check: per-comparison FMR; a search of N
+                                          # subjects makes ~N comparisons (FPIR per point: benchmarks/RESULTS.md)
     data_key: str = ""                    # base64 AES key for templates at rest
     data_key_file: str = ""
     store_images: bool = False

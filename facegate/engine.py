@@ -2,8 +2,11 @@
 
     engine = FaceEngine.load()
     face = engine.face(open("a.jpg", "rb").read())          # the one face to match
-    score = engine.similarity(face.embedding, other.embedding)
-    decision = engine.decide(score)                         # match, threshold, fmr
+    score = similarity(face.embedding, other.embedding)     # facegate.matching.scores
+    decide_1to1(score, threshold(engine.operating_points, fmr), ...)   # facegate.matching.decisions
+
+The engine makes no decisions: it measures, and carries the pack's calibrated operating points
+for the matching layer to decide with.
 """
 from __future__ import annotations
 
@@ -11,26 +14,25 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
 
 import cv2
 import numpy as np
 
-from facegate.matching.operating_points import OperatingPoints
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.images import decode_image
+from facegate.matching.operating_points import OperatingPoints
+from facegate.models import registry
 from facegate.models.alignment import align_face
-from facegate.models.mtcnn import Detection, MTCNNDetector
-from facegate.models.arcface import ArcFaceStyleEmbedder
+from facegate.models.base import Detection, Detector, Embedder
 from facegate.models.pack import ModelPack, load_pack
 from facegate.models.quality import FaceQuality, assess
-from facegate.models.onnx import create_session
+from facegate.vocab import FACE_POLICIES, FacePolicy
 
 log = logging.getLogger(__name__)
 
-Policy = Literal["largest", "central", "single", "all"]
-POLICIES = ("largest", "central", "single", "all")
+Policy = FacePolicy
+POLICIES = FACE_POLICIES
 
 # Detection runs on a copy whose long side is at most this; boxes are mapped back.
 DETECT_MAX_SIDE = 1280
@@ -38,9 +40,8 @@ DETECT_MAX_SIDE = 1280
 # as a second person (smaller ones are background faces, e.g. on a poster behind a kiosk user).
 SECOND_FACE_RATIO = 0.4
 MIN_QUALITY = 0.2
-# No face fits in an image whose shorter side is under MTCNN's smallest window.
-MIN_IMAGE_SIDE = 12
-# Images up to this side get a second, upscaled detection pass when the first finds nothing.
+# Images up to this side get a second, upscaled detection pass when the first finds nothing:
+# ID-card chip portraits and 250 px crops hold faces near a detector's coarsest scale.
 SMALL_IMAGE_SIDE = 400
 
 
@@ -78,7 +79,7 @@ class Face:
 class FaceEngine:
     """Detection, alignment, quality and embedding on one model pack."""
 
-    def __init__(self, pack: ModelPack, detector: MTCNNDetector, embedder, settings: Settings,
+    def __init__(self, pack: ModelPack, detector: Detector, embedder: Embedder, settings: Settings,
                  operating_points: OperatingPoints | None):
         self.pack = pack
         self.detector = detector
@@ -92,15 +93,7 @@ class FaceEngine:
     def load(cls, settings: Settings | None = None) -> "FaceEngine":
         settings = settings or Settings.load()
         pack = load_pack(settings.model_dir, settings.pack)
-        if pack.manifest.get("kind") == "insightface":
-            from facegate.models.insightface import load_insightface_engine
-            return load_insightface_engine(pack, settings)
-
-        def session(name):
-            return create_session(pack.verified_path(name), settings.providers, settings.intra_op_threads)
-
-        detector = MTCNNDetector(session("mtcnn_pnet"), session("mtcnn_rnet"), session("mtcnn_onet"))
-        embedder = ArcFaceStyleEmbedder(session("fr_feature"), mean=127.0, std=128.0, swap_rb=False)
+        detector, embedder = registry.build(pack, settings)
         return cls(pack, detector, embedder, settings, OperatingPoints.for_pack(pack))
 
     @property
@@ -117,7 +110,7 @@ class FaceEngine:
 
     def _decode_for_detection(self, image: bytes | np.ndarray) -> np.ndarray:
         bgr = self.decode(image)
-        if min(bgr.shape[:2]) < MIN_IMAGE_SIDE:
+        if min(bgr.shape[:2]) < self.detector.smallest_face:
             raise FacegateError("no_face", f"the image is {bgr.shape[1]}x{bgr.shape[0]} px: too small to hold a face")
         return bgr
 
@@ -127,12 +120,11 @@ class FaceEngine:
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
         small = bgr if scale == 1.0 else cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                     interpolation=cv2.INTER_AREA)
-        dets = self.detector.detect(small, min_face=max(12, int(min_face * scale)))
+        smallest = self.detector.smallest_face
+        dets = self.detector.detect(small, min_face=max(smallest, int(min_face * scale)))
         if not dets and max(h, w) <= SMALL_IMAGE_SIDE:
-            # Small photos (ID-card chip portraits, 250 px LFW crops) sometimes hide their face
-            # from MTCNN's coarsest scales; a 2x upscale finds it.
             up = cv2.resize(bgr, (w * 2, h * 2), interpolation=cv2.INTER_CUBIC)
-            dets = self.detector.detect(up, min_face=max(12, min_face))
+            dets = self.detector.detect(up, min_face=max(smallest, min_face))
             scale = 2.0
         if scale != 1.0:
             for d in dets:
@@ -238,27 +230,6 @@ class FaceEngine:
         for f, e in zip(ok, self.embedder.embed([f.aligned for f in ok])):
             f.embedding = e
         return chosen
-
-    # ---------------------------------------------------------------- matching
-    @staticmethod
-    def similarity(a: np.ndarray, b: np.ndarray) -> float:
-        """Cosine similarity of two embeddings (unit length already)."""
-        return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-
-    def decide(self, score: float, fmr: float | None = None) -> dict:
-        """Match decision at an operating point (default: the configured target FMR)."""
-        if self.operating_points is None:
-            raise FacegateError("model_unavailable",
-                                "this model pack has no calibration; run `facegate calibrate` for it")
-        fmr = fmr or self.settings.target_fmr
-        threshold, actual_fmr = self.operating_points.threshold_for(fmr)
-        return {"score": round(float(score), 6), "match": bool(score >= threshold),
-                "threshold": round(threshold, 6), "fmr": actual_fmr}
-
-    def compare(self, a: bytes | np.ndarray, b: bytes | np.ndarray, fmr: float | None = None) -> dict:
-        fa = self.face(a, policy="largest")
-        fb = self.face(b, policy="largest")
-        return self.decide(self.similarity(fa.embedding, fb.embedding), fmr)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_request": (422, "The request is malformed."),
     "unauthorized": (401, "A valid X-API-Key header is required."),
     "forbidden": (403, "This key's role may not perform this operation."),
+    "client_id_mismatch": (403, "This key belongs to another client than X-Client-Id names."),
     "rate_limited": (429, "Too many requests for this key."),
     "overloaded": (503, "The service is at capacity; retry later."),
     "not_found": (404, "Not found."),

@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from facegate.workflows.certification.periods import parse_period, period_at, status_in_period
+from facegate.workflows.certification.periods import parse_period, period_at
 
 
 def utc(*a):
@@ -27,14 +27,38 @@ def test_bad_period_names(bad):
         parse_period(bad)
 
 
-def test_status_across_the_period_boundary():
-    p = parse_period("2026")
-    during, after = utc(2026, 6, 1), utc(2027, 1, 2)
-    assert status_in_period([], p, during) == "due"
-    assert status_in_period([], p, after) == "overdue"
-    assert status_in_period([], p, after, grace_days=30) == "due"
-    assert status_in_period(["failed"], p, during) == "failed"
-    assert status_in_period(["failed"], p, after) == "overdue"
-    assert status_in_period(["failed", "certified"], p, after) == "certified"
-    assert status_in_period(["failed", "manual_review"], p, after) == "manual_review"
-    assert status_in_period(["manual_review", "certified"], p, during) == "certified"
+STATUS_CASES = [   # attempts' outcomes in time order, judged when, grace days -> status
+    ([], "during", 0, "due"),
+    ([], "after", 0, "overdue"),
+    ([], "after", 30, "due"),
+    (["failed"], "during", 0, "failed"),
+    (["failed"], "after", 0, "overdue"),
+    (["failed", "certified"], "after", 0, "certified"),
+    (["failed", "manual_review"], "after", 0, "manual_review"),     # an operator owes a decision
+    (["manual_review", "certified"], "during", 0, "certified"),
+]
+
+
+def test_status_across_the_period_boundary(tmp_path):
+    """The one status rule (the ledger's SQL), case by case on a real database."""
+    from facegate.config import Settings
+    from facegate.storage.schema import certifications, subjects
+    from facegate.storage.store import Store
+    from facegate.workflows.certification.ledger import CertificationLedger
+
+    store = Store.open(Settings.load(data_dir=str(tmp_path), data_key_file=""))
+    when = {"during": utc(2026, 6, 1), "after": utc(2027, 1, 2)}
+    for i in range(len(STATUS_CASES)):
+        store.add_subject(f"S{i}")
+    with store.db.begin() as conn:
+        for i, (outcomes, *_rest) in enumerate(STATUS_CASES):
+            pk = conn.execute(subjects.select().where(subjects.c.subject_id == f"S{i}")).one().pk
+            for k, outcome in enumerate(outcomes):
+                conn.execute(certifications.insert().values(
+                    subject_pk=pk, period="2026", outcome=outcome, method="face",
+                    created_at=utc(2026, 3, 1, 0, k), valid_until=utc(2027, 1, 1) if outcome == "certified" else None))
+    for i, (outcomes, at, grace, expected) in enumerate(STATUS_CASES):
+        ledger = CertificationLedger(Settings.load(data_dir=str(tmp_path), cert_grace_days=grace), store)
+        items = {r["subject_id"]: r for r in ledger.statuses("2026", as_of=when[at], limit=100)["items"]}
+        assert items[f"S{i}"]["status"] == expected, (outcomes, at, grace)
+    store.close()

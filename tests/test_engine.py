@@ -6,6 +6,8 @@ import pytest
 from facegate.errors import FacegateError
 from facegate.evaluation.accuracy import embed_images, evaluate
 from facegate.evaluation.pairs import read_pairs, read_lfw_pairs
+from facegate.matching.decisions import threshold
+from facegate.matching.scores import similarity
 from conftest import need_shared
 
 
@@ -38,10 +40,10 @@ def test_face_has_box_landmarks_quality_and_unit_embedding(engine, face_photo):
 def test_same_person_scores_above_and_other_person_below_threshold(engine, sorkin, other):
     a, b = (engine.face(img).embedding for img in sorkin)
     c = engine.face(other).embedding
-    decision = engine.decide(engine.similarity(a, b))
-    assert decision["match"] and decision["fmr"] == engine.settings.target_fmr
-    assert not engine.decide(engine.similarity(a, c))["match"]
-    assert decision["threshold"] == pytest.approx(engine.operating_points.threshold_for(1e-4)[0])
+    point = threshold(engine.operating_points, engine.settings.target_fmr)
+    assert point.matches(similarity(a, b)) and point.fmr == engine.settings.target_fmr
+    assert not point.matches(similarity(a, c))
+    assert point.threshold == pytest.approx(engine.operating_points.threshold_for(1e-4)[0])
 
 
 def test_batch_embedding_equals_single_embedding(engine, sorkin, other):
@@ -101,7 +103,7 @@ def test_id_card_sized_photo_is_detected(engine, sorkin):
     chip = cv2.imdecode(cv2.imencode(".jpg", chip, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_COLOR)
     face = engine.face(chip, policy="largest")
     live = engine.face(sorkin[1])
-    assert engine.decide(engine.similarity(face.embedding, live.embedding))["match"]
+    assert threshold(engine.operating_points, 1e-4).matches(similarity(face.embedding, live.embedding))
 
 
 def test_deepface_pairs_at_most_one_error(engine):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from facegate.errors import FacegateError
+from facegate.matching.decisions import threshold
+from facegate.matching.scores import similarity
 from gallery_support import BACKENDS, fresh_database, make_settings
 
 PEOPLE = ["Colin_Powell", "Tony_Blair", "Laura_Bush", "Hugo_Chavez", "Jacques_Chirac", "Andre_Agassi"]
@@ -56,28 +58,28 @@ def test_identify_returns_subjects_on_the_verify_scale(gallery_env, faces, engin
     g.enrol_embedding("Colin_Powell", faces["Colin_Powell"][1][1])      # a second template
     for name in PEOPLE:
         probe = faces[name][2][1]
-        res = g.identify(probe, top_k=5)
+        res = g.identify(probe, top_k=5).as_dict()
         assert res["decision"] == "match" and res["subject_id"] == name, res
         ids = [c["subject_id"] for c in res["candidates"]]
         assert len(ids) == len(set(ids)), "a subject appears once however many templates it has"
-        v = g.verify(name, probe)
+        v = g.verify(name, probe).as_dict()
         assert v["match"] and res["candidates"][0]["score"] == v["score"]
-        assert v["threshold"] == engine.decide(0.0)["threshold"]                   # 1:1 at the target FMR
-        assert res["threshold"] == engine.decide(0.0, g.settings.identify_fmr)["threshold"] > v["threshold"]
+        assert v["threshold"] == threshold(engine.operating_points, 1e-4).threshold       # 1:1 at the target FMR
+        assert res["threshold"] == threshold(engine.operating_points, g.settings.identify_fmr).threshold > v["threshold"]
     # the best of Colin's two templates, exactly
     probe = faces["Colin_Powell"][3][1]
-    best = max(engine.similarity(probe, faces["Colin_Powell"][i][1]) for i in (0, 1))
-    assert g.verify("Colin_Powell", probe)["score"] == pytest.approx(best, abs=1e-5)
+    best = max(similarity(probe, faces["Colin_Powell"][i][1]) for i in (0, 1))
+    assert g.verify("Colin_Powell", probe).as_dict()["score"] == pytest.approx(best, abs=1e-5)
 
 
 def test_nobody_above_threshold_gives_an_empty_candidate_list(gallery_env, faces):
     open_gallery, _ = gallery_env
     g = open_gallery()
     enrol_people(g, faces)
-    res = g.identify(faces[OUTSIDER][0][1])
+    res = g.identify(faces[OUTSIDER][0][1]).as_dict()
     assert res["decision"] == "no_match" and res["candidates"] == [] and res["subject_id"] is None
     assert res["best_score"] < res["threshold"]
-    v = g.verify("Tony_Blair", faces[OUTSIDER][0][1])
+    v = g.verify("Tony_Blair", faces[OUTSIDER][0][1]).as_dict()
     assert not v["match"]
 
 
@@ -96,8 +98,8 @@ def test_enrol_photo_and_duplicate_identity_is_blocked(gallery_env, faces):
     assert e.value.detail["duplicate_of"][0]["subject_id"] == "P-1"
     with pytest.raises(FacegateError) as e:
         g.enrol("P-2", faces["Colin_Powell"][2][0], duplicate_fmr=1e-5)   # a stricter duplicate check
-    strict = g.engine.decide(0.0, 1e-5)["threshold"]
-    assert e.value.detail["duplicate_of"][0]["threshold"] == strict > g.engine.decide(0.0)["threshold"]
+    strict = threshold(g.engine.operating_points, 1e-5).threshold
+    assert e.value.detail["duplicate_of"][0]["threshold"] == strict > threshold(g.engine.operating_points, 1e-4).threshold
     assert len(g.store.list_templates("P-2")) == 0
     allowed = g.enrol("P-2", faces["Colin_Powell"][2][0], allow_duplicate=True)
     assert allowed["duplicate_of"][0]["subject_id"] == "P-1"
@@ -112,16 +114,16 @@ def test_margin_rule_reports_ambiguous_when_two_subjects_are_too_close(gallery_e
     enrol_people(g, faces)
     g.store.add_subject("Tony_Blair_again")
     g.enrol_embedding("Tony_Blair_again", faces["Tony_Blair"][1][1], allow_duplicate=True)
-    res = g.identify(faces["Tony_Blair"][2][1])
+    res = g.identify(faces["Tony_Blair"][2][1]).as_dict()
     assert [c["subject_id"] for c in res["candidates"][:2]] != [] and len(res["candidates"]) >= 2
     margin = res["candidates"][0]["score"] - res["candidates"][1]["score"]
     assert res["margin"] == pytest.approx(margin, abs=1e-5)
     assert res["decision"] == ("ambiguous" if margin < res["required_margin"] else "match")
     strict = open_gallery(identify_margin=1.0)
-    res = strict.identify(faces["Tony_Blair"][2][1])
+    res = strict.identify(faces["Tony_Blair"][2][1]).as_dict()
     assert res["decision"] == "ambiguous" and res["subject_id"] is None and res["candidates"]
     loose = open_gallery(identify_margin=0.0)
-    assert loose.identify(faces["Tony_Blair"][2][1])["decision"] == "match"
+    assert loose.identify(faces["Tony_Blair"][2][1]).as_dict()["decision"] == "match"
 
 
 def test_snapshot_replay_and_sync_between_processes(gallery_env, faces):
@@ -139,13 +141,13 @@ def test_snapshot_replay_and_sync_between_processes(gallery_env, faces):
     g2 = open_gallery()
     assert g2.opened_from == "snapshot"
     assert len(g2.index) == g2.store.count_templates(g2.pack_id) == len(PEOPLE)
-    assert g2.identify(faces[OUTSIDER][1][1])["subject_id"] == "late"
-    assert g2.identify(faces["Hugo_Chavez"][1][1])["candidates"] == []
+    assert g2.identify(faces[OUTSIDER][1][1]).as_dict()["subject_id"] == "late"
+    assert g2.identify(faces["Hugo_Chavez"][1][1]).as_dict()["candidates"] == []
     # and while it is open: sync() catches up
     other.add_subject("later")
     other.add_template("later", faces["Hugo_Chavez"][0][1], g2.pack_id)
     assert g2.sync() >= 1
-    assert g2.identify(faces["Hugo_Chavez"][1][1])["subject_id"] == "later"
+    assert g2.identify(faces["Hugo_Chavez"][1][1]).as_dict()["subject_id"] == "later"
     other.close()
     st = g2.stats()
     assert st["consistent"] and st["applied_seq"] == st["last_seq"]
@@ -178,7 +180,7 @@ def test_erase_removes_the_subject_from_index_and_snapshot(gallery_env, faces):
     emb = g.store.subject_templates("Andre_Agassi", g.pack_id)[0][1]
     res = g.erase("Andre_Agassi", actor="cli:test", reason="subject request")
     assert res["templates_removed"] == 1
-    assert g.identify(faces["Andre_Agassi"][1][1])["candidates"] == []
+    assert g.identify(faces["Andre_Agassi"][1][1]).as_dict()["candidates"] == []
     with pytest.raises(FacegateError) as e:
         g.verify("Andre_Agassi", faces["Andre_Agassi"][1][1])
     assert e.value.code == "unknown_subject"
@@ -197,7 +199,7 @@ def test_templates_of_another_pack_are_never_compared(gallery_env, faces):
     with pytest.raises(FacegateError) as e:
         g2.verify("old", faces["Laura_Bush"][1][1])
     assert e.value.code == "pack_mismatch" and "re-enrol" in e.value.message.lower()
-    assert g2.identify(faces["Laura_Bush"][1][1])["candidates"] == []
+    assert g2.identify(faces["Laura_Bush"][1][1]).as_dict()["candidates"] == []
 
 
 def test_photos_are_kept_only_when_enabled_and_then_encrypted(tmp_path, engine, faces):
@@ -229,7 +231,7 @@ def test_pack_change_re_enrols_from_kept_photos(tmp_path, engine, faces):
     assert e.value.code == "pack_mismatch"
     res = g.reenrol_from_photos()
     assert res["reenrolled"] == 1 and res["failed"] == []
-    assert g.verify("P-1", faces["Andre_Agassi"][1][1])["match"]
+    assert g.verify("P-1", faces["Andre_Agassi"][1][1]).as_dict()["match"]
     assert g.reenrol_from_photos()["reenrolled"] == 0                  # done once
     g.close()
 
@@ -242,7 +244,7 @@ def test_configured_index_kind_is_applied_on_the_next_open(gallery_env, faces):
     g.close()
     g2 = open_gallery(index_kind="ivf_sq")
     assert g2.opened_from.startswith("rebuild") and g2.index.kind == "ivf_sq" and len(g2.index) == len(PEOPLE)
-    assert g2.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
+    assert g2.identify(faces["Laura_Bush"][1][1]).as_dict()["subject_id"] == "Laura_Bush"
 
 
 def test_many_tombstones_in_the_snapshot_trigger_a_rebuild(gallery_env, faces, monkeypatch):
@@ -272,13 +274,13 @@ def test_1n_searches_pass_the_configured_early_stop_score_to_the_index(gallery_e
     open_gallery, _ = gallery_env
     g = open_gallery(index_early_stop=0.7)
     enrol_people(g, faces)
-    assert g.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
+    assert g.identify(faces["Laura_Bush"][1][1]).as_dict()["subject_id"] == "Laura_Bush"
     assert seen and set(seen) == {0.7}
     g.close()
     seen.clear()
     for off in (0, -1):
         g2 = open_gallery(index_early_stop=off)
-        assert g2.identify(faces["Laura_Bush"][1][1])["subject_id"] == "Laura_Bush"
+        assert g2.identify(faces["Laura_Bush"][1][1]).as_dict()["subject_id"] == "Laura_Bush"
         assert seen == [None]
         g2.close()
         seen.clear()

@@ -17,6 +17,7 @@ from facegate.cli import main as cli_main  # noqa: E402
 from facegate.config import Settings  # noqa: E402
 from facegate.engine import FaceEngine  # noqa: E402
 from facegate.errors import FacegateError  # noqa: E402
+from facegate.matching.decisions import threshold  # noqa: E402
 from facegate.models.alignment import align_face  # noqa: E402
 
 ANCHOR = (5, 10)            # stride-32 cell (row, col): centre (320, 160)
@@ -114,7 +115,7 @@ def test_uncalibrated_pack_refuses_decisions_and_tampering_is_refused(pack_folde
     folder, _ = pack_folder
     engine = FaceEngine.load(Settings.load(model_dir=settings.model_dir, pack=str(folder)))
     with pytest.raises(FacegateError) as err:
-        engine.decide(0.5)
+        threshold(engine.operating_points, 1e-4)
     assert err.value.code == "model_unavailable" and "calibrate" in err.value.message
     with open(folder / "w600k_r50.onnx", "ab") as fh:
         fh.write(b"\0")

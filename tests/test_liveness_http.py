@@ -14,7 +14,7 @@ from conftest import need_shared
 def client(tmp_path_factory, settings):
     from fastapi.testclient import TestClient
 
-    from facegate.service import auth
+    from facegate.storage import apikeys
     from facegate.service.app import create_app
 
     need_shared("data", "face-videos")
@@ -23,7 +23,7 @@ def client(tmp_path_factory, settings):
                                          rate_limit_per_minute=100_000))
     with TestClient(app) as c:
         db = app.state.facegate.db
-        made = {name: auth.create_key(db, role) for name, role in
+        made = {name: apikeys.create_key(db, role) for name, role in
                 (("kiosk", "kiosk"), ("kiosk2", "kiosk"), ("operator", "operator"))}
         c.keys = {name: secret for name, (secret, _) in made.items()}
         c.records = {name: record for name, (_, record) in made.items()}
@@ -90,7 +90,7 @@ def test_frames_in_two_requests_then_complete(client):
     with pytest.raises(FacegateError, match="liveness_session_unknown"):
         client.state.liveness.consume(sid, client.records["kiosk2"])
     used = client.state.liveness.consume(sid, client.records["kiosk"])
-    assert used["passed"] and used["embedding"].shape == (512,)
+    assert used.passed and used.embedding.shape == (512,)
     with pytest.raises(FacegateError, match="liveness_session_closed"):
         client.state.liveness.consume(sid, client.records["kiosk"])
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import need_shared
 from facegate.config import Settings
 from facegate.storage.db import open_database
-from facegate.service import auth
+from facegate.storage import apikeys
 from service_support import (Server, blurred, chip_photo, cli, create_key, gradient_png, png_with_size,
                              shrunk, side_by_side)
 
@@ -46,8 +46,8 @@ def server(tmp_path_factory):
     db = open_database(Settings.load(data_dir=str(data)).database)
     for name, role, limit in (("operator", "operator", None), ("kiosk", "kiosk", None), ("app", "app", None),
                               ("limited", "app", 3)):
-        secret, key = auth.create_key(db, role, name=f"test {name}", client_id=f"{name}-01",
-                                      rate_limit_per_minute=limit)
+        secret, key = apikeys.create_key(db, role, name=f"test {name}", client_id=f"{name}-01",
+                                         rate_limit_per_minute=limit)
         srv.keys[name] = {"key": secret, "key_id": key.key_id}
     db.dispose()
     srv.start()
@@ -391,13 +391,17 @@ def test_audit_trail_and_tampering(enrolled, tmp_path):
     sid = subject_id("Andre_Agassi")
     for image in (photo("Andre_Agassi", 2), gradient_png()):
         call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": sid},
-             files={"image": ("p.jpg", image, "image/jpeg")}, headers={"X-Client-Id": "kiosk-test-7"})
+             files={"image": ("p.jpg", image, "image/jpeg")}, headers={"X-Client-Id": "kiosk-01"})
+    # the key belongs to kiosk-01: it cannot record its decisions under another device's id
+    r = call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": sid},
+             files={"image": ("p.jpg", photo("Andre_Agassi", 2), "image/jpeg")}, headers={"X-Client-Id": "kiosk-test-7"})
+    assert r.status_code == 403 and r.json()["code"] == "client_id_mismatch"
     r = call(enrolled, "admin", "GET", "/v1/audit", params={"operation": "verify", "limit": 1000})
     assert r.status_code == 200, r.text
     entries = r.json()["entries"]
     genuine = [e for e in entries if e["outcome"] == "match"]
     assert genuine and genuine[0]["key_id"] and genuine[0]["request_id"] and genuine[0]["client_id"]
-    assert any(e["client_id"] == "kiosk-test-7" and e["subject_id"] == sid for e in genuine)
+    assert any(e["client_id"] == "kiosk-01" and e["subject_id"] == sid for e in genuine)
     assert genuine[0]["scores"]["score"] >= genuine[0]["scores"]["threshold"]
     assert any(e["outcome"] == "no_face" for e in entries)
     for e in entries:
@@ -438,8 +442,11 @@ def test_cli_keys_and_audit_list(server):
     assert by_id[server.keys["revoked"]["key_id"]]["revoked_at"]
     assert by_id[server.keys["kiosk"]["key_id"]]["role"] == "kiosk"
     assert all("key_hash" not in k and "key" not in k for k in listed)
-    out = cli(server.env, "audit", "list", "--operation", "key.create", "--json").stdout.splitlines()
-    assert len(out) >= 2 and all(json.loads(line)["actor"].startswith("cli:") for line in out)
+    created = [json.loads(line) for line in
+               cli(server.env, "audit", "list", "--operation", "key.create", "--json").stdout.splitlines()]
+    by_cli = {e["key_id"] for e in created if e["actor"].startswith("cli:")}
+    assert {server.keys["admin"]["key_id"], server.keys["revoked"]["key_id"]} <= by_cli
+    assert {k["key_id"] for k in listed} == {e["key_id"] for e in created}      # every key's creation is audited
 
 
 def test_server_still_alive(server):

@@ -214,17 +214,18 @@ def test_concurrent_writers_keep_one_audit_chain_and_ordered_change_log(store, e
 
 
 def test_rotate_data_key_re_encrypts_and_resumes_after_a_crash(store_env, embeddings, monkeypatch):
-    from facegate.storage import store as store_module
+    from facegate.storage import keyrotation
+    from facegate.storage.keyrotation import key_usage, rotate_data_key
     from facegate.storage.store import Store
-    monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
+    monkeypatch.setattr(keyrotation, "REFRESH_S", 0.01)
     store, settings = store_env
     store.add_subject("P-1")
     for e in embeddings:
         store.add_template("P-1", e, "pack-A")
     old = store.keys.current_id
-    res = store.rotate_data_key()
+    res = rotate_data_key(store)
     assert res["reencrypted"] == 3 and res["key_id"] != old and res["retired_key_ids"] == [old]
-    assert store.key_usage() == {res["key_id"]: 3}
+    assert key_usage(store.db) == {res["key_id"]: 3}
     assert old not in store.keys.ids and os.path.exists(res["retired_key_file"])
     got = Store.open(settings).subject_templates("P-1", "pack-A")   # a fresh process reads the key file
     np.testing.assert_array_equal(np.stack([e for _, e in got]), np.stack(embeddings))
@@ -232,41 +233,42 @@ def test_rotate_data_key_re_encrypts_and_resumes_after_a_crash(store_env, embedd
     second = store.keys.rotate()
     with store.db.connect() as conn:
         first_id = conn.execute(sa.text("SELECT min(id) FROM templates")).scalar()
-    from facegate.storage.store import embedding_aad
+    from facegate.storage.aad import embedding_aad
     plain = embeddings[0].astype("<f4").tobytes()
     blob, kid = store.keys.encrypt(plain, embedding_aad("P-1", "pack-A"))
     with store.db.begin() as conn:
         conn.execute(sa.text("UPDATE templates SET embedding_enc=:b, key_id=:k WHERE id=:i"),
                      {"b": blob, "k": kid, "i": first_id})
-    res2 = store.rotate_data_key()
+    res2 = rotate_data_key(store)
     assert res2["resumed"] and res2["key_id"] == second and res2["reencrypted"] == 2
-    assert store.key_usage() == {second: 3} and store.keys.ids == [second]
+    assert key_usage(store.db) == {second: 3} and store.keys.ids == [second]
     assert len(store.subject_templates("P-1", "pack-A")) == 3
 
 
 def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path):
+    from facegate.storage.backup import export, restore
     from facegate.storage.store import Store
     store, settings = store_env
     store.add_subject("P-1", name="Ana", consent={"who": "clerk", "purpose": "pension"})
     store.add_subject("P-2", status="suspended")
     f = [store.add_template("P-1", embeddings[0], "pack-A"), store.add_template("P-2", embeddings[1], "pack-A")]
     out = tmp_path / "backup.fgx"
-    res = store.export(out)
+    res = export(store, out)
     assert res == {"path": str(out), "subjects": 2, "templates": 2, "key_ids": [store.keys.current_id]}
     import gzip
     assert embeddings[0].astype("<f4").tobytes() not in gzip.open(out).read()
     with pytest.raises(FacegateError) as e:
-        store.restore(out)                       # not empty
+        restore(store, out)                      # not empty
     assert e.value.code == "invalid_request"
     key_file = str(tmp_path / "data" / "data.key")
     with fresh_database(store.backend, tmp_path / "other") as url:
         no_key = Store.open(make_settings(tmp_path / "other", url))
         with pytest.raises(FacegateError) as e:
-            no_key.restore(out)
+            restore(no_key, out)
         assert e.value.code == "data_key_unavailable"
         no_key.close()
         target = Store.open(make_settings(tmp_path / "other2", url, data_key_file=key_file))
-        assert target.restore(out)["templates"] == 2
+        assert restore(target, out)["templates"] == 2
         assert target.get_subject("P-2")["status"] == "suspended"
         assert target.get_subject("P-1")["consent"]["purpose"] == "pension"
         got = target.subject_templates("P-1", "pack-A")
@@ -278,15 +280,15 @@ def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path
 
 
 def test_a_running_process_picks_up_a_rotation_made_elsewhere(store_env, embeddings, monkeypatch):
-    from facegate.storage import datakeys, store as store_module
+    from facegate.storage import datakeys, keyrotation
     from facegate.storage.store import Store
     monkeypatch.setattr(datakeys, "REFRESH_S", 0.01)
-    monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
+    monkeypatch.setattr(keyrotation, "REFRESH_S", 0.01)
     server, settings = store_env
     server.add_subject("P-1")
     server.add_template("P-1", embeddings[0], "pack-A")
     cli = Store.open(settings)
-    new = cli.rotate_data_key()["key_id"]
+    new = keyrotation.rotate_data_key(cli)["key_id"]
     cli.close()
     time.sleep(0.05)
     face = server.add_template("P-1", embeddings[1], "pack-A")
@@ -295,11 +297,11 @@ def test_a_running_process_picks_up_a_rotation_made_elsewhere(store_env, embeddi
 
 
 def test_rotation_also_re_encrypts_certification_captures(store_env, embeddings, monkeypatch):
-    from facegate.workflows.certification.ledger import capture_aad
-    from facegate.storage import store as store_module
+    from facegate.clock import utcnow
+    from facegate.storage import keyrotation
+    from facegate.storage.aad import capture_aad
     from facegate.storage.schema import certification_captures, certifications
-    from facegate.storage.store import utcnow
-    monkeypatch.setattr(store_module, "REFRESH_S", 0.01)
+    monkeypatch.setattr(keyrotation, "REFRESH_S", 0.01)
     store, _ = store_env
     store.add_subject("P-1")
     store.add_template("P-1", embeddings[0], "pack-A")
@@ -311,7 +313,7 @@ def test_rotation_also_re_encrypts_certification_captures(store_env, embeddings,
         conn.execute(certification_captures.insert().values(certification_id=cid, subject_pk=pk, period="2026",
                                                             pack_id="pack-A", embedding_enc=blob, key_id=kid,
                                                             created_at=utcnow()))
-    res = store.rotate_data_key()
+    res = keyrotation.rotate_data_key(store)
     assert res["reencrypted"] == 2 and res["retired_key_ids"] == [kid]
     with store.db.connect() as conn:
         row = conn.execute(sa.select(certification_captures)).one()
@@ -322,3 +324,11 @@ def test_rotation_also_re_encrypts_certification_captures(store_env, embeddings,
     with store.db.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(certification_captures)).scalar() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(certifications)).scalar() == 0
+
+
+def test_every_encrypted_column_of_the_schema_is_in_the_rotation_registry():
+    from facegate.storage.aad import ENCRYPTED
+    from facegate.storage.schema import metadata
+    in_schema = {(t.name, c.name) for t in metadata.tables.values() for c in t.columns if c.name.endswith("_enc")}
+    registered = {(e.table.name, column) for e in ENCRYPTED for column in e.aad}
+    assert in_schema == registered

@@ -46,8 +46,9 @@ def env(tmp_path_factory):
     srv.stop()
 
 
-def call(env, who, method, path, **kw):
-    return httpx.request(method, env["srv"].url + path, headers={"X-API-Key": env["keys"][who]}, timeout=120, **kw)
+def call(env, who, method, path, headers=None, **kw):
+    return httpx.request(method, env["srv"].url + path, headers={"X-API-Key": env["keys"][who]} | (headers or {}),
+                         timeout=120, **kw)
 
 
 def live_session(env, who, subject_id=None, frames=None):
@@ -137,6 +138,19 @@ def test_kiosk_person_vs_chip_photo_and_search(env):
     assert k["by_reason"] == {"no_liveness": 1} and k["median_latency_ms"] > 0
     metrics = httpx.get(env["srv"].url + "/metrics").text
     assert 'facegate_kiosk_decisions_total{decision="match",kiosk="k-07",mode="document"} 1.0' in metrics
+
+
+def test_a_kiosk_key_cannot_speak_for_another_kiosk(env):
+    r = call(env, "kiosk", "POST", "/v1/kiosk/authenticate", data={"subject_id": "PEN-1"},
+             files={"image": ("still.jpg", jpeg(env["still"]))}, headers={"X-Client-Id": "k-99"})
+    assert r.status_code == 403 and r.json()["code"] == "client_id_mismatch", r.text
+    entries = call(env, "admin", "GET", "/v1/audit", params={"operation": "auth.client_id"}).json()["entries"]
+    assert entries[-1]["outcome"] == "client_id_mismatch" and entries[-1]["client_id"] == "k-07"
+    assert entries[-1]["detail"]["header"] == "k-99"
+    # its own id in the header is fine, and the decision is recorded against it
+    r = call(env, "kiosk", "POST", "/v1/kiosk/authenticate", data={"subject_id": "PEN-1"},
+             files={"image": ("still.jpg", jpeg(env["still"]))}, headers={"X-Client-Id": "k-07"})
+    assert r.status_code == 200 and r.json()["kiosk_id"] == "k-07", r.text
 
 
 def test_second_subject_with_the_same_face_raises_the_fraud_signal(env):

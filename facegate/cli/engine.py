@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser("embed", help="embed the face in each image (one JSON line per image)")
     p.add_argument("images", nargs="+")
     p.add_argument("--json", action="store_true", help="JSON lines (the default output is a summary)")
-    p.add_argument("--policy", default="largest", choices=["largest", "central", "single"])
+    p.add_argument("--policy", default="largest", choices=("largest", "central", "single"))
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("compare", help="1:1 compare the faces in two images")
@@ -68,7 +68,13 @@ def cmd_compare(args) -> int:
         a, b = Path(args.a).read_bytes(), Path(args.b).read_bytes()
     except FileNotFoundError as exc:
         raise FacegateError("not_found", f"no such file: {exc.filename}")
-    result = engine.compare(a, b, fmr=args.fmr)
+    from facegate.matching.decisions import threshold
+    from facegate.matching.scores import similarity
+    fa, fb = engine.face(a, policy="largest"), engine.face(b, policy="largest")
+    point = threshold(engine.operating_points, args.fmr or engine.settings.target_fmr)
+    score = similarity(fa.embedding, fb.embedding)
+    result = {"score": round(score, 6), "match": point.matches(score), "threshold": round(point.threshold, 6),
+              "fmr": point.fmr}
     if args.json:
         print(json.dumps(result))
     else:

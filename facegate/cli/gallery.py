@@ -13,6 +13,7 @@ from pathlib import Path
 from facegate.cli import cli_actor
 from facegate.config import Settings
 from facegate.errors import FacegateError
+from facegate.vocab import SUBJECT_STATUSES
 
 
 def _store():
@@ -55,7 +56,7 @@ def register(sub) -> None:
     p = _with_json(ss.add_parser("add", help="add a subject (no face yet: use `facegate enrol`)"))
     p.add_argument("subject_id", help="external id, e.g. pension or citizen number")
     p.add_argument("--name")
-    p.add_argument("--status", default="active", choices=["active", "suspended", "deceased"])
+    p.add_argument("--status", default="active", choices=SUBJECT_STATUSES)
     p.add_argument("--metadata", help="JSON object")
     p.add_argument("--consent-by", help="who recorded the biometric consent")
     p.add_argument("--consent-purpose", help="what the subject consented to, e.g. 'pension life certificate'")
@@ -65,14 +66,14 @@ def register(sub) -> None:
     p.add_argument("subject_id")
     p.set_defaults(func=cmd_subjects_show)
     p = _with_json(ss.add_parser("list", help="list subjects"))
-    p.add_argument("--status", choices=["active", "suspended", "deceased"])
+    p.add_argument("--status", choices=SUBJECT_STATUSES)
     p.add_argument("--prefix", help="only subject ids starting with this")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--offset", type=int, default=0)
     p.set_defaults(func=cmd_subjects_list)
     p = _with_json(ss.add_parser("set-status", help="active, suspended or deceased"))
     p.add_argument("subject_id")
-    p.add_argument("status", choices=["active", "suspended", "deceased"])
+    p.add_argument("status", choices=SUBJECT_STATUSES)
     p.set_defaults(func=cmd_subjects_set_status)
     p = _with_json(ss.add_parser("delete", help="delete a subject with its templates and index entries"))
     p.add_argument("subject_id")
@@ -259,9 +260,10 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from facegate.storage import backup
     store = _store()
     try:
-        res = store.export(args.file, actor=cli_actor())
+        res = backup.export(store, args.file, actor=cli_actor())
     finally:
         store.close()
     _out(args, res, f"exported {res['subjects']} subject(s), {res['templates']} template(s) to {res['path']}\n"
@@ -271,9 +273,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_restore(args) -> int:
+    from facegate.storage import backup
     store = _store()
     try:
-        res = store.restore(args.file, actor=cli_actor())
+        res = backup.restore(store, args.file, actor=cli_actor())
     finally:
         store.close()
     with _gallery() as g:
@@ -315,9 +318,10 @@ def cmd_index_reenrol(args) -> int:
 
 
 def cmd_rotate_data_key(args) -> int:
+    from facegate.storage import keyrotation
     store = _store()
     try:
-        res = store.rotate_data_key(retire_old=not args.keep_old, actor=cli_actor())
+        res = keyrotation.rotate_data_key(store, retire_old=not args.keep_old, actor=cli_actor())
     finally:
         store.close()
     text = (f"{'resumed: ' if res['resumed'] else ''}{res['reencrypted']} template(s) re-encrypted under {res['key_id']}")

@@ -9,6 +9,9 @@ import json
 import os
 import sys
 
+from facegate.cli import cli_actor
+from facegate.vocab import ROLES
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
@@ -47,7 +50,7 @@ def keys_parser(sub):
 
 def register_key_commands(ks) -> None:
     p = ks.add_parser("create", help="create an API key; the key is printed once and stored hashed")
-    p.add_argument("--role", required=True, choices=["admin", "operator", "kiosk", "app"])
+    p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--name", help="a label, e.g. the kiosk's location")
     p.add_argument("--client-id", help="the kiosk/device id this key belongs to (recorded in the audit trail)")
     p.add_argument("--rate-limit", type=int, help="requests per minute (default: FACEGATE_RATE_LIMIT_PER_MINUTE)")
@@ -75,12 +78,6 @@ def _database():
     return open_database(Settings.load().database)
 
 
-def _audit(db, operation: str, outcome: str, **kw) -> None:
-    from facegate.storage import audit
-    actor = f"cli:{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}"
-    audit.record(db, actor=actor, operation=operation, outcome=outcome, **kw)
-
-
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -100,12 +97,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_keys_create(args) -> int:
-    from facegate.service.auth import create_key
-    db = _database()
-    secret, key = create_key(db, args.role, name=args.name, client_id=args.client_id,
+    from facegate.storage.apikeys import create_key
+    secret, key = create_key(_database(), args.role, actor=cli_actor(), name=args.name, client_id=args.client_id,
                              rate_limit_per_minute=args.rate_limit)
-    _audit(db, "key.create", "created", key_id=key.key_id, detail={"role": key.role, "name": key.name,
-                                                                     "client_id": key.client_id})
     if args.json:
         print(json.dumps({"key": secret, "key_id": key.key_id, "role": key.role, "name": key.name}))
     else:
@@ -116,7 +110,7 @@ def cmd_keys_create(args) -> int:
 
 
 def cmd_keys_list(args) -> int:
-    from facegate.service.auth import list_keys
+    from facegate.storage.apikeys import list_keys
     keys = list_keys(_database())
     if args.json:
         print(json.dumps([k.as_dict() for k in keys]))
@@ -128,10 +122,8 @@ def cmd_keys_list(args) -> int:
 
 
 def cmd_keys_revoke(args) -> int:
-    from facegate.service.auth import revoke_key
-    db = _database()
-    key = revoke_key(db, args.key_id)
-    _audit(db, "key.revoke", "revoked", key_id=key.key_id)
+    from facegate.storage.apikeys import revoke_key
+    key = revoke_key(_database(), args.key_id, actor=cli_actor())
     if args.json:
         print(json.dumps(key.as_dict()))
     else:
@@ -154,8 +146,8 @@ def cmd_audit_verify(args) -> int:
 
 
 def cmd_audit_list(args) -> int:
-    from facegate.service.routers.audit import read_entries
-    page = read_entries(_database(), args.after_seq, args.limit, args.subject, args.operation)
+    from facegate.storage import audit
+    page = audit.page(_database(), args.after_seq, args.limit, args.subject, args.operation)
     for e in page["entries"]:
         if args.json:
             print(json.dumps(e))

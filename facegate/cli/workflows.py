@@ -10,6 +10,7 @@ from facegate.cli import cli_actor
 from facegate.clock import parse_instant
 from facegate.config import Settings
 from facegate.errors import FacegateError
+from facegate.vocab import CERT_STATUSES, MANUAL_OUTCOMES, SIGNAL_KINDS
 
 
 def _ledger():
@@ -30,7 +31,7 @@ def register(sub) -> None:
     rsub = rep.add_subparsers(dest="report_command", required=True)
     c = rsub.add_parser("certifications", help="who has certified, who is due, who is overdue")
     c.add_argument("--period", help="2026, 2026-H1, 2026-Q3 or 2026-07 (default: the current period)")
-    c.add_argument("--status", choices=["certified", "due", "overdue", "failed", "manual_review"])
+    c.add_argument("--status", choices=CERT_STATUSES)
     c.add_argument("--as-of", help="judge statuses at this date/time (ISO-8601; default now)")
     c.add_argument("--format", choices=["csv", "json"], default="csv")
     c.add_argument("--include-inactive", action="store_true", help="also suspended and deceased subjects")
@@ -39,13 +40,13 @@ def register(sub) -> None:
 
     m = sub.add_parser("certify-manual", help="record an operator's certification decision after an in-person check")
     m.add_argument("subject_id")
-    m.add_argument("--outcome", choices=["certified", "failed"], default="certified")
+    m.add_argument("--outcome", choices=MANUAL_OUTCOMES, default="certified")
     m.add_argument("--note", required=True, help="how the person was checked (recorded and audited)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_certify_manual)
 
     f = sub.add_parser("fraud-signals", help="list fraud signals raised by certifications")
-    f.add_argument("--kind", choices=["shared_face", "repeated_failures", "deceased_subject", "liveness_failed"])
+    f.add_argument("--kind", choices=SIGNAL_KINDS)
     f.add_argument("--subject")
     f.add_argument("--period")
     f.add_argument("--limit", type=int, default=100)
@@ -110,7 +111,8 @@ def cmd_report_certifications(args) -> int:
 
 
 def cmd_certify_manual(args) -> int:
-    result = _ledger().manual(args.subject_id, args.outcome, args.note, actor=cli_actor())
+    from facegate.storage.audit import Actor
+    result = _ledger().manual(args.subject_id, args.outcome, args.note, who=Actor(cli_actor()))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -125,9 +127,9 @@ def cmd_fraud_signals(args) -> int:
 
 
 def cmd_kiosks_add(args) -> int:
-    from facegate.workflows.kiosk import add_kiosk
+    from facegate.workflows.kiosk.registry import add_kiosk
 
-    secret, kiosk = add_kiosk(_db(), args.location, args.kiosk_id, args.rate_limit)
+    secret, kiosk = add_kiosk(_db(), args.location, args.kiosk_id, args.rate_limit, actor=cli_actor())
     if args.json:
         print(json.dumps({"key": secret, **kiosk}))
     else:
@@ -137,7 +139,7 @@ def cmd_kiosks_add(args) -> int:
 
 
 def cmd_kiosks_list(args) -> int:
-    from facegate.workflows.kiosk import list_kiosks
+    from facegate.workflows.kiosk.registry import list_kiosks
 
     kiosks = list_kiosks(_db())
     if args.json:
@@ -149,15 +151,15 @@ def cmd_kiosks_list(args) -> int:
 
 
 def cmd_kiosks_disable(args) -> int:
-    from facegate.workflows.kiosk import disable_kiosk
+    from facegate.workflows.kiosk.registry import disable_kiosk
 
-    k = disable_kiosk(_db(), args.kiosk_id)
+    k = disable_kiosk(_db(), args.kiosk_id, actor=cli_actor())
     print(f"kiosk {k['kiosk_id']} disabled; key {k['key_id']} revoked")
     return 0
 
 
 def cmd_kiosks_report(args) -> int:
-    from facegate.workflows.kiosk import report
+    from facegate.workflows.kiosk.registry import report
 
     rows = report(_db(), parse_instant(args.since, "--since"))
     if args.json:

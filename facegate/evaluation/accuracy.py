@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegate.matching.decisions import threshold
 from facegate.matching.operating_points import compute_table, threshold_at_fmr
 from facegate.errors import FacegateError
 from facegate.evaluation.pairs import PairSet
@@ -132,8 +133,8 @@ def evaluate(engine, pairset: PairSet, emb: dict) -> dict:
             continue
         t = threshold_at_fmr(impostor, float(far))
         tar[far] = round(float((genuine >= t).sum() / n_genuine), 5)
-    default = engine.decide(0.0)
-    t_default = default["threshold"]
+    default = threshold(engine.operating_points, engine.settings.target_fmr)
+    t_default = round(default.threshold, 6)
     correct = _correct(scores, same, ok, t_default)
     fm = int((ok & ~same & (scores >= t_default)).sum())
     fnm = int((ok & same & (scores < t_default)).sum())
@@ -149,7 +150,7 @@ def evaluate(engine, pairset: PairSet, emb: dict) -> dict:
         "impostor_pairs_for_far": int(impostor.size),
         "impostor_source": impostor_source,
         "default_threshold": t_default,
-        "default_fmr": default["fmr"],
+        "default_fmr": default.fmr,
         "accuracy_at_default_threshold": round(float(correct.mean()), 5),
         "errors_at_default_threshold": int((~correct).sum()),
         "false_matches_at_default_threshold": fm,

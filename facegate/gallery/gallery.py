@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,10 @@ import numpy as np
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.storage.store import Store
-from facegate.gallery.vectors import KINDS, VectorIndex
+from facegate.gallery.vectors import VectorIndex
+from facegate.matching.decisions import Candidate, Identification, OperatingPoint, decide_1toN, threshold
+from facegate.matching.scores import exact_scores
+from facegate.vocab import INDEX_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +50,23 @@ def _quality_dict(quality) -> tuple[float | None, dict | None]:
     return d.get("score"), d
 
 
-def _unit64(vector: np.ndarray) -> np.ndarray:
-    v = np.asarray(vector, dtype=np.float64).reshape(-1)
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+@dataclass(frozen=True)
+class SubjectMatch:
+    """A probe against one subject's templates: the best exact score, at a 1:1 operating point."""
+    subject_id: str
+    score: float
+    face_id: int
+    templates: int
+    point: OperatingPoint
 
+    @property
+    def match(self) -> bool:
+        return self.point.matches(self.score)
 
-def exact_scores(templates: list[np.ndarray], probe: np.ndarray) -> np.ndarray:
-    """Cosine of the probe with each stored template, one dot product per template in float64:
-    the same numbers whether a template is scored by 1:1 or inside a 1:N candidate list."""
-    q = _unit64(probe)
-    return np.array([float(np.dot(np.asarray(t, dtype=np.float64), q)) for t in templates])
+    def as_dict(self) -> dict:
+        return {"subject_id": self.subject_id, "score": round(self.score, 6), "match": self.match,
+                "threshold": round(self.point.threshold, 6), "fmr": self.point.fmr, "face_id": self.face_id,
+                "templates": self.templates}
 
 
 class Gallery:
@@ -140,8 +151,8 @@ class Gallery:
 
     def _index_kind(self) -> str:
         kind = (self.settings.index_kind or "auto").strip()
-        if kind != "auto" and kind not in KINDS:
-            log.warning("FACEGATE_INDEX_KIND=%s is not one of auto, %s; using auto", kind, ", ".join(KINDS))
+        if kind != "auto" and kind not in INDEX_KINDS:
+            log.warning("FACEGATE_INDEX_KIND=%s is not one of auto, %s; using auto", kind, ", ".join(INDEX_KINDS))
             return "auto"
         return kind
 
@@ -207,7 +218,7 @@ class Gallery:
         self.close()
 
     # ------------------------------------------------------------------ 1:N core
-    def _rank_subjects(self, embedding: np.ndarray, n_subjects: int) -> list[dict]:
+    def _rank_subjects(self, embedding: np.ndarray, n_subjects: int) -> list[Candidate]:
         """Subjects ranked by their best EXACT score (decrypted templates, cosine) against the
         probe: the index only proposes candidates."""
         q = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
@@ -223,26 +234,20 @@ class Gallery:
         if not rows:
             return []
         scores = exact_scores([r["embedding"] for r in rows], embedding)
-        best: dict[str, dict] = {}
+        best: dict[str, Candidate] = {}
         for r, s in zip(rows, scores):
             cur = best.get(r["subject_id"])
-            if cur is None or s > cur["score"]:
-                best[r["subject_id"]] = {"subject_id": r["subject_id"], "score": float(s), "face_id": r["face_id"],
-                                         "status": r["status"], "name": r["name"]}
-        return sorted(best.values(), key=lambda d: -d["score"])
+            if cur is None or s > cur.score:
+                best[r["subject_id"]] = Candidate(r["subject_id"], float(s), r["face_id"], r["status"])
+        return sorted(best.values(), key=lambda c: -c.score)
 
     def duplicates(self, embedding: np.ndarray, exclude_subject: str | None = None, fmr: float | None = None) -> list[dict]:
         """Subjects other than ``exclude_subject`` whose templates match the face at the 1:N
         operating point (``identify_fmr`` unless ``fmr`` is given)."""
-        out = []
-        for cand in self._rank_subjects(embedding, 5):
-            if cand["subject_id"] == exclude_subject:
-                continue
-            d = self.engine.decide(cand["score"], fmr or self.settings.identify_fmr)
-            if d["match"]:
-                out.append({"subject_id": cand["subject_id"], "score": d["score"], "face_id": cand["face_id"],
-                            "threshold": d["threshold"]})
-        return out
+        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr)
+        return [{"subject_id": c.subject_id, "score": round(c.score, 6), "face_id": c.face_id,
+                 "threshold": round(point.threshold, 6)}
+                for c in self._rank_subjects(embedding, 5) if c.subject_id != exclude_subject and point.matches(c.score)]
 
     # ------------------------------------------------------------------ operations
     def enrol(self, subject_id: str, image_bytes: bytes, source: str = "api", allow_duplicate: bool = False,
@@ -282,46 +287,24 @@ class Gallery:
         return {"face_id": rec["face_id"], "subject_id": subject_id, "quality": detail, "pack_id": self.pack_id,
                 "duplicate_of": dups}
 
-    def verify(self, subject_id: str, embedding: np.ndarray, fmr: float | None = None) -> dict:
-        """1:1 against the subject's templates (best score), from the database directly."""
+    def verify(self, subject_id: str, embedding: np.ndarray, fmr: float | None = None) -> SubjectMatch:
+        """1:1 against the subject's templates (best score), from the database directly, at
+        ``fmr`` or the 1:1 operating point ``target_fmr``."""
+        point = threshold(self.engine.operating_points, fmr or self.settings.target_fmr)
         tmpl = self.store.subject_templates(subject_id, self.pack_id)
         scores = exact_scores([e for _, e in tmpl], embedding)
         i = int(np.argmax(scores))
-        return self.engine.decide(float(scores[i]), fmr) | {"face_id": tmpl[i][0], "subject_id": subject_id,
-                                                             "templates": len(tmpl)}
+        return SubjectMatch(subject_id, float(scores[i]), tmpl[i][0], len(tmpl), point)
 
-    def identify(self, embedding: np.ndarray, top_k: int = 5, fmr: float | None = None) -> dict:
-        """1:N: the top-k subjects above the threshold (each once, exact calibrated scores), at
-        ``fmr`` or the 1:N operating point ``identify_fmr`` (stricter than 1:1's, since a search
-        of N subjects makes about N chances of a false match).
-
-        ``decision``: ``match`` when the best subject is above the threshold and beats the
-        second-best subject (above the threshold or not) by at least ``identify_margin``;
-        ``ambiguous`` when it is above the threshold but the margin is smaller; ``no_match``
-        when nobody is above the threshold (then ``candidates`` is empty)."""
+    def identify(self, embedding: np.ndarray, top_k: int = 5, fmr: float | None = None) -> Identification:
+        """1:N: subjects ranked by exact score, decided by the margin rule
+        (:func:`facegate.matching.decisions.decide_1toN`) at ``fmr`` or the 1:N operating point
+        ``identify_fmr`` (stricter than 1:1's, since a search of N subjects makes about N chances
+        of a false match)."""
+        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr)
         self._sync_if_stale()
         ranked = self._rank_subjects(embedding, max(int(top_k), 2))
-        op = self.engine.decide(0.0, fmr or self.settings.identify_fmr)
-        threshold = op["threshold"]
-        above = [r for r in ranked if r["score"] >= threshold]
-        margin = ranked[0]["score"] - ranked[1]["score"] if len(ranked) >= 2 else None
-        required = float(self.settings.identify_margin)
-        if not above:
-            decision = "no_match"
-        elif margin is not None and margin < required:
-            decision = "ambiguous"
-        else:
-            decision = "match"
-        return {
-            "decision": decision,
-            "subject_id": above[0]["subject_id"] if decision == "match" else None,
-            "candidates": [{"subject_id": r["subject_id"], "score": round(r["score"], 6), "face_id": r["face_id"],
-                            "status": r["status"]} for r in above[:top_k]],
-            "threshold": threshold, "fmr": op["fmr"],
-            "margin": None if margin is None else round(margin, 6), "required_margin": required,
-            "best_score": round(ranked[0]["score"], 6) if ranked else None,
-            "pack_id": self.pack_id,
-        }
+        return decide_1toN(ranked, point, float(self.settings.identify_margin), int(top_k))
 
     def reenrol_from_photos(self, subject_id: str | None = None, actor: str = "system") -> dict:
         """After a model-pack change: embed the stored photos (FACEGATE_STORE_IMAGES=1) of

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 
-from facegate.errors import FacegateError
 from facegate.liveness.actions import match_challenge
 from facegate.liveness.capture import Capture, capture_checks
 from facegate.liveness.eyes import EyeStateClassifier
@@ -19,6 +18,7 @@ from facegate.liveness.landmarks import Landmarker68
 from facegate.liveness.pad import load_pad_models
 from facegate.liveness.pose import HeadPoseEstimator
 from facegate.liveness.tracker import FaceTracker, FrameObservation
+from facegate.matching.decisions import threshold
 from facegate.models.alignment import align_face
 from facegate.models.onnx import create_session
 
@@ -38,9 +38,6 @@ class LivenessJudge:
         self.settings = settings
         self.tracker = tracker
         self.pad_models = pad_models
-        # same face throughout: the engine's calibrated threshold (None for an uncalibrated pack)
-        points = engine.operating_points
-        self.identity_threshold = points.threshold_for(settings.liveness_identity_fmr)[0] if points else None
 
     @classmethod
     def load(cls, engine, settings=None) -> "LivenessJudge":
@@ -69,9 +66,7 @@ class LivenessJudge:
 
     def identity(self, capture: Capture, faced: list[FrameObservation], actions: list[dict]) -> dict:
         """Embeddings on evenly spaced frames plus the frames at each detected action's edges."""
-        if self.identity_threshold is None:
-            raise FacegateError("model_unavailable", "this model pack has no calibration, so a capture's "
-                                "identity cannot be checked; run `facegate calibrate` for it")
+        point = threshold(self.engine.operating_points, self.settings.liveness_identity_fmr)   # same face throughout
         faced = [o for o in faced if o.detected] or faced
         step = max(1, int(np.ceil(len(faced) / MAX_IDENTITY_SAMPLES)))
         picks = {o.index: o for o in faced[::step]}
@@ -87,8 +82,8 @@ class LivenessJudge:
         frontal = [i for i, o in enumerate(picks) if abs(o.yaw) < FRONTAL_DEGREES] or list(range(len(picks)))
         mean = emb[frontal].mean(axis=0)
         return {"samples": len(picks), "min_similarity": round(worst, 4),
-                "threshold": round(float(self.identity_threshold), 4),
-                "consistent": worst >= self.identity_threshold,
+                "threshold": round(point.threshold, 4),
+                "consistent": point.matches(worst),
                 "embedding": (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)}
 
     def passive(self, capture: Capture, faced: list[FrameObservation]) -> dict:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from facegate.errors import FacegateError
-from facegate.models.mtcnn import Detection
-from facegate.models.pack import MANIFEST, ModelPack, load_pack, sha256_file
+from facegate.models import mtcnn
+from facegate.models.base import Detection, Detector
+from facegate.models.pack import DEFAULT_PACK, MANIFEST, ModelPack, load_pack, sha256_file
 from facegate.models.onnx import resolve_providers
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class InsightFaceEmbedder:
 class InsightFaceDetector:
     """Adapter from insightface's SCRFD/RetinaFace to facegate's detector interface."""
 
+    smallest_face = 8      # SCRFD's finest anchors (stride 8)
+
     def __init__(self, model, input_size=(640, 640), threshold: float = 0.5):
         self.model = model
         self.input_size = input_size
@@ -113,23 +116,13 @@ class InsightFaceDetector:
         return dets
 
 
-def load_insightface_engine(pack: ModelPack, settings):
-    from facegate.matching.operating_points import OperatingPoints
-    from facegate.engine import FaceEngine
-    from facegate.models.mtcnn import MTCNNDetector
-    from facegate.models.onnx import create_session
-
+def build(pack: ModelPack, settings) -> tuple[InsightFaceDetector | Detector, InsightFaceEmbedder]:
+    """The pack's recogniser, and its detector when it has one (else the default pack's MTCNN)."""
     log.warning("loading pack %s: %s", pack.path, INSIGHTFACE_LICENCE_WARNING)
     providers = resolve_providers(settings.providers)
     recogniser = next(m for m in pack.manifest["models"] if m["task"] == "recognition")
     embedder = InsightFaceEmbedder(_route(pack.verified_path(recogniser["name"]), providers))
     detection = [m for m in pack.manifest["models"] if m["task"] == "detection"]
     if detection:
-        detector = InsightFaceDetector(_route(pack.verified_path(detection[0]["name"]), providers))
-    else:
-        default = load_pack(settings.model_dir, "default")
-
-        def session(name):
-            return create_session(default.verified_path(name), settings.providers, settings.intra_op_threads)
-        detector = MTCNNDetector(session("mtcnn_pnet"), session("mtcnn_rnet"), session("mtcnn_onet"))
-    return FaceEngine(pack, detector, embedder, settings, OperatingPoints.for_pack(pack))
+        return InsightFaceDetector(_route(pack.verified_path(detection[0]["name"]), providers)), embedder
+    return mtcnn.load(load_pack(settings.model_dir, DEFAULT_PACK), settings), embedder

@@ -5,17 +5,15 @@ images: every crop is fed as (N, W, H, 3) RGB, scaled to (p - 127.5) / 128.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
+from facegate.models.base import Detection
+from facegate.models.onnx import create_session
+from facegate.models.pack import ModelPack
 
-@dataclass
-class Detection:
-    box: np.ndarray        # x1, y1, x2, y2 (float, pixels)
-    score: float
-    landmarks: np.ndarray  # 5 x 2: left eye, right eye, nose, mouth left, mouth right (image left/right)
+# P-Net's window: no face smaller than this is found, and no image smaller than it holds one.
+WINDOW = 12
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:
@@ -81,6 +79,8 @@ def _crops(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
 class MTCNNDetector:
     """Three-stage cascade. ``detect(bgr)`` returns detections sorted by score."""
 
+    smallest_face = WINDOW
+
     def __init__(self, pnet, rnet, onet, thresholds=(0.6, 0.7, 0.7), scale_factor: float = 0.709):
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
         self.thresholds = thresholds
@@ -90,11 +90,11 @@ class MTCNNDetector:
         self._oin = onet.get_inputs()[0].name
 
     def _scales(self, h: int, w: int, min_face: int) -> list[float]:
-        m = 12.0 / min_face
+        m = WINDOW / min_face
         min_layer = min(h, w) * m
         scales = []
         k = 0
-        while min_layer >= 12:
+        while min_layer >= WINDOW:
             scales.append(m * self.scale_factor ** k)
             min_layer *= self.scale_factor
             k += 1
@@ -116,7 +116,7 @@ class MTCNNDetector:
                 continue
             boxes = np.stack([
                 np.fix((2 * cols + 1) / scale), np.fix((2 * rows + 1) / scale),
-                np.fix((2 * cols + 12) / scale), np.fix((2 * rows + 12) / scale),
+                np.fix((2 * cols + WINDOW) / scale), np.fix((2 * rows + WINDOW) / scale),
                 prob[cols, rows],
                 reg[cols, rows, 0], reg[cols, rows, 1], reg[cols, rows, 2], reg[cols, rows, 3],
             ], axis=1)
@@ -171,10 +171,17 @@ class MTCNNDetector:
 
     def detect(self, bgr: np.ndarray, min_face: int = 20) -> list[Detection]:
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        boxes = self._stage1(rgb, max(int(min_face), 12))
+        boxes = self._stage1(rgb, max(int(min_face), WINDOW))
         boxes = self._stage2(rgb, boxes)
         boxes, landmarks = self._stage3(rgb, boxes)
         dets = [Detection(box=b[:4].astype(np.float32), score=float(b[4]),
                           landmarks=l.astype(np.float32)) for b, l in zip(boxes, landmarks)]
         dets.sort(key=lambda d: -d.score)
         return dets
+
+
+def load(pack: ModelPack, settings) -> MTCNNDetector:
+    """The detector on ``pack``'s three MTCNN graphs (checksums verified)."""
+    def session(name):
+        return create_session(pack.verified_path(name), settings.providers, settings.intra_op_threads)
+    return MTCNNDetector(session("mtcnn_pnet"), session("mtcnn_rnet"), session("mtcnn_onet"))

@@ -2,7 +2,7 @@
 
 Providers are chosen automatically (CUDA when onnxruntime-gpu sees a GPU, else CPU) unless
 ``providers`` names them. Intra-op spinning is off: with several small sessions alternating on
-two cores, spinning threads made the whole pipeline about 3x slower.
+two cores, spinning threads slowed the whole pipeline several times over (../shared/MODEL-FACTS.md).
 """
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ them).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -25,24 +24,33 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from facegate.config import Settings
+from facegate.engine import FaceEngine
+from facegate.gallery.gallery import Gallery
+from facegate.liveness.service import LivenessService
 from facegate.service import errors, metrics
 from facegate.service.auth import KeyCache
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
+from facegate.service.routers import audit, certifications, compare, identify, kiosk, liveness, subjects, verify
+from facegate.workflows.certification.ledger import CertificationLedger
+from facegate.workflows.context import WorkflowContext
 
 log = logging.getLogger("facegate.service")
 
+ROUTERS = (subjects, verify, identify, compare, audit, certifications, kiosk, liveness)
+
 
 def _load(settings: Settings) -> ServiceState:
-    """Load the models and open the gallery (which opens and migrates the database)."""
-    from facegate.engine import FaceEngine
-    from facegate.gallery.gallery import Gallery
-
+    """Load the models, open the gallery (which opens and migrates the database) and build
+    everything a request may need."""
     t0 = time.perf_counter()
     engine = FaceEngine.load(settings)
     gallery = Gallery(settings, engine)
-    st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery,
+    lv = LivenessService.load(engine, settings)
+    st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery, liveness=lv,
+                      ledger=CertificationLedger(settings, gallery.store, engine, gallery),
+                      workflows=WorkflowContext(settings, engine, gallery, lv, observe=metrics.StageObserver()),
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
                                          settings.retry_after_s),
                       keys=KeyCache(settings.key_cache_s))
@@ -76,15 +84,9 @@ async def _sync_loop(st: ServiceState) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
 
-    liveness = None
-    if importlib.util.find_spec("facegate.service.routers.liveness") is not None:
-        from facegate.service.routers import liveness   # written separately; uses require("liveness")
-
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         st = await run_in_threadpool(_load, settings)
-        if liveness is not None and hasattr(liveness, "install"):
-            await run_in_threadpool(liveness.install, st)   # sets st.liveness (session store) and its models
         app.state.facegate = st
         await run_in_threadpool(_gallery_gauges, st)
         task = asyncio.create_task(_sync_loop(st))
@@ -100,11 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "errors are RFC 9457 problem+json with a stable `code`.")
     errors.install(app)
 
-    from facegate.service.routers import audit, certifications, compare, identify, kiosk, subjects, verify
-    for module in (subjects, verify, identify, compare, audit, certifications, kiosk):
+    for module in ROUTERS:
         app.include_router(module.router)
-    if liveness is not None:
-        app.include_router(liveness.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz():
@@ -113,13 +112,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["operations"])
     async def readyz(request: Request):
         st: ServiceState | None = getattr(request.app.state, "facegate", None)
-        body = {"ready": False, "models_loaded": bool(st and st.models_loaded), "index_current": False}
-        if st is not None and st.models_loaded:
+        body = {"ready": False, "models_loaded": st is not None, "index_current": False}
+        if st is not None:
             body["index_current"] = st.index_current()
             body["pack_id"] = st.engine.pack_id
             body["index"] = st.index_stats
-            body["liveness"] = st.liveness.status() if st.liveness is not None else {"passive": "passive: unavailable",
-                                                                                      "active": "unavailable"}
+            body["liveness"] = st.liveness.status()
             if st.sync_error:
                 body["error"] = st.sync_error
             body["ready"] = body["index_current"]

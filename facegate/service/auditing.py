@@ -7,40 +7,32 @@ itself (:func:`write`, no extra thread hop), before the answer is sent.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from facegate.service import metrics
-from facegate.service.auth import ApiKey
+from facegate.storage import audit
+from facegate.storage.apikeys import ApiKey
+from facegate.storage.audit import Actor
 
 
 def new_decision_id() -> str:
     return "d_" + uuid.uuid4().hex
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who made the request: the key, the request id and the client/device id."""
-    key: ApiKey | None
-    request_id: str | None
-    client_id: str | None
+def caller(request: Request, key: ApiKey | None) -> Actor:
+    """Who made the request: the key, its client/device id (checked by ``require``) and the request id."""
+    return Actor(key.actor if key else "anonymous", key.key_id if key else None,
+                 getattr(request.state, "client_id", None), getattr(request.state, "request_id", None))
 
 
-def caller(request: Request, key: ApiKey | None) -> Caller:
-    from facegate.service.deps import client_id
-    return Caller(key, getattr(request.state, "request_id", None), client_id(request, key))
-
-
-def write(st, who: Caller, operation: str, outcome: str, subject_id: str | None = None,
+def write(st, who: Actor, operation: str, outcome: str, subject_id: str | None = None,
           scores: dict | None = None, detail: dict | None = None) -> int:
     """Append one audit entry (blocking); returns its sequence number."""
-    from facegate.storage import audit
     with metrics.stage("audit"):
-        return audit.record(st.db, actor=who.key.actor if who.key else "anonymous", operation=operation,
-                            outcome=outcome, key_id=who.key.key_id if who.key else None, subject_id=subject_id,
-                            scores=scores, request_id=who.request_id, client_id=who.client_id, detail=detail)
+        return audit.record(st.db, **who.fields(), operation=operation, outcome=outcome, subject_id=subject_id,
+                            scores=scores, detail=detail)
 
 
 async def record(st, request: Request, key: ApiKey | None, operation: str, outcome: str,

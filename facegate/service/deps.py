@@ -1,8 +1,9 @@
 """The per-process service state and the FastAPI dependencies built on it.
 
-``ServiceState`` is created once per worker process by the app's lifespan: the face engine
-(models loaded once), the database, the gallery, the bounded inference pool and the rate
-limiter. Route handlers reach it through :func:`state` and authorise with :func:`require`.
+``ServiceState`` is created once per worker process, completely, by the app's lifespan: the
+face engine (models loaded once), the database, the gallery, liveness, the certification
+ledger, the workflows' context, the bounded inference pool and the per-key caches. Route
+handlers reach it through :func:`state` and authorise with :func:`require`.
 """
 from __future__ import annotations
 
@@ -10,16 +11,25 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from facegate.config import Settings
+from facegate.engine import FaceEngine
 from facegate.errors import FacegateError
+from facegate.gallery.gallery import Gallery
+from facegate.liveness.service import LivenessService
 from facegate.service import auth, metrics
-from facegate.service.auth import ApiKey, KeyCache, RateLimiter
+from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.inference import InferencePool
+from facegate.storage import apikeys, audit
+from facegate.storage.apikeys import ApiKey
+from facegate.workflows.certification.ledger import CertificationLedger
+from facegate.workflows.context import WorkflowContext
 
 log = logging.getLogger("facegate.service")
 
@@ -31,24 +41,20 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")
 @dataclass
 class ServiceState:
     settings: Settings
-    db: object                     # sqlalchemy Engine
-    engine: object = None          # FaceEngine, set once the models are loaded
-    gallery: object = None
-    pool: InferencePool | None = None
+    db: sa.Engine
+    engine: FaceEngine
+    gallery: Gallery
+    liveness: LivenessService
+    ledger: CertificationLedger
+    workflows: WorkflowContext
+    pool: InferencePool
     limiter: RateLimiter = field(default_factory=RateLimiter)
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
-    liveness: object = None        # optional: liveness session store, see routers/verify.py
-    ledger: object = None          # certification ledger, made on first use (routers/certifications.py)
-    document_points: object = None  # operating points for ID-card chip photos (routers/kiosk.py)
     last_sync: float = 0.0
     index_stats: dict = field(default_factory=dict)   # counts from the last sync, shown by /readyz
     staged_seen: dict = field(default_factory=dict)   # the index's early-stop totals already counted
     sync_error: str | None = None
     started: float = field(default_factory=time.time)
-
-    @property
-    def models_loaded(self) -> bool:
-        return self.engine is not None and self.gallery is not None
 
     def sync_index(self) -> None:
         """Apply gallery changes made by other processes (the change_log) to this index."""
@@ -68,30 +74,51 @@ class ServiceState:
 
 def state(request: Request) -> ServiceState:
     st = getattr(request.app.state, "facegate", None)
-    if st is None or not st.models_loaded:
+    if st is None:
         raise FacegateError("not_ready", "models are still loading")
     return st
 
 
+StateDep = Annotated[ServiceState, Depends(state)]
+
+
 def client_id(request: Request, key: ApiKey | None) -> str | None:
-    """The kiosk/device id: header ``X-Client-Id`` if well-formed, else the key's."""
+    """The kiosk/device a request is recorded against.
+
+    A key that belongs to a device is pinned to it: its client id, or for a ``kiosk`` key
+    without one its own key id (the kiosk id comes from the key, never from the caller). For
+    such keys a different ``X-Client-Id`` header is refused (``client_id_mismatch``); other keys
+    may name their device with the header."""
     header = request.headers.get("x-client-id")
-    if header and _CLIENT_ID.match(header):
-        return header
-    return key.client_id if key else None
+    pinned = key and (key.client_id or (key.key_id if key.role == "kiosk" else None))
+    if pinned:
+        if header is not None and header != pinned:
+            raise FacegateError("client_id_mismatch", f"this key belongs to client {pinned!r}; X-Client-Id "
+                                f"{header[:64]!r} is not it", client_id=pinned)
+        return pinned
+    return header if header and _CLIENT_ID.match(header) else None
 
 
 def require(permission: str):
     """Dependency: a valid ``X-API-Key`` whose role grants ``permission``, within its rate limit."""
 
-    async def dependency(request: Request, st: ServiceState = Depends(state),
+    async def dependency(request: Request, st: StateDep,
                          presented: str | None = Security(API_KEY_HEADER)) -> ApiKey:
         key = st.keys.get(presented)
         if key is None:
             with metrics.stage("auth"):
-                key = await run_in_threadpool(auth.authenticate, st.db, presented)
+                key = await run_in_threadpool(apikeys.authenticate, st.db, presented)
             st.keys.put(presented, key)
         request.state.key = key
+        try:
+            request.state.client_id = client_id(request, key)
+        except FacegateError as exc:
+            await run_in_threadpool(audit.record, st.db, actor=key.actor, key_id=key.key_id, operation="auth.client_id",
+                                    outcome=exc.code, client_id=key.client_id,
+                                    request_id=getattr(request.state, "request_id", None),
+                                    detail={"header": request.headers.get("x-client-id", "")[:64],
+                                            "route": request.url.path})
+            raise
         st.limiter.take(key.key_id, key.rate_limit_per_minute or st.settings.rate_limit_per_minute)
         if not auth.may(key.role, permission):
             raise FacegateError("forbidden", f"role {key.role!r} may not {permission}",

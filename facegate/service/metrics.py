@@ -57,6 +57,18 @@ def stage(name: str):
         STAGE_SECONDS.labels(name).observe(time.perf_counter() - t0)
 
 
+class StageObserver:
+    """The workflows' observer (:class:`facegate.workflows.context.Observer`): stage latencies
+    into ``facegate_stage_seconds``, from each analysed face's own times."""
+
+    def stage(self, name: str):
+        return stage(name)
+
+    def face(self, face) -> None:
+        for name in ("decode", "detect", "align", "embed"):
+            STAGE_SECONDS.labels(name).observe(getattr(face.times, name))
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -1,12 +1,12 @@
 """Pydantic models of the API's JSON bodies and answers (they also make the OpenAPI at /docs)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SubjectStatus = Literal["active", "suspended", "deceased"]
-Decision = Literal["match", "no_match", "manual_review"]
+from facegate.vocab import (CertMethod, CertOutcome, CertStatus, Decision, Identification, KioskMode,
+                            SignalKind, SubjectStatus)
 
 
 class Strict(BaseModel):
@@ -95,7 +95,7 @@ class Candidate(BaseModel):
 
 class IdentifyOut(BaseModel):
     candidates: list[Candidate] = Field(description="subjects at or above the threshold, best first")
-    decision: Literal["match", "ambiguous", "no_match"] = Field(
+    decision: Identification = Field(
         description="match: one subject above the threshold by the required margin over the next")
     subject_id: str | None = Field(default=None, description="the identified subject when decision is match")
     margin: float | None = None
@@ -141,6 +141,137 @@ class AuditEntry(BaseModel):
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
     next_after_seq: int | None = None
+
+
+class KioskOut(BaseModel):
+    match: bool = Field(description="true only when decision is 'match'")
+    decision: Decision
+    review_reasons: list[str] = []
+    score: float | None = Field(description="the live face against the document, the subject or the best candidate")
+    threshold: float
+    fmr: float
+    review_band: float
+    subject_id: str | None = Field(default=None, description="the identified subject, only with a match")
+    operating_point: dict[str, Any] = Field(description="table, threshold and fmr of the point used")
+    document_quality: dict[str, Any] | None = Field(default=None, description="mode document")
+    candidates: list[Candidate] | None = Field(default=None, description="mode search")
+    margin: float | None = None
+    required_margin: float | None = None
+    mode: KioskMode
+    kiosk_id: str
+    liveness: dict[str, Any] | None = None
+    latency_ms: float
+    decision_id: str
+    request_id: str | None = None
+    pack_id: str
+
+
+class CertificationOut(BaseModel):
+    certification_id: int
+    subject_id: str
+    period: str
+    outcome: CertOutcome
+    method: CertMethod
+    valid_until: str | None = Field(description="the certification holds until then (outcome certified)")
+    score: float | None = None
+    threshold: float | None = None
+    fmr: float | None = None
+    reasons: list[str] = []
+    fraud_signals: list[SignalKind] = []
+    liveness_session_id: str | None = None
+    created_at: str
+
+
+class CertificationStatusItem(BaseModel):
+    subject_id: str
+    name: str | None = None
+    status: CertStatus
+    subject_status: SubjectStatus
+    certified_at: str | None = None
+    certified_by: CertMethod | None = None
+    valid_until: str | None = None
+    attempts: int
+    last_outcome: CertOutcome | None = None
+    last_attempt_at: str | None = None
+
+
+class CertificationStatuses(BaseModel):
+    period: str
+    period_start: str
+    period_end: str
+    as_of: str
+    counts: dict[CertStatus, int]
+    items: list[CertificationStatusItem]
+    limit: int
+    offset: int
+
+
+class CertificationAttempt(BaseModel):
+    certification_id: int
+    period: str
+    outcome: CertOutcome
+    method: CertMethod
+    valid_until: str | None = None
+    score: float | None = None
+    reasons: list[str] = []
+    note: str | None = None
+    created_at: str
+
+
+class SubjectCertifications(BaseModel):
+    subject_id: str
+    attempts: list[CertificationAttempt]
+
+
+class FraudSignal(BaseModel):
+    id: int
+    kind: SignalKind
+    subject_id: str
+    other_subject_id: str | None = None
+    certification_id: int | None = None
+    period: str | None = None
+    detail: dict[str, Any] = {}
+    created_at: str
+
+
+class FraudSignals(BaseModel):
+    signals: list[FraudSignal]
+
+
+class LivenessSession(BaseModel):
+    session_id: str
+    challenge: list[str] = Field(description="the actions to perform, in this order")
+    nonce: str = Field(description="sent back with every capture upload")
+    expires_at: str = Field(description="the capture must be complete by then")
+    status: str
+    subject_id: str | None = None
+    purpose: str | None = None
+    frames_received: int
+    valid_until: str | None = Field(default=None, description="a passed session may be used once until then")
+    passive: str | None = Field(default=None, description="the passive PAD models in use, or 'passive: unavailable'")
+    result: dict[str, Any] | None = Field(default=None, description="the verdict, once judged")
+
+
+class CaptureProgress(BaseModel):
+    session_id: str
+    frames_received: int
+    status: str
+
+
+class LivenessResult(BaseModel):
+    """The verdict on a capture (the judge's figures are documented in docs/liveness.md)."""
+    model_config = ConfigDict(extra="allow")
+    session_id: str
+    live: bool
+    score: float
+    challenge: list[str]
+    reasons: list[str] = Field(description="machine-readable reasons when not live")
+    actions: list[dict[str, Any]] = []
+    passive: dict[str, Any] = {}
+    capture: dict[str, Any] = {}
+    identity: dict[str, Any] | None = None
+    timing_ms: dict[str, float] = {}
+    valid_until: str | None = None
 
 
 class Problem(BaseModel):

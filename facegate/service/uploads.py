@@ -110,6 +110,12 @@ def text_field(fields: dict, name: str, required: bool = False, max_len: int = 2
     return value
 
 
+def flag_field(fields: dict, name: str) -> bool:
+    """A yes/no field: true for ``true``/``1``/``yes``/``on`` (any case) or a JSON ``true``/``1``."""
+    value = fields.get(name)
+    return value is True or (isinstance(value, (str, int)) and str(value).strip().lower() in {"1", "true", "yes", "on"})
+
+
 def number_field(fields: dict, name: str, kind=int, default=None, lo=None, hi=None):
     value = fields.get(name)
     if value is None or value == "":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -25,6 +26,19 @@ from facegate.storage.schema import audit_log
 GENESIS = "0" * 64
 HASHED_FIELDS = ("ts", "actor", "key_id", "operation", "subject_id", "outcome", "scores", "request_id",
                  "client_id", "detail")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who a recorded operation is attributed to: ``actor`` (``key:<id>``, ``cli:<user>``,
+    ``anonymous``), the API key, the kiosk/device and the request."""
+    actor: str
+    key_id: str | None = None
+    client_id: str | None = None
+    request_id: str | None = None
+
+    def fields(self) -> dict:
+        return {"actor": self.actor, "key_id": self.key_id, "client_id": self.client_id, "request_id": self.request_id}
 
 
 def _json(value) -> str | None:
@@ -76,15 +90,33 @@ def verify(conn: sa.Connection) -> dict:
     return {"ok": True, "rows": rows, "first_bad_seq": None}
 
 
-def rows(conn: sa.Connection, *, subject_id: str | None = None, since_seq: int = 0, limit: int = 100) -> list[dict]:
+def _decoded(text: str | None) -> dict | None:
+    """A JSON field as a dict (a row edited by hand to hold something else is still shown)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"unparsed": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def rows(conn: sa.Connection, *, subject_id: str | None = None, operation: str | None = None,
+         since_seq: int = 0, limit: int = 100) -> list[dict]:
     """Audit rows (JSON fields decoded), oldest first."""
     q = sa.select(audit_log).where(audit_log.c.seq > since_seq).order_by(audit_log.c.seq).limit(limit)
     if subject_id is not None:
         q = q.where(audit_log.c.subject_id == subject_id)
-    out = []
-    for r in conn.execute(q).mappings():
-        d = dict(r)
-        for k in ("scores", "detail"):
-            d[k] = json.loads(d[k]) if d[k] else None
-        out.append(d)
-    return out
+    if operation is not None:
+        q = q.where(audit_log.c.operation == operation)
+    return [{**r, "scores": _decoded(r["scores"]), "detail": _decoded(r["detail"])} for r in conn.execute(q).mappings()]
+
+
+def page(db: sa.Engine, after_seq: int = 0, limit: int = 100, subject_id: str | None = None,
+         operation: str | None = None) -> dict:
+    """One page of the trail for readers (the API and ``facegate audit list``), with the cursor
+    of the next page when this one is full."""
+    with db.connect() as conn:
+        entries = [{k: v for k, v in r.items() if k != "prev_hash"}
+                   for r in rows(conn, subject_id=subject_id, operation=operation, since_seq=after_seq, limit=limit)]
+    return {"entries": entries, "next_after_seq": entries[-1]["seq"] if len(entries) == limit else None}

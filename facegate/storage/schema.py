@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from facegate.vocab import (CERT_METHODS, CERT_OUTCOMES, KIOSK_STATUSES, ROLES, SUBJECT_STATUSES,
+                            check_sql)
+
 metadata = sa.MetaData()
 
 TS = sa.DateTime(timezone=True)
 
-SUBJECT_STATUSES = ("active", "suspended", "deceased")
-API_KEY_ROLES = ("admin", "operator", "kiosk", "app")
 
 subjects = sa.Table(
     "subjects", metadata,
@@ -37,7 +38,7 @@ subjects = sa.Table(
     sa.Column("consent", sa.Text),           # JSON text: who, when, purpose
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
-    sa.CheckConstraint("status IN ('active', 'suspended', 'deceased')", name="ck_subjects_status"),
+    sa.CheckConstraint(check_sql("status", SUBJECT_STATUSES), name="ck_subjects_status"),
     sqlite_autoincrement=True,
 )
 
@@ -100,7 +101,7 @@ api_keys = sa.Table(
     sa.Column("revoked_at", TS),
     sa.Column("rate_limit_per_minute", sa.Integer),
     sa.Column("client_id", sa.String(128)),
-    sa.CheckConstraint("role IN ('admin', 'operator', 'kiosk', 'app')", name="ck_api_keys_role"),
+    sa.CheckConstraint(check_sql("role", ROLES), name="ck_api_keys_role"),
 )
 
 import_items = sa.Table(
@@ -123,8 +124,6 @@ store_info = sa.Table(
 
 # ---------------------------------------------------------------- workflows (revision 0002)
 
-CERT_OUTCOMES = ("certified", "failed", "manual_review")
-
 certifications = sa.Table(
     # One row per pension-certification attempt; a period's status is derived from them.
     "certifications", metadata,
@@ -144,8 +143,8 @@ certifications = sa.Table(
     sa.Column("client_id", sa.String(128)),
     sa.Column("decision_id", sa.String(64)),
     sa.Column("created_at", TS, nullable=False),
-    sa.CheckConstraint("outcome IN ('certified', 'failed', 'manual_review')", name="ck_certifications_outcome"),
-    sa.CheckConstraint("method IN ('face', 'manual')", name="ck_certifications_method"),
+    sa.CheckConstraint(check_sql("outcome", CERT_OUTCOMES), name="ck_certifications_outcome"),
+    sa.CheckConstraint(check_sql("method", CERT_METHODS), name="ck_certifications_method"),
     sa.Index("ix_certifications_subject_period", "subject_pk", "period"),
     sa.Index("ix_certifications_period", "period"),
     sqlite_autoincrement=True,
@@ -189,7 +188,7 @@ kiosks = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("disabled_at", TS),
-    sa.CheckConstraint("status IN ('active', 'disabled')", name="ck_kiosks_status"),
+    sa.CheckConstraint(check_sql("status", KIOSK_STATUSES), name="ck_kiosks_status"),
 )
 
 kiosk_events = sa.Table(

@@ -10,15 +10,10 @@ and removes, for index replicas) and an audit row (never biometrics).
 """
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 import logging
-import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -28,39 +23,29 @@ from facegate.storage import audit
 from facegate.clock import iso, utcnow
 from facegate.config import Settings
 from facegate.errors import FacegateError
-from facegate.storage.datakeys import REFRESH_S, DataKeys
+from facegate.storage.aad import embedding_aad, image_aad
+from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import open_database, write_transaction
-from facegate.storage.db import head_revision
-from facegate.storage.schema import (SUBJECT_STATUSES, certification_captures, change_log, import_items, store_info,
-                                   subjects, templates)
+from facegate.storage.schema import change_log, import_items, store_info, subjects, templates
+from facegate.vocab import SUBJECT_STATUSES
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "facegate-export"
-EXPORT_VERSION = 1
 _UNSET = object()
 
 
-def _json_in(value) -> str | None:
+def json_in(value) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-def _json_out(text: str | None):
+def json_out(text: str | None):
     return json.loads(text) if text else None
 
 
-def embedding_aad(subject_id: str, pack_id: str) -> bytes:
-    return f"facegate:template:v1:{subject_id}:{pack_id}".encode()
-
-
-def image_aad(subject_id: str, pack_id: str) -> bytes:
-    return f"facegate:image:v1:{subject_id}:{pack_id}".encode()
-
-
-def _subject_dict(row) -> dict:
+def subject_dict(row) -> dict:
     m = row._mapping
     return {"subject_id": m["subject_id"], "name": m["name"], "status": m["status"],
-            "metadata": _json_out(m["metadata"]), "consent": _json_out(m["consent"]),
+            "metadata": json_out(m["metadata"]), "consent": json_out(m["consent"]),
             "created_at": iso(m["created_at"]), "updated_at": iso(m["updated_at"])}
 
 
@@ -131,11 +116,11 @@ class Store:
             if exists is not None:
                 raise FacegateError("subject_exists", f"subject {subject_id!r} already exists", subject_id=subject_id)
             conn.execute(subjects.insert().values(subject_id=subject_id, name=name, status=status,
-                                                  metadata=_json_in(metadata), consent=_json_in(consent),
+                                                  metadata=json_in(metadata), consent=json_in(consent),
                                                   created_at=now, updated_at=now))
             audit.append(conn, actor=actor, operation="subject.create", outcome="ok", subject_id=subject_id,
                          detail={"status": status, "consent": consent is not None})
-            return _subject_dict(self._subject_row(conn, subject_id))
+            return subject_dict(self._subject_row(conn, subject_id))
 
     def ensure_subjects(self, entries: dict[str, str | None], actor: str = "system") -> int:
         """Create the subjects (id -> name) that do not exist yet; returns how many were created."""
@@ -164,10 +149,15 @@ class Store:
             if conn.execute(sa.select(subjects.c.pk).where(subjects.c.subject_id == subject_id)).scalar() is None:
                 raise FacegateError("unknown_subject", f"no subject {subject_id!r}", subject_id=subject_id)
 
+    def subject_status(self, subject_id: str) -> str:
+        """The subject's status; ``unknown_subject`` when there is no such subject."""
+        with self.db.connect() as conn:
+            return self._subject_row(conn, subject_id).status
+
     def get_subject(self, subject_id: str) -> dict:
         with self.db.connect() as conn:
             row = self._subject_row(conn, subject_id)
-            out = _subject_dict(row)
+            out = subject_dict(row)
             out["templates"] = self._template_meta(conn, row.pk)
         return out
 
@@ -187,7 +177,7 @@ class Store:
              .order_by(subjects.c.subject_id).limit(limit).offset(offset))
         with self.db.connect() as conn:
             total = conn.execute(cq).scalar()
-            items = [_subject_dict(r) | {"n_templates": int(r.n_templates)} for r in conn.execute(q)]
+            items = [subject_dict(r) | {"n_templates": int(r.n_templates)} for r in conn.execute(q)]
         return {"total": int(total), "limit": limit, "offset": offset, "subjects": items}
 
     def update_subject(self, subject_id: str, *, name=_UNSET, status: str | None = None, metadata=_UNSET,
@@ -199,9 +189,9 @@ class Store:
             self._check_status(status)
             values["status"] = status
         if metadata is not _UNSET:
-            values["metadata"] = _json_in(metadata)
+            values["metadata"] = json_in(metadata)
         if consent is not _UNSET:
-            values["consent"] = _json_in(consent)
+            values["consent"] = json_in(consent)
         with write_transaction(self.db) as conn:
             row = self._subject_row(conn, subject_id)
             if values:
@@ -213,7 +203,7 @@ class Store:
                     detail |= {"from": row.status, "to": status}
                 audit.append(conn, actor=actor, operation="subject.update", outcome="ok", subject_id=subject_id,
                              detail=detail)
-            return _subject_dict(self._subject_row(conn, subject_id))
+            return subject_dict(self._subject_row(conn, subject_id))
 
     def set_status(self, subject_id: str, status: str, actor: str = "system") -> dict:
         return self.update_subject(subject_id, status=status, actor=actor)
@@ -226,7 +216,7 @@ class Store:
             row = self._subject_row(conn, subject_id)
             tmpl = conn.execute(sa.select(templates.c.id, templates.c.pack_id)
                                 .where(templates.c.subject_pk == row.pk)).all()
-            self._log_changes(conn, "remove", [(t.id, row.pk, t.pack_id) for t in tmpl])
+            log_changes(conn, "remove", [(t.id, row.pk, t.pack_id) for t in tmpl])
             conn.execute(templates.delete().where(templates.c.subject_pk == row.pk))
             conn.execute(import_items.delete().where(import_items.c.subject_id == subject_id))
             conn.execute(subjects.delete().where(subjects.c.pk == row.pk))
@@ -247,20 +237,13 @@ class Store:
 
     # ------------------------------------------------------------------ templates
     @staticmethod
-    def _log_changes(conn, op: str, rows: list[tuple[int, int, str]]) -> None:
-        if rows:
-            now = utcnow()
-            conn.execute(change_log.insert(), [dict(op=op, template_id=t, subject_pk=s, pack_id=p, created_at=now)
-                                               for t, s, p in rows])
-
-    @staticmethod
     def _template_meta(conn, subject_pk: int) -> list[dict]:
         rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id, templates.c.key_id, templates.c.quality,
                                       templates.c.quality_detail, templates.c.source, templates.c.created_at,
                                       (templates.c.image_enc.is_not(None)).label("has_image"))
                             .where(templates.c.subject_pk == subject_pk).order_by(templates.c.id)).all()
         return [{"face_id": r.id, "pack_id": r.pack_id, "key_id": r.key_id, "quality": r.quality,
-                 "quality_detail": _json_out(r.quality_detail), "source": r.source,
+                 "quality_detail": json_out(r.quality_detail), "source": r.source,
                  "created_at": iso(r.created_at), "image_stored": bool(r.has_image)} for r in rows]
 
     def add_template(self, subject_id: str, embedding: np.ndarray, pack_id: str, quality: float | None = None,
@@ -281,9 +264,9 @@ class Store:
                 image_enc, _ = self.keys.encrypt(bytes(image), image_aad(subject_id, pack_id))
             res = conn.execute(templates.insert().values(
                 subject_pk=subj.pk, pack_id=pack_id, embedding_enc=blob, key_id=kid, quality=quality,
-                quality_detail=_json_in(quality_detail), source=source, image_enc=image_enc, created_at=now))
+                quality_detail=json_in(quality_detail), source=source, image_enc=image_enc, created_at=now))
             face_id = int(res.inserted_primary_key[0])
-            self._log_changes(conn, "add", [(face_id, subj.pk, pack_id)])
+            log_changes(conn, "add", [(face_id, subj.pk, pack_id)])
             if import_item is not None:
                 self._mark_import(conn, import_item["item_key"], subject_id, import_item["path"], "done", face_id, None)
             audit.append(conn, actor=actor, operation="template.add", outcome="ok", subject_id=subject_id,
@@ -301,7 +284,7 @@ class Store:
                                .where(templates.c.id == int(face_id))).one_or_none()
             if row is None or (subject_id is not None and row.subject_id != subject_id):
                 raise FacegateError("unknown_face", f"no face template {face_id}", face_id=int(face_id))
-            self._log_changes(conn, "remove", [(row.id, row.subject_pk, row.pack_id)])
+            log_changes(conn, "remove", [(row.id, row.subject_pk, row.pack_id)])
             conn.execute(templates.delete().where(templates.c.id == row.id))
             audit.append(conn, actor=actor, operation="template.delete", outcome="ok", subject_id=row.subject_id,
                          detail={"face_id": row.id})
@@ -483,181 +466,14 @@ class Store:
         with self.snapshot() as conn:
             return audit.verify(conn)
 
-    # ------------------------------------------------------------------ data keys
-    def key_usage(self) -> dict[str, int]:
-        """Rows per data key over everything encrypted: templates and certification captures."""
-        usage: dict[str, int] = {}
-        with self.db.connect() as conn:
-            for table in (templates, certification_captures):
-                for k, n in conn.execute(sa.select(table.c.key_id, sa.func.count()).group_by(table.c.key_id)).all():
-                    usage[k] = usage.get(k, 0) + int(n)
-        return usage
 
-    def template_key_usage(self) -> dict[str, int]:
-        with self.db.connect() as conn:
-            rows = conn.execute(sa.select(templates.c.key_id, sa.func.count()).group_by(templates.c.key_id)).all()
-        return {k: int(n) for k, n in rows}
 
-    def rotate_data_key(self, batch: int = 500, retire_old: bool = True, actor: str = "cli") -> dict:
-        """Re-encrypt every template (and stored photo) under a new current data key.
-
-        Crash-safe: the new key is written to the key file (old keys kept) before any row
-        changes; rows are re-encrypted in small transactions; old keys are retired only when no
-        row uses them. A re-run after a crash resumes instead of making yet another key."""
-        pending = sum(n for k, n in self.key_usage().items() if k != self.keys.current_id)
-        resumed = pending > 0 or self.keys.source == "env"
-        if not resumed:
-            self.keys.rotate()
-        new = self.keys.current_id
-        done = 0
-        # Other processes re-read the key file within datakeys.REFRESH_S; a second pass after
-        # that picks up rows they encrypted with the old key in the meantime.
-        for sweep in range(2):
-            if sweep:
-                time.sleep(2 * REFRESH_S)
-            done += self._reencrypt_all(new, batch)
-        old = [k for k in self.keys.ids if k != new]
-        retired_to = None
-        if retire_old and old and not any(k in old for k in self.key_usage()):
-            retired_to = self.keys.retire(old)
-        self.audit(actor=actor, operation="keys.rotate_data_key", outcome="ok",
-                   detail={"new_key_id": new, "reencrypted": done, "resumed": resumed, "retired": old if retired_to else []})
-        if self.backend == "sqlite":
-            self.checkpoint()
-        return {"key_id": new, "reencrypted": done, "resumed": resumed,
-                "retired_key_ids": old if retired_to else [], "retired_key_file": str(retired_to) if retired_to else None,
-                "old_key_ids_still_listed": [] if retired_to else old}
-
-    def _reencrypt_all(self, new: str, batch: int) -> int:
-        """Re-encrypt every row not under key ``new``, ``batch`` rows per transaction."""
-        done = 0
-        while True:
-            with write_transaction(self.db) as conn:
-                rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id, templates.c.embedding_enc,
-                                              templates.c.image_enc, templates.c.key_id, subjects.c.subject_id)
-                                    .join(subjects, subjects.c.pk == templates.c.subject_pk)
-                                    .where(templates.c.key_id != new).limit(batch)).all()
-                for r in rows:
-                    plain = self.keys.decrypt(r.embedding_enc, r.key_id, embedding_aad(r.subject_id, r.pack_id))
-                    blob, _ = self.keys.encrypt(plain, embedding_aad(r.subject_id, r.pack_id), kid=new)
-                    values = {"embedding_enc": blob, "key_id": new}
-                    if r.image_enc is not None:
-                        img = self.keys.decrypt(r.image_enc, r.key_id, image_aad(r.subject_id, r.pack_id))
-                        values["image_enc"] = self.keys.encrypt(img, image_aad(r.subject_id, r.pack_id), kid=new)[0]
-                    conn.execute(templates.update().where(templates.c.id == r.id).values(**values))
-                done += len(rows)
-            if len(rows) < batch:
-                break
-        return done + self._reencrypt_captures(new, batch)
-
-    def _reencrypt_captures(self, new: str, batch: int) -> int:
-        """The certification workflow's encrypted capture embeddings, same keyring."""
-        from facegate.workflows.certification.ledger import capture_aad
-        c = certification_captures
-        done = 0
-        while True:
-            with write_transaction(self.db) as conn:
-                rows = conn.execute(sa.select(c.c.certification_id, c.c.pack_id, c.c.embedding_enc, c.c.key_id,
-                                              subjects.c.subject_id)
-                                    .join(subjects, subjects.c.pk == c.c.subject_pk)
-                                    .where(c.c.key_id != new).limit(batch)).all()
-                for r in rows:
-                    aad = capture_aad(r.subject_id, r.pack_id)
-                    blob, _ = self.keys.encrypt(self.keys.decrypt(r.embedding_enc, r.key_id, aad), aad, kid=new)
-                    conn.execute(c.update().where(c.c.certification_id == r.certification_id)
-                                 .values(embedding_enc=blob, key_id=new))
-                done += len(rows)
-            if len(rows) < batch:
-                return done
-
-    # ------------------------------------------------------------------ export / restore
-    def export(self, path: str | Path, actor: str = "cli") -> dict:
-        """Write subjects and their still-encrypted templates to a gzip JSON-lines file.
-
-        The data key is NOT in the file (only its id): keep the key file separately, a restore
-        needs it. Line 1 is a header; then one line per subject with its templates."""
-        path = Path(path)
-        n_subj = n_tmpl = 0
-        with self.snapshot() as conn, gzip.open(path, "wt", encoding="utf-8") as fh:
-            header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": iso(utcnow()),
-                      "store_id": self.store_id, "schema": head_revision(), "key_ids": sorted(self.template_key_usage()),
-                      "packs": self.pack_counts(),
-                      "note": "templates are AES-GCM encrypted; restore needs the data key file (not included)"}
-            fh.write(json.dumps(header) + "\n")
-            last = 0
-            while True:
-                subs = conn.execute(sa.select(subjects).where(subjects.c.pk > last).order_by(subjects.c.pk)
-                                    .limit(1000)).all()
-                if not subs:
-                    break
-                last = subs[-1].pk
-                tm = conn.execute(sa.select(templates).where(templates.c.subject_pk.in_([s.pk for s in subs]))
-                                  .order_by(templates.c.id)).mappings().all()
-                by_subject: dict[int, list] = {}
-                for t in tm:
-                    by_subject.setdefault(t["subject_pk"], []).append({
-                        "face_id": t["id"], "pack_id": t["pack_id"], "key_id": t["key_id"],
-                        "embedding_enc": base64.b64encode(t["embedding_enc"]).decode(),
-                        "image_enc": base64.b64encode(t["image_enc"]).decode() if t["image_enc"] else None,
-                        "quality": t["quality"], "quality_detail": _json_out(t["quality_detail"]),
-                        "source": t["source"], "created_at": iso(t["created_at"])})
-                for s in subs:
-                    item = _subject_dict(s) | {"templates": by_subject.get(s.pk, [])}
-                    fh.write(json.dumps(item) + "\n")
-                    n_subj += 1
-                    n_tmpl += len(item["templates"])
-        self.audit(actor=actor, operation="gallery.export", outcome="ok",
-                   detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name})
-        return {"path": str(path), "subjects": n_subj, "templates": n_tmpl, "key_ids": header["key_ids"]}
-
-    def restore(self, path: str | Path, actor: str = "cli") -> dict:
-        """Load an export into an EMPTY store, keeping subject ids and face ids."""
-        path = Path(path)
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            try:
-                header = json.loads(fh.readline())
-            except (json.JSONDecodeError, OSError):
-                raise FacegateError("invalid_request", f"{path} is not a facegate export") from None
-            if header.get("format") != EXPORT_FORMAT or header.get("version") != EXPORT_VERSION:
-                raise FacegateError("invalid_request", f"{path} is not a facegate export (version {EXPORT_VERSION})")
-            missing = [k for k in header.get("key_ids", []) if not self.keys.has(k)]
-            if missing:
-                raise FacegateError("data_key_unavailable", f"the export is encrypted with data key(s) {missing}, which "
-                                    f"are not in this keyring ({self.keys.ids}); point FACEGATE_DATA_KEY_FILE at the "
-                                    "key file kept with the backup")
-            if self.count_subjects():
-                raise FacegateError("invalid_request", "restore needs an empty store (this one has subjects); "
-                                    "use a new FACEGATE_DATA_DIR or database")
-            n_subj = n_tmpl = 0
-            with write_transaction(self.db) as conn:
-                for line in fh:
-                    item = json.loads(line)
-                    ts = lambda v: datetime.fromisoformat(v) if v else utcnow()  # noqa: E731
-                    res = conn.execute(subjects.insert().values(
-                        subject_id=item["subject_id"], name=item["name"], status=item["status"],
-                        metadata=_json_in(item["metadata"]), consent=_json_in(item["consent"]),
-                        created_at=ts(item["created_at"]), updated_at=ts(item["updated_at"])))
-                    pk = int(res.inserted_primary_key[0])
-                    rows = [dict(id=t["face_id"], subject_pk=pk, pack_id=t["pack_id"], key_id=t["key_id"],
-                                 embedding_enc=base64.b64decode(t["embedding_enc"]),
-                                 image_enc=base64.b64decode(t["image_enc"]) if t["image_enc"] else None,
-                                 quality=t["quality"], quality_detail=_json_in(t["quality_detail"]),
-                                 source=t["source"], created_at=ts(t["created_at"])) for t in item["templates"]]
-                    if rows:
-                        # Authenticate every template before accepting the file.
-                        for r in rows:
-                            self.keys.decrypt(r["embedding_enc"], r["key_id"], embedding_aad(item["subject_id"], r["pack_id"]))
-                        conn.execute(templates.insert(), rows)
-                        self._log_changes(conn, "add", [(r["id"], pk, r["pack_id"]) for r in rows])
-                    n_subj += 1
-                    n_tmpl += len(rows)
-                if self.backend == "postgresql":
-                    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('templates', 'id'), "
-                                         "GREATEST((SELECT COALESCE(MAX(id), 0) FROM templates), 1))"))
-                audit.append(conn, actor=actor, operation="gallery.restore", outcome="ok",
-                             detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name,
-                                     "from_store": header.get("store_id")})
-        return {"subjects": n_subj, "templates": n_tmpl, "key_ids": header.get("key_ids", [])}
+def log_changes(conn: sa.Connection, op: str, rows: list[tuple[int, int, str]]) -> None:
+    """Change-log rows (template id, subject pk, pack id) for index replicas, in the caller's transaction."""
+    if rows:
+        now = utcnow()
+        conn.execute(change_log.insert(), [dict(op=op, template_id=t, subject_pk=s, pack_id=p, created_at=now)
+                                           for t, s, p in rows])
 
 
 def _pack(ids: list[int], vecs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,29 +15,23 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.clock import parse_instant
 from facegate.errors import FacegateError
 from facegate.service import auditing, metrics
-from facegate.service.deps import ServiceState, require, state
-from facegate.service.pipeline import analyse_face
-from facegate.service.routers.verify import check_liveness
+from facegate.service.deps import StateDep, require
+from facegate.service.schemas import CertificationOut, CertificationStatuses, FraudSignals, SubjectCertifications
 from facegate.service.uploads import image_field, openapi_body, read_fields, text_field
+from facegate.vocab import MANUAL_OUTCOMES
+from facegate.workflows.certification.certify import certify as attempt
 
 router = APIRouter(tags=["certification"])
 
 
-def ledger(st: ServiceState) -> CertificationLedger:
-    if getattr(st, "ledger", None) is None:
-        st.ledger = CertificationLedger(st.settings, st.gallery.store, st.engine, st.gallery)
-    return st.ledger
-
-
-@router.post("/v1/certifications", status_code=201,
+@router.post("/v1/certifications", status_code=201, response_model=CertificationOut,
              openapi_extra=openapi_body(("image",), {"subject_id": {"type": "string"},
                                                      "liveness_session_id": {"type": "string"}},
                                         ("subject_id", "liveness_session_id")))
-async def certify(request: Request, key=Depends(require("certify")), st: ServiceState = Depends(state)):
+async def certify(request: Request, st: StateDep, key=Depends(require("certify"))):
     s = st.settings
     subject_id = None
     try:
@@ -46,25 +40,12 @@ async def certify(request: Request, key=Depends(require("certify")), st: Service
         session_id = text_field(fields, "liveness_session_id", required=True, max_len=128)
         image = image_field(fields, "image", s.max_image_bytes, required=False)
         who = auditing.caller(request, key)
-        led = ledger(st)
-        await run_in_threadpool(led.attempts, subject_id)        # unknown_subject before the session is used
-        liveness = check_liveness(st, session_id, key)
+        await run_in_threadpool(st.ledger.attempts, subject_id)        # unknown_subject before the session is used
+        liveness = st.workflows.consume_liveness(session_id, key)
 
         def job():
-            embedding = liveness.pop("embedding", None) if liveness else None
-            quality = None
-            if image is not None:
-                face = analyse_face(st.engine, image, policy="single")
-                quality = face.quality.score
-                if embedding is not None and liveness.get("passed"):
-                    threshold, _ = st.engine.operating_points.threshold_for(s.liveness_identity_fmr)
-                    if st.engine.similarity(embedding, face.embedding) < threshold:
-                        liveness["passed"] = False
-                        liveness.setdefault("checks", []).append("capture_face_mismatch")
-                embedding = face.embedding
-            result = led.attempt(subject_id, embedding, liveness, quality, actor=who.key.actor,
-                                 key_id=who.key.key_id, client_id=who.client_id, request_id=who.request_id,
-                                 decision_id=auditing.new_decision_id())
+            result = attempt(st.workflows, st.ledger, who, subject_id, liveness, image,
+                             decision_id=auditing.new_decision_id())
             metrics.DECISIONS.labels("certify", result["outcome"]).inc()
             return result
 
@@ -74,41 +55,38 @@ async def certify(request: Request, key=Depends(require("certify")), st: Service
         raise
 
 
-@router.post("/v1/certifications/manual", status_code=201,
+@router.post("/v1/certifications/manual", status_code=201, response_model=CertificationOut,
              openapi_extra=openapi_body((), {"subject_id": {"type": "string"},
-                                             "outcome": {"type": "string", "enum": ["certified", "failed"]},
+                                             "outcome": {"type": "string", "enum": list(MANUAL_OUTCOMES)},
                                              "note": {"type": "string"}}, ("subject_id", "outcome", "note")))
-async def certify_manually(request: Request, key=Depends(require("certify:manual")),
-                           st: ServiceState = Depends(state)):
+async def certify_manually(request: Request, st: StateDep, key=Depends(require("certify:manual"))):
     fields = await read_fields(request, st.settings.max_image_bytes)
     subject_id = text_field(fields, "subject_id", required=True, max_len=128)
     outcome = text_field(fields, "outcome", required=True, max_len=32)
     note = text_field(fields, "note", required=True, max_len=2000)
     who = auditing.caller(request, key)
-    return await run_in_threadpool(ledger(st).manual, subject_id, outcome, note, actor=who.key.actor,
-                                   key_id=who.key.key_id, client_id=who.client_id, request_id=who.request_id)
+    return await run_in_threadpool(lambda: st.ledger.manual(subject_id, outcome, note, who=who))
 
 
-@router.get("/v1/certifications")
-async def list_certifications(period: str | None = None, status: str | None = None, as_of: str | None = None,
-                              include_inactive: bool = False, limit: int = Query(100, ge=1, le=10_000),
-                              offset: int = Query(0, ge=0), key=Depends(require("certifications:read")),
-                              st: ServiceState = Depends(state)):
+@router.get("/v1/certifications", response_model=CertificationStatuses)
+async def list_certifications(st: StateDep, period: str | None = None, status: str | None = None,
+                              as_of: str | None = None, include_inactive: bool = False,
+                              limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0),
+                              key=Depends(require("certifications:read"))):
     try:
-        return await run_in_threadpool(ledger(st).statuses, period, status, parse_instant(as_of), limit, offset,
+        return await run_in_threadpool(st.ledger.statuses, period, status, parse_instant(as_of), limit, offset,
                                        include_inactive)
     except ValueError as exc:          # a malformed period name
         raise FacegateError("invalid_request", str(exc), field="period")
 
 
-@router.get("/v1/certifications/{subject_id}")
-async def subject_certifications(subject_id: str, key=Depends(require("certifications:read")),
-                                 st: ServiceState = Depends(state)):
-    return {"subject_id": subject_id, "attempts": await run_in_threadpool(ledger(st).attempts, subject_id)}
+@router.get("/v1/certifications/{subject_id}", response_model=SubjectCertifications)
+async def subject_certifications(subject_id: str, st: StateDep, key=Depends(require("certifications:read"))):
+    return {"subject_id": subject_id, "attempts": await run_in_threadpool(st.ledger.attempts, subject_id)}
 
 
-@router.get("/v1/fraud-signals")
-async def list_fraud_signals(kind: str | None = None, subject_id: str | None = None, period: str | None = None,
-                             limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0),
-                             key=Depends(require("certifications:read")), st: ServiceState = Depends(state)):
-    return {"signals": await run_in_threadpool(ledger(st).signals, kind, subject_id, period, limit, offset)}
+@router.get("/v1/fraud-signals", response_model=FraudSignals)
+async def list_fraud_signals(st: StateDep, kind: str | None = None, subject_id: str | None = None,
+                             period: str | None = None, limit: int = Query(100, ge=1, le=10_000),
+                             offset: int = Query(0, ge=0), key=Depends(require("certifications:read"))):
+    return {"signals": await run_in_threadpool(st.ledger.signals, kind, subject_id, period, limit, offset)}

@@ -23,52 +23,15 @@ import json
 from fastapi import APIRouter, Depends, Request
 
 from facegate.errors import FacegateError
-from facegate.liveness.challenge import LivenessSessions
-from facegate.liveness.judge import LivenessJudge
 from facegate.service import auditing
-from facegate.service.deps import ServiceState, require, state
-from facegate.service.uploads import read_fields, read_parts, text_field
+from facegate.service.deps import ServiceState, StateDep, require
+from facegate.service.schemas import CaptureProgress, LivenessResult, LivenessSession
+from facegate.service.uploads import flag_field, read_fields, read_parts, text_field
 
 router = APIRouter(tags=["liveness"])
 
 MAX_FRAMES_PER_REQUEST = 120
 MAX_VIDEO_BYTES = 25 * 1024 * 1024
-
-
-class ServiceLiveness:
-    """One worker's liveness sessions and judge; ``consume`` is what ``/v1/verify`` calls."""
-
-    def __init__(self, sessions: LivenessSessions, judge: LivenessJudge):
-        self.sessions = sessions
-        self.judge = judge
-
-    def status(self) -> dict:
-        return {"passive": self.judge.passive_status, "store": "memory"}
-
-    def consume(self, session_id: str, key) -> dict:
-        """The passed session's verdict and face embedding, once; a session that did not pass
-        (or was opened for another subject) gives ``passed: False``."""
-        try:
-            s = self.sessions.consume(session_id, owner=key.key_id if key else None)
-        except FacegateError as exc:
-            if exc.code != "liveness_failed":
-                raise
-            return {"session_id": session_id, "passed": False, "reason": exc.message,
-                    "checks": exc.detail.get("reasons", [])}
-        result = s.result or {}
-        return {"session_id": s.id, "passed": True, "score": result.get("score"), "subject_id": s.subject_id,
-                "embedding": s.embedding, "checks": result.get("reasons", [])}
-
-
-def install(st: ServiceState) -> None:
-    """Called once per worker at startup (after the engine is loaded)."""
-    st.liveness = ServiceLiveness(LivenessSessions(st.settings), LivenessJudge.load(st.engine, st.settings))
-
-
-def _service(st: ServiceState) -> ServiceLiveness:
-    if st.liveness is None:
-        raise FacegateError("model_unavailable", "liveness is not installed on this server")
-    return st.liveness
 
 
 def _owner(key) -> str | None:
@@ -92,12 +55,8 @@ def _timestamps(value, count: int) -> list[float]:
     return times
 
 
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes", "on"} if value is not None else False
-
-
 async def _judge(st: ServiceState, request: Request, key, session_id: str, nonce: str | None) -> dict:
-    lv = _service(st)
+    lv = st.liveness
     owner = _owner(key)
     session = lv.sessions.pending(session_id, nonce, owner)
     result = await st.pool.run(lv.sessions.complete, session_id, lv.judge, nonce, owner)
@@ -110,9 +69,9 @@ async def _judge(st: ServiceState, request: Request, key, session_id: str, nonce
     return result
 
 
-@router.post("/v1/liveness/sessions", status_code=201)
-async def create_session(request: Request, key=Depends(require("liveness")), st: ServiceState = Depends(state)):
-    lv = _service(st)
+@router.post("/v1/liveness/sessions", status_code=201, response_model=LivenessSession)
+async def create_session(request: Request, st: StateDep, key=Depends(require("liveness"))):
+    lv = st.liveness
     fields = {}
     if request.headers.get("content-type"):
         body = await request.body()
@@ -126,15 +85,14 @@ async def create_session(request: Request, key=Depends(require("liveness")), st:
     return s.public() | {"passive": lv.judge.passive_status}
 
 
-@router.get("/v1/liveness/sessions/{session_id}")
-async def get_session(session_id: str, key=Depends(require("liveness")), st: ServiceState = Depends(state)):
-    s = _service(st).sessions.get(session_id, _owner(key))
+@router.get("/v1/liveness/sessions/{session_id}", response_model=LivenessSession)
+async def get_session(session_id: str, st: StateDep, key=Depends(require("liveness"))):
+    s = st.liveness.sessions.get(session_id, _owner(key))
     return s.public() | ({"result": s.result} if s.result else {})
 
 
-@router.post("/v1/liveness/sessions/{session_id}/frames")
-async def add_frames(session_id: str, request: Request, key=Depends(require("liveness")),
-                     st: ServiceState = Depends(state)):
+@router.post("/v1/liveness/sessions/{session_id}/frames", response_model=CaptureProgress | LivenessResult)
+async def add_frames(session_id: str, request: Request, st: StateDep, key=Depends(require("liveness"))):
     s = st.settings
     fields, files = await read_parts(request, s.max_image_bytes, MAX_FRAMES_PER_REQUEST)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
@@ -146,9 +104,8 @@ async def add_frames(session_id: str, request: Request, key=Depends(require("liv
                          lambda cap: cap.add_jpegs(list(zip(times, frames)), s.max_image_bytes, s.max_image_pixels))
 
 
-@router.post("/v1/liveness/sessions/{session_id}/video")
-async def add_video(session_id: str, request: Request, key=Depends(require("liveness")),
-                    st: ServiceState = Depends(state)):
+@router.post("/v1/liveness/sessions/{session_id}/video", response_model=CaptureProgress | LivenessResult)
+async def add_video(session_id: str, request: Request, st: StateDep, key=Depends(require("liveness"))):
     s = st.settings
     fields, files = await read_parts(request, MAX_VIDEO_BYTES, 1)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
@@ -161,17 +118,16 @@ async def add_video(session_id: str, request: Request, key=Depends(require("live
 
 async def _append(st: ServiceState, request: Request, key, session_id: str, nonce: str, fields: dict, add) -> dict:
     """Add to the session's capture in the inference pool; judge at once with ``complete=true``."""
-    lv = _service(st)
+    lv = st.liveness
     lv.sessions.pending(session_id, nonce, _owner(key))
     total = await st.pool.run(lambda: lv.sessions.add_to_capture(session_id, add, nonce, _owner(key)))
-    if _truthy(fields.get("complete")):
+    if flag_field(fields, "complete"):
         return await _judge(st, request, key, session_id, nonce)
     return {"session_id": session_id, "frames_received": total, "status": "pending"}
 
 
-@router.post("/v1/liveness/sessions/{session_id}/complete")
-async def complete(session_id: str, request: Request, key=Depends(require("liveness")),
-                   st: ServiceState = Depends(state)):
+@router.post("/v1/liveness/sessions/{session_id}/complete", response_model=LivenessResult)
+async def complete(session_id: str, request: Request, st: StateDep, key=Depends(require("liveness"))):
     fields = {}
     if request.headers.get("content-type"):
         body = await request.body()

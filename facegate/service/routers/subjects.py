@@ -20,15 +20,11 @@ from facegate.service import auditing
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.schemas import (EnrolOut, SubjectCreate, SubjectOut, SubjectPage, SubjectStatus,
                                       SubjectUpdate)
-from facegate.service.uploads import image_field, openapi_body, read_fields, text_field
+from facegate.service.uploads import flag_field, image_field, openapi_body, read_fields, text_field
 
 router = APIRouter(tags=["subjects"])
 
 SubjectId = Path(min_length=1, max_length=128)
-
-
-def _truthy(value) -> bool:
-    return value is True or str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
 def subject_out(subject: dict) -> dict:
@@ -112,7 +108,7 @@ async def enrol_face(request: Request, subject_id: str = SubjectId, key=Depends(
         fields = await read_fields(request, s.max_image_bytes)
         image = image_field(fields, "image", s.max_image_bytes)
         source = text_field(fields, "source", max_len=200) or f"api:{key.key_id}"
-        allow_duplicate = _truthy(fields.get("allow_duplicate"))
+        allow_duplicate = flag_field(fields, "allow_duplicate")
         await run_in_threadpool(st.gallery.store.get_subject, subject_id)   # unknown_subject before inference
 
         def job():

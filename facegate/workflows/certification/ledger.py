@@ -24,21 +24,21 @@ from datetime import datetime, timedelta
 import numpy as np
 import sqlalchemy as sa
 
-from facegate.storage import audit
 from facegate.clock import iso, utcnow
-from facegate.workflows.certification.periods import Period, parse_period, period_at
 from facegate.errors import FacegateError
+from facegate.liveness.service import LivenessProof
+from facegate.matching.decisions import ReviewRules, decide_1to1
+from facegate.storage import audit
+from facegate.storage.aad import capture_aad
+from facegate.storage.audit import Actor
 from facegate.storage.db import write_transaction
 from facegate.storage.schema import certification_captures, certifications, fraud_signals, subjects
+from facegate.vocab import CERT_STATUSES, MANUAL_OUTCOMES, SIGNAL_KINDS
+from facegate.workflows.certification.periods import Period, parse_period, period_at
 
 log = logging.getLogger(__name__)
 
-SIGNAL_KINDS = ("shared_face", "repeated_failures", "deceased_subject", "liveness_failed")
-STATUSES = ("certified", "due", "overdue", "failed", "manual_review")
-
-
-def capture_aad(subject_id: str, pack_id: str) -> bytes:
-    return f"facegate:capture:v1:{subject_id}:{pack_id}".encode()
+OUTCOME_OF_DECISION = {"match": "certified", "no_match": "failed", "manual_review": "manual_review"}
 
 
 class CaptureIndex:
@@ -131,13 +131,11 @@ class CertificationLedger:
             certifications.c.method == "face", certifications.c.created_at >= since)).scalar_one()
 
     # ---------------------------------------------------------------- attempts
-    def attempt(self, subject_id: str, embedding: np.ndarray | None, liveness: dict | None,
-                quality: float | None = None, *, actor: str, key_id: str | None = None,
-                client_id: str | None = None, request_id: str | None = None,
-                decision_id: str | None = None) -> dict:
-        """Judge and record one face certification attempt (see the module docstring)."""
-        from facegate.matching.decisions import decide
-
+    def attempt(self, subject_id: str, embedding: np.ndarray | None, liveness: LivenessProof | None,
+                quality: float | None = None, *, who: Actor, decision_id: str | None = None,
+                review_reasons: tuple[str, ...] = ()) -> dict:
+        """Judge and record one face certification attempt (see the module docstring).
+        ``review_reasons``: more reasons for a person to decide (e.g. ``capture_face_mismatch``)."""
         now = utcnow()
         period = self.current_period(now)
         with self.db.connect() as conn:
@@ -153,26 +151,27 @@ class CertificationLedger:
             outcome, reasons = "failed", [f"subject_{status}"]
         elif failures >= self.settings.cert_max_failures:
             outcome, reasons = "manual_review", ["locked_after_failures"]
-        elif liveness is None or not liveness.get("passed"):
+        elif liveness is None or not liveness.passed:
             outcome, reasons = "failed", ["liveness_failed"]
             signals.append({"kind": "liveness_failed",
-                            "detail": {"checks": (liveness or {}).get("checks", [])}})
-        elif liveness.get("subject_id") not in (None, subject_id):
+                            "detail": {"checks": list(liveness.checks) if liveness else []}})
+        elif liveness.subject_id not in (None, subject_id):
             outcome, reasons = "failed", ["liveness_other_subject"]
         elif embedding is None:
             raise FacegateError("invalid_request", "the capture has no face embedding")
         else:
             verified = self.gallery.verify(subject_id, embedding)
-            match = decide(self.engine, self.settings, verified["score"], 1.0 if quality is None else quality)
-            outcome = {"match": "certified", "no_match": "failed"}.get(match["decision"], "manual_review")
-            reasons = list(match["review_reasons"]) + (["face_mismatch"] if outcome == "failed" else [])
-            threshold = match["threshold"]
-            for cand in self.gallery.identify(embedding, top_k=5)["candidates"]:
-                if cand["subject_id"] != subject_id and cand["score"] >= threshold:
-                    signals.append({"kind": "shared_face", "other_subject_id": cand["subject_id"],
-                                    "detail": {"score": cand["score"], "where": "gallery"}})
+            decision = decide_1to1(verified.score, verified.point, 1.0 if quality is None else quality,
+                                   ReviewRules.from_settings(self.settings)).under_review(*review_reasons)
+            match = decision.as_dict()
+            outcome = OUTCOME_OF_DECISION[decision.decision]
+            reasons = list(decision.reasons) + (["face_mismatch"] if outcome == "failed" else [])
+            for cand in self.gallery.identify(embedding, top_k=5).candidates:
+                if cand.subject_id != subject_id and verified.point.matches(cand.score):
+                    signals.append({"kind": "shared_face", "other_subject_id": cand.subject_id,
+                                    "detail": {"score": round(cand.score, 6), "where": "gallery"}})
             for other, score, cert_id in self.captures.search(period.name, embedding, subject_id):
-                if score < threshold:
+                if not verified.point.matches(score):
                     break
                 signals.append({"kind": "shared_face", "other_subject_id": other,
                                 "detail": {"score": round(score, 6), "where": "certification_capture",
@@ -188,8 +187,8 @@ class CertificationLedger:
                "valid_until": period.end if outcome == "certified" else None,
                "score": match["score"] if match else None, "threshold": match["threshold"] if match else None,
                "fmr": match["fmr"] if match else None,
-               "liveness_session_id": (liveness or {}).get("session_id"), "reasons": json.dumps(reasons),
-               "key_id": key_id, "client_id": client_id, "decision_id": decision_id, "created_at": now}
+               "liveness_session_id": liveness.session_id if liveness else None, "reasons": json.dumps(reasons),
+               "key_id": who.key_id, "client_id": who.client_id, "decision_id": decision_id, "created_at": now}
         keep_capture = embedding is not None and outcome in ("certified", "manual_review")
         with write_transaction(self.db) as conn:
             cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
@@ -204,18 +203,16 @@ class CertificationLedger:
                     kind=s["kind"], subject_id=subject_id, other_subject_id=s.get("other_subject_id"),
                     certification_id=cert_id, period=period.name, detail=json.dumps(s.get("detail") or {}),
                     created_at=now))
-            audit.append(conn, actor=actor, operation="certify", outcome=outcome, key_id=key_id,
-                         subject_id=subject_id, request_id=request_id, client_id=client_id,
+            audit.append(conn, **who.fields(), operation="certify", outcome=outcome, subject_id=subject_id,
                          scores={k: match[k] for k in ("score", "threshold", "fmr")} if match else None,
                          detail={"certification_id": cert_id, "period": period.name, "reasons": reasons,
                                  "decision_id": decision_id, "liveness_session_id": row["liveness_session_id"],
                                  "signals": [s["kind"] for s in signals]})
         return self._answer(cert_id, subject_id, row, reasons, signals)
 
-    def manual(self, subject_id: str, outcome: str, note: str, *, actor: str, key_id: str | None = None,
-               client_id: str | None = None, request_id: str | None = None) -> dict:
+    def manual(self, subject_id: str, outcome: str, note: str, *, who: Actor) -> dict:
         """An operator's decision after an in-person or other check (recorded as such)."""
-        if outcome not in ("certified", "failed"):
+        if outcome not in MANUAL_OUTCOMES:
             raise FacegateError("invalid_request", "a manual decision is 'certified' or 'failed'", field="outcome")
         if not note or not note.strip():
             raise FacegateError("invalid_request", "a manual decision needs a note saying how the person was checked",
@@ -229,11 +226,10 @@ class CertificationLedger:
                                 subject_status=status)
         row = {"subject_pk": subject_pk, "period": period.name, "outcome": outcome, "method": "manual",
                "valid_until": period.end if outcome == "certified" else None, "reasons": json.dumps([]),
-               "note": note.strip()[:2000], "key_id": key_id, "client_id": client_id, "created_at": now}
+               "note": note.strip()[:2000], "key_id": who.key_id, "client_id": who.client_id, "created_at": now}
         with write_transaction(self.db) as conn:
             cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
-            audit.append(conn, actor=actor, operation="certify_manual", outcome=outcome, key_id=key_id,
-                         subject_id=subject_id, request_id=request_id, client_id=client_id,
+            audit.append(conn, **who.fields(), operation="certify_manual", outcome=outcome, subject_id=subject_id,
                          detail={"certification_id": cert_id, "period": period.name, "note": row["note"]})
         return self._answer(cert_id, subject_id, row, [], [])
 
@@ -248,11 +244,16 @@ class CertificationLedger:
     # ---------------------------------------------------------------- lists
     def statuses(self, period: str | None = None, status: str | None = None, as_of: datetime | None = None,
                  limit: int = 100, offset: int = 0, include_inactive: bool = False) -> dict:
-        """Each subject's status for ``period`` (default: the current one) as of ``as_of``."""
+        """Each subject's status for ``period`` (default: the current one) as of ``as_of``.
+
+        The status rule, written once (the ``CASE`` below): ``certified`` once any attempt
+        certified (face or manual); ``manual_review`` while the last attempt waits for an
+        operator, even past the deadline; otherwise ``overdue`` once the period plus
+        ``cert_grace_days`` has ended, else ``failed`` after a failed attempt, else ``due``."""
         as_of = as_of or utcnow()
         p = parse_period(period) if period else self.current_period(as_of)
-        if status is not None and status not in STATUSES:
-            raise FacegateError("invalid_request", f"status must be one of {STATUSES}", field="status")
+        if status is not None and status not in CERT_STATUSES:
+            raise FacegateError("invalid_request", f"status must be one of {CERT_STATUSES}", field="status")
         c = certifications
         in_period = c.c.period == p.name
         if as_of < p.end:
@@ -285,7 +286,7 @@ class CertificationLedger:
             rows_q = rows_q.where(inner.c.status == status)
         rows_q = rows_q.order_by(inner.c.subject_id).limit(limit).offset(offset)
         with self.db.connect() as conn:
-            counts = {s: 0 for s in STATUSES} | dict(conn.execute(counts_q).all())
+            counts = {s: 0 for s in CERT_STATUSES} | dict(conn.execute(counts_q).all())
             rows = conn.execute(rows_q).all()
         items = [{"subject_id": r.subject_id, "name": r.name, "status": r.status, "subject_status": r.subject_status,
                   "certified_at": iso(r.certified_at), "certified_by": r.certified_by,

@@ -1,16 +1,19 @@
 """Certification periods: calendar years (the default), half-years, quarters or months.
 
 A period is named like ``2026``, ``2026-H2``, ``2026-Q3`` or ``2026-07``. A certification made
-in a period is valid until the period ends. Someone who has not certified is *due* while the
-period runs and *overdue* once it (plus the grace days) has passed.
+in a period is valid until the period ends. A subject's status in a period (certified, due,
+overdue, failed, manual review) is derived by the ledger's query: see
+:meth:`facegate.workflows.certification.ledger.CertificationLedger.statuses`.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-KINDS = ("year", "half", "quarter", "month")
+from facegate.vocab import PERIOD_KINDS
+
+KINDS = PERIOD_KINDS
 _MONTHS = {"year": 12, "half": 6, "quarter": 3, "month": 1}
 
 
@@ -65,20 +68,3 @@ def parse_period(name: str) -> Period:
     if not 1 <= month <= 12:
         raise ValueError(f"not a month: {name!r}")
     return _make("month", year, month)
-
-
-def status_in_period(outcomes: list[str], period: Period, now: datetime, grace_days: int = 0) -> str:
-    """A subject's status for ``period`` from its attempts' outcomes in time order.
-
-    ``certified`` once any attempt certified (face or manual); ``manual_review`` while the last
-    attempt waits for an operator; otherwise ``overdue`` once the period (plus grace) has
-    ended, else ``failed`` after a failed attempt or ``due``.
-    """
-    if "certified" in outcomes:
-        return "certified"
-    last = outcomes[-1] if outcomes else None
-    if last == "manual_review":
-        return "manual_review"               # an operator owes a decision, even past the deadline
-    if now >= period.end + timedelta(days=grace_days):
-        return "overdue"
-    return "failed" if last == "failed" else "due"

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 from facegate.clock import iso, utcnow
 from facegate.errors import FacegateError
+from facegate.storage import apikeys, audit
+from facegate.storage.db import write_transaction
 from facegate.storage.schema import kiosk_events, kiosks
 
 _KIOSK_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -26,25 +28,24 @@ def _dict(row) -> dict:
 
 
 def add_kiosk(db: sa.Engine, location: str, kiosk_id: str | None = None,
-              rate_limit_per_minute: int | None = None) -> tuple[str, dict]:
-    """Register a kiosk and create its key. Returns (the key's secret, shown once; the kiosk)."""
-    from facegate.service.auth import create_key
-
+              rate_limit_per_minute: int | None = None, actor: str = "system") -> tuple[str, dict]:
+    """Register a kiosk with its key, in one audited transaction. Returns (the key's secret,
+    shown once; the kiosk)."""
     kiosk_id = kiosk_id or "kiosk-" + secrets.token_hex(4)
     if not _KIOSK_ID.match(kiosk_id):
         raise FacegateError("invalid_request", "a kiosk id is 1-64 letters, digits, '.', '_' or '-'")
     if not location or not location.strip():
         raise FacegateError("invalid_request", "a kiosk needs a location")
-    with db.connect() as conn:
+    with write_transaction(db) as conn:
         if conn.execute(sa.select(kiosks.c.kiosk_id).where(kiosks.c.kiosk_id == kiosk_id)).first():
             raise FacegateError("invalid_request", f"kiosk {kiosk_id!r} already exists")
-    secret, key = create_key(db, "kiosk", name=f"kiosk {kiosk_id}", client_id=kiosk_id,
-                             rate_limit_per_minute=rate_limit_per_minute)
-    with db.begin() as conn:
+        secret, key = apikeys.insert_key(conn, "kiosk", actor=actor, name=f"kiosk {kiosk_id}", client_id=kiosk_id,
+                                         rate_limit_per_minute=rate_limit_per_minute)
         conn.execute(kiosks.insert().values(kiosk_id=kiosk_id, location=location.strip(), key_id=key.key_id,
                                             status="active", created_at=utcnow()))
-        row = conn.execute(sa.select(kiosks).where(kiosks.c.kiosk_id == kiosk_id)).one()
-    return secret, _dict(row)
+        audit.append(conn, actor=actor, operation="kiosk.add", outcome="ok", key_id=key.key_id, client_id=kiosk_id,
+                     detail={"kiosk_id": kiosk_id, "location": location.strip()})
+        return secret, _dict(conn.execute(sa.select(kiosks).where(kiosks.c.kiosk_id == kiosk_id)).one())
 
 
 def list_kiosks(db: sa.Engine) -> list[dict]:
@@ -52,18 +53,18 @@ def list_kiosks(db: sa.Engine) -> list[dict]:
         return [_dict(r) for r in conn.execute(sa.select(kiosks).order_by(kiosks.c.kiosk_id))]
 
 
-def disable_kiosk(db: sa.Engine, kiosk_id: str) -> dict:
-    """Disable a kiosk: its key is revoked, so it can no longer call the API."""
-    from facegate.service.auth import revoke_key
-
-    with db.connect() as conn:
+def disable_kiosk(db: sa.Engine, kiosk_id: str, actor: str = "system") -> dict:
+    """Disable a kiosk and revoke its key, in one audited transaction: it can no longer call the API."""
+    with write_transaction(db) as conn:
         row = conn.execute(sa.select(kiosks).where(kiosks.c.kiosk_id == kiosk_id)).first()
-    if row is None:
-        raise FacegateError("not_found", f"no kiosk {kiosk_id!r}")
-    revoke_key(db, row.key_id)
-    with db.begin() as conn:
-        conn.execute(kiosks.update().where(kiosks.c.kiosk_id == kiosk_id, kiosks.c.status == "active")
-                     .values(status="disabled", disabled_at=utcnow()))
+        if row is None:
+            raise FacegateError("not_found", f"no kiosk {kiosk_id!r}")
+        apikeys.mark_revoked(conn, row.key_id, actor=actor)
+        if row.status == "active":
+            conn.execute(kiosks.update().where(kiosks.c.kiosk_id == kiosk_id)
+                         .values(status="disabled", disabled_at=utcnow()))
+            audit.append(conn, actor=actor, operation="kiosk.disable", outcome="ok", key_id=row.key_id,
+                         client_id=kiosk_id, detail={"kiosk_id": kiosk_id})
         return _dict(conn.execute(sa.select(kiosks).where(kiosks.c.kiosk_id == kiosk_id)).one())
 
 

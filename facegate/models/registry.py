@@ -1,0 +1,36 @@
+"""From a model pack to its detector and embedder: one entry per manifest ``kind``.
+
+    detector, embedder = build(load_pack(settings.model_dir, settings.pack), settings)
+
+Adding a pack kind means a module with a ``build(pack, settings)`` and one line in ``BUILDERS``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from facegate.errors import FacegateError
+from facegate.models import insightface, mtcnn
+from facegate.models.arcface import ArcFaceStyleEmbedder
+from facegate.models.base import Detector, Embedder
+from facegate.models.onnx import create_session
+from facegate.models.pack import ModelPack
+
+
+def _facegate(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
+    """The default pack: MTCNN, and the MobileFaceNet embedder on BGR (p - 127) / 128."""
+    session = create_session(pack.verified_path("fr_feature"), settings.providers, settings.intra_op_threads)
+    return mtcnn.load(pack, settings), ArcFaceStyleEmbedder(session, mean=127.0, std=128.0, swap_rb=False)
+
+
+BUILDERS: dict[str, Callable[[ModelPack, object], tuple[Detector, Embedder]]] = {
+    "facegate": _facegate,
+    "insightface": insightface.build,
+}
+
+
+def build(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
+    kind = pack.manifest.get("kind", "facegate")
+    if kind not in BUILDERS:
+        raise FacegateError("model_unavailable", f"pack {pack.path} is of kind {kind!r}; this facegate knows "
+                            f"{', '.join(sorted(BUILDERS))}")
+    return BUILDERS[kind](pack, settings)

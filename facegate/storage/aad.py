@@ -1,0 +1,63 @@
+"""Every encrypted column, and the associated data (AAD) that binds each ciphertext to its row.
+
+AES-GCM authenticates the AAD with the ciphertext, so a template copied to another subject, or
+a capture moved to another pack, fails to decrypt instead of matching the wrong person.
+
+``ENCRYPTED`` lists every table holding ciphertexts. Key rotation and key-usage counts iterate
+it, so a workflow that adds an encrypted table adds one entry here and cannot be forgotten by
+rotation (``tests/test_store.py`` checks that every ``*_enc`` column of the schema is listed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import sqlalchemy as sa
+
+from facegate.storage.schema import certification_captures, subjects, templates
+
+
+def embedding_aad(subject_id: str, pack_id: str) -> bytes:
+    return f"facegate:template:v1:{subject_id}:{pack_id}".encode()
+
+
+def image_aad(subject_id: str, pack_id: str) -> bytes:
+    return f"facegate:image:v1:{subject_id}:{pack_id}".encode()
+
+
+def capture_aad(subject_id: str, pack_id: str) -> bytes:
+    return f"facegate:capture:v1:{subject_id}:{pack_id}".encode()
+
+
+@dataclass(frozen=True)
+class EncryptedTable:
+    """A table with ciphertext columns. Each row names its data key in ``key_id``; ``aad`` maps
+    a ciphertext column to the AAD of a row (read by :func:`rows_to_reencrypt`, which adds the
+    owning subject's ``subject_id`` for tables with a ``subject_pk``)."""
+    table: sa.Table
+    key: str
+    aad: Mapping[str, Callable[[Mapping], bytes]]
+
+
+ENCRYPTED: tuple[EncryptedTable, ...] = (
+    EncryptedTable(templates, "id", {
+        "embedding_enc": lambda r: embedding_aad(r["subject_id"], r["pack_id"]),
+        "image_enc": lambda r: image_aad(r["subject_id"], r["pack_id"]),
+    }),
+    EncryptedTable(certification_captures, "certification_id", {
+        "embedding_enc": lambda r: capture_aad(r["subject_id"], r["pack_id"]),
+    }),
+)
+
+
+def rows_to_reencrypt(entry: EncryptedTable, not_key: str, limit: int) -> sa.Select:
+    """Up to ``limit`` rows of ``entry`` encrypted under another key than ``not_key``, with
+    what their AAD needs."""
+    t = entry.table
+    cols = [t.c[entry.key], t.c.key_id, *(t.c[name] for name in entry.aad)]
+    if "pack_id" in t.c:
+        cols.append(t.c.pack_id)
+    q = sa.select(*cols)
+    if "subject_pk" in t.c:
+        q = sa.select(*cols, subjects.c.subject_id).join(subjects, subjects.c.pk == t.c.subject_pk)
+    return q.where(t.c.key_id != not_key).limit(limit)

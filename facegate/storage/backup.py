@@ -1,0 +1,118 @@
+"""Backups: subjects and their still-encrypted templates to a gzip JSON-lines file, and back.
+
+The data key is NOT in the file (only its id): keep the key file separately, a restore needs
+it. Line 1 is a header; then one line per subject with its templates.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from facegate.clock import iso, utcnow
+from facegate.errors import FacegateError
+from facegate.storage import audit
+from facegate.storage.aad import embedding_aad
+from facegate.storage.db import head_revision, write_transaction
+from facegate.storage.schema import subjects, templates
+from facegate.storage.store import Store, json_in, json_out, log_changes, subject_dict
+
+EXPORT_FORMAT = "facegate-export"
+EXPORT_VERSION = 1
+
+
+def _template_key_ids(conn: sa.Connection) -> list[str]:
+    return list(conn.execute(sa.select(templates.c.key_id).distinct()).scalars())
+
+
+def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
+    """Write subjects and their still-encrypted templates to a gzip JSON-lines file.
+
+    The data key is NOT in the file (only its id): keep the key file separately, a restore
+    needs it. Line 1 is a header; then one line per subject with its templates."""
+    path = Path(path)
+    n_subj = n_tmpl = 0
+    with store.snapshot() as conn, gzip.open(path, "wt", encoding="utf-8") as fh:
+        header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": iso(utcnow()),
+                  "store_id": store.store_id, "schema": head_revision(), "key_ids": sorted(_template_key_ids(conn)),
+                  "packs": store.pack_counts(),
+                  "note": "templates are AES-GCM encrypted; restore needs the data key file (not included)"}
+        fh.write(json.dumps(header) + "\n")
+        last = 0
+        while True:
+            subs = conn.execute(sa.select(subjects).where(subjects.c.pk > last).order_by(subjects.c.pk)
+                                .limit(1000)).all()
+            if not subs:
+                break
+            last = subs[-1].pk
+            tm = conn.execute(sa.select(templates).where(templates.c.subject_pk.in_([s.pk for s in subs]))
+                              .order_by(templates.c.id)).mappings().all()
+            by_subject: dict[int, list] = {}
+            for t in tm:
+                by_subject.setdefault(t["subject_pk"], []).append({
+                    "face_id": t["id"], "pack_id": t["pack_id"], "key_id": t["key_id"],
+                    "embedding_enc": base64.b64encode(t["embedding_enc"]).decode(),
+                    "image_enc": base64.b64encode(t["image_enc"]).decode() if t["image_enc"] else None,
+                    "quality": t["quality"], "quality_detail": json_out(t["quality_detail"]),
+                    "source": t["source"], "created_at": iso(t["created_at"])})
+            for s in subs:
+                item = subject_dict(s) | {"templates": by_subject.get(s.pk, [])}
+                fh.write(json.dumps(item) + "\n")
+                n_subj += 1
+                n_tmpl += len(item["templates"])
+    store.audit(actor=actor, operation="gallery.export", outcome="ok",
+               detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name})
+    return {"path": str(path), "subjects": n_subj, "templates": n_tmpl, "key_ids": header["key_ids"]}
+
+def restore(store: Store, path: str | Path, actor: str = "cli") -> dict:
+    """Load an export into an EMPTY store, keeping subject ids and face ids."""
+    path = Path(path)
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        try:
+            header = json.loads(fh.readline())
+        except (json.JSONDecodeError, OSError):
+            raise FacegateError("invalid_request", f"{path} is not a facegate export") from None
+        if header.get("format") != EXPORT_FORMAT or header.get("version") != EXPORT_VERSION:
+            raise FacegateError("invalid_request", f"{path} is not a facegate export (version {EXPORT_VERSION})")
+        missing = [k for k in header.get("key_ids", []) if not store.keys.has(k)]
+        if missing:
+            raise FacegateError("data_key_unavailable", f"the export is encrypted with data key(s) {missing}, which "
+                                f"are not in this keyring ({store.keys.ids}); point FACEGATE_DATA_KEY_FILE at the "
+                                "key file kept with the backup")
+        if store.count_subjects():
+            raise FacegateError("invalid_request", "restore needs an empty store (this one has subjects); "
+                                "use a new FACEGATE_DATA_DIR or database")
+        n_subj = n_tmpl = 0
+        with write_transaction(store.db) as conn:
+            for line in fh:
+                item = json.loads(line)
+                ts = lambda v: datetime.fromisoformat(v) if v else utcnow()  # noqa: E731
+                res = conn.execute(subjects.insert().values(
+                    subject_id=item["subject_id"], name=item["name"], status=item["status"],
+                    metadata=json_in(item["metadata"]), consent=json_in(item["consent"]),
+                    created_at=ts(item["created_at"]), updated_at=ts(item["updated_at"])))
+                pk = int(res.inserted_primary_key[0])
+                rows = [dict(id=t["face_id"], subject_pk=pk, pack_id=t["pack_id"], key_id=t["key_id"],
+                             embedding_enc=base64.b64decode(t["embedding_enc"]),
+                             image_enc=base64.b64decode(t["image_enc"]) if t["image_enc"] else None,
+                             quality=t["quality"], quality_detail=json_in(t["quality_detail"]),
+                             source=t["source"], created_at=ts(t["created_at"])) for t in item["templates"]]
+                if rows:
+                    # Authenticate every template before accepting the file.
+                    for r in rows:
+                        store.keys.decrypt(r["embedding_enc"], r["key_id"], embedding_aad(item["subject_id"], r["pack_id"]))
+                    conn.execute(templates.insert(), rows)
+                    log_changes(conn, "add", [(r["id"], pk, r["pack_id"]) for r in rows])
+                n_subj += 1
+                n_tmpl += len(rows)
+            if store.backend == "postgresql":
+                conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('templates', 'id'), "
+                                     "GREATEST((SELECT COALESCE(MAX(id), 0) FROM templates), 1))"))
+            audit.append(conn, actor=actor, operation="gallery.restore", outcome="ok",
+                         detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name,
+                                 "from_store": header.get("store_id")})
+    return {"subjects": n_subj, "templates": n_tmpl, "key_ids": header.get("key_ids", [])}

@@ -1,0 +1,64 @@
+"""Closed vocabularies, each defined once.
+
+The database's CHECK constraints, the API's Pydantic models, the CLI's ``choices=`` and the
+configuration checks all read these tuples; adding a value here is the first step of adding a
+status, a role, a decision or a signal (a CHECK constraint also needs a migration).
+"""
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# Who holds an API key, and so what it may do (the permission table is service.auth.PERMISSIONS).
+Role = Literal["admin", "operator", "kiosk", "app"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+# An enrolled person's standing: only ``active`` subjects can be matched automatically.
+SubjectStatus = Literal["active", "suspended", "deceased"]
+SUBJECT_STATUSES: tuple[str, ...] = get_args(SubjectStatus)
+
+# The answer of a 1:1 decision (verify, compare, kiosk): a person checks ``manual_review``.
+Decision = Literal["match", "no_match", "manual_review"]
+DECISIONS: tuple[str, ...] = get_args(Decision)
+
+# The answer of a 1:N search before review rules: ``ambiguous`` = two subjects too close.
+Identification = Literal["match", "ambiguous", "no_match"]
+IDENTIFICATIONS: tuple[str, ...] = get_args(Identification)
+
+# How a kiosk identifies the person: against the ID card's chip photo, an enrolled subject, or the gallery.
+KioskMode = Literal["document", "subject", "search"]
+KIOSK_MODES: tuple[str, ...] = get_args(KioskMode)
+
+# A pension-certification attempt's outcome, and a subject's standing in a period.
+CertOutcome = Literal["certified", "failed", "manual_review"]
+CERT_OUTCOMES: tuple[str, ...] = get_args(CertOutcome)
+ManualOutcome = Literal["certified", "failed"]
+MANUAL_OUTCOMES: tuple[str, ...] = get_args(ManualOutcome)
+CertStatus = Literal["certified", "due", "overdue", "failed", "manual_review"]
+CERT_STATUSES: tuple[str, ...] = get_args(CertStatus)
+CertMethod = Literal["face", "manual"]
+CERT_METHODS: tuple[str, ...] = get_args(CertMethod)
+
+# Fraud signals raised by certification attempts.
+SignalKind = Literal["shared_face", "repeated_failures", "deceased_subject", "liveness_failed"]
+SIGNAL_KINDS: tuple[str, ...] = get_args(SignalKind)
+
+# A registered kiosk's standing.
+KioskStatus = Literal["active", "disabled"]
+KIOSK_STATUSES: tuple[str, ...] = get_args(KioskStatus)
+
+# Kinds of the 1:N vector index (``auto`` lets the gallery choose by size).
+IndexKind = Literal["flat", "ivf_sq", "ivf_pq", "ivf_pq_refine", "hnsw_sq"]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+
+# Which face of an image a call uses.
+FacePolicy = Literal["largest", "central", "single", "all"]
+FACE_POLICIES: tuple[str, ...] = get_args(FacePolicy)
+
+# Certification periods.
+PeriodKind = Literal["year", "half", "quarter", "month"]
+PERIOD_KINDS: tuple[str, ...] = get_args(PeriodKind)
+
+
+def check_sql(column: str, values: tuple[str, ...]) -> str:
+    """The SQL of a CHECK constraint that keeps ``column`` inside ``values``."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
