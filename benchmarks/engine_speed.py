@@ -1,6 +1,6 @@
 """Engine speed and a side-by-side against PyPI ``face_recognition`` (dlib), in one run.
 
-    .venv/bin/python benchmarks/engine_speed.py --peer-python /work/peer-venv/bin/python
+    .venv/bin/python -m benchmarks.engine_speed --peer-python /work/peer-venv/bin/python
 
 Measures, single process, onnxruntime on ``--threads`` cores:
   * start-up: import, ``FaceEngine.load`` and the first ``faces()`` call, in fresh processes;
@@ -32,30 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from facegate.matching.operating_points import threshold_at_fmr  # noqa: E402
-from facegate.config import Settings  # noqa: E402
-from facegate.engine import FaceEngine  # noqa: E402
-from facegate.evaluation.accuracy import all_impostor_scores, embed_images, kfold_accuracy  # noqa: E402
-from facegate.evaluation.pairs import read_lfw_pairs  # noqa: E402
+from benchmarks._common import REPO, add_shared_option, ms, uptime
+from facegate.config import Settings
+from facegate.engine import FaceEngine
+from facegate.evaluation.accuracy import all_impostor_scores, embed_images, kfold_accuracy
+from facegate.evaluation.pairs import read_lfw_pairs
+from facegate.matching.operating_points import threshold_at_fmr
 
 STAGES = ("decode", "detect", "align", "embed")
 PEER_STAGES = ("decode", "detect", "encode")
-
-
-def ms(values) -> dict:
-    v = np.asarray(values, dtype=np.float64) * 1000
-    return {"median": round(float(np.median(v)), 2), "mean": round(float(v.mean()), 2),
-            "p90": round(float(np.percentile(v, 90)), 2), "n": int(v.size)}
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def log(msg: str) -> None:
@@ -376,7 +361,7 @@ def markdown(r: dict) -> str:
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shared", default=str(REPO.parent / "shared"), help="the ../shared evaluation data")
+    add_shared_option(ap)
     ap.add_argument("--peer-python", default=os.environ.get("FACEGATE_PEER_PYTHON"),
                     help="python of a venv with face_recognition (skip the peer when absent)")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
@@ -400,7 +385,7 @@ def main(argv=None) -> int:
 
     report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "uptime": [uptime()], "cpus": os.cpu_count(), "threads": args.threads,
-                    "command": " ".join([Path(sys.executable).name, *sys.argv])}
+                    "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.engine_speed", *sys.argv[1:]])}
     import onnxruntime
     report["onnxruntime"] = onnxruntime.__version__
 

@@ -1,8 +1,8 @@
 """Gallery benchmark on LFW (dev half): bulk import throughput and 1:N identification accuracy.
 
-    .venv/bin/python benchmarks/gallery_import.py                 # full run, writes benchmarks/results/gallery.md
-    .venv/bin/python benchmarks/gallery_import.py --skip-import   # reuse the import, redo the 1:N part
-    .venv/bin/python benchmarks/gallery_import.py --limit 500     # a quick smoke run on the first 500 photos
+    .venv/bin/python -m benchmarks.gallery_import                 # full run, writes benchmarks/results/gallery.md
+    .venv/bin/python -m benchmarks.gallery_import --skip-import   # reuse the import, redo the 1:N part
+    .venv/bin/python -m benchmarks.gallery_import --limit 500     # a quick smoke run on the first 500 photos
 
 Part 1, throughput: ``facegate import ../shared/data/lfw-dev/images --workers 2`` (the real CLI,
 timed end to end: worker start-up, detection, alignment, embedding, duplicate search, encrypted
@@ -32,15 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_LFW = REPO.parent / "shared" / "data" / "lfw-dev" / "images"
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "n/a"
+from benchmarks._common import REPO, pct, shared_dir, uptime
 
 
 def run_import(images: Path, data_dir: Path, workers: int, limit: int | None) -> dict:
@@ -82,6 +74,7 @@ def identification(images: Path, data_dir: Path, engine, limit: int | None) -> d
 
     from facegate.config import Settings
     from facegate.gallery.gallery import Gallery
+    from facegate.matching.decisions import threshold
 
     emb = photo_embeddings(data_dir, engine)
     people = sorted(p.name for p in images.iterdir() if p.is_dir())
@@ -107,19 +100,21 @@ def identification(images: Path, data_dir: Path, engine, limit: int | None) -> d
 
     mated = [(n, p) for n in enrolled for p in photos[n][1:]]
     nonmated = [(n, p) for n in sorted(held_out) for p in photos[n]]
-    # Identify every probe once through the product path (timed), keeping the exact ranked
-    # subject list so the decision can be replayed at other operating points.
+    # Identify every probe once through the product path (timed) at the default operating point
+    # (FACEGATE_TARGET_FMR, passed explicitly: Gallery.identify's own default is the stricter
+    # FACEGATE_IDENTIFY_FMR), keeping the exact ranked subject list so the decision can be
+    # replayed at other operating points.
+    default_fmr = threshold(engine.operating_points, engine.settings.target_fmr).fmr
     lat, ranked = [], {}
     for n, p in mated + nonmated:
         t = time.perf_counter()
-        res = g.identify(emb[p], top_k=5)
+        res = g.identify(emb[p], top_k=5, fmr=default_fmr)
         lat.append(time.perf_counter() - t)
-        ranked[p] = (res, [(r["subject_id"], r["score"]) for r in g._rank_subjects(emb[p], 5)])
+        ranked[p] = (res, [(c.subject_id, c.score) for c in g._rank_subjects(emb[p], 5)])
     margin = settings.identify_margin
-    default_fmr = engine.decide(0.0)["fmr"]
     points = []
     for fmr in (1e-3, 1e-4, 1e-5):
-        thr = engine.decide(0.0, fmr)["threshold"]
+        thr = round(threshold(engine.operating_points, fmr).threshold, 6)
 
         def decide(rk):
             if not rk or rk[0][1] < thr:
@@ -139,7 +134,7 @@ def identification(images: Path, data_dir: Path, engine, limit: int | None) -> d
         for n, p in nonmated:
             nm[decide(ranked[p][1])[0]] += 1
         if fmr == default_fmr:   # the replay must agree with Gallery.identify itself
-            agree = sum(decide(ranked[p][1])[0] == ranked[p][0]["decision"] for _, p in mated + nonmated)
+            agree = sum(decide(ranked[p][1])[0] == ranked[p][0].decision for _, p in mated + nonmated)
             assert agree == len(mated) + len(nonmated), "replayed decisions differ from Gallery.identify"
         nmt, nnm = max(len(mated), 1), max(len(nonmated), 1)
         points.append({"fmr": fmr, "threshold": thr, "default": fmr == default_fmr,
@@ -160,9 +155,9 @@ def identification(images: Path, data_dir: Path, engine, limit: int | None) -> d
         "mated_probes": len(mated), "nonmated_probes": len(nonmated),
         "rank1_closed_set": round(rank1, 4), "rank5_closed_set": round(rank5, 4),
         "operating_points": points,
-        "nonmated_best_score_p99": round(float(np.percentile(best_nonmated, 99)), 4) if best_nonmated else None,
-        "identify_ms_p50": round(float(np.percentile(lat_ms, 50)), 2) if len(lat_ms) else None,
-        "identify_ms_p99": round(float(np.percentile(lat_ms, 99)), 2) if len(lat_ms) else None,
+        "nonmated_best_score_p99": round(pct(best_nonmated, 99), 4) if best_nonmated else None,
+        "identify_ms_p50": round(pct(lat_ms, 50), 2) if len(lat_ms) else None,
+        "identify_ms_p99": round(pct(lat_ms, 99), 2) if len(lat_ms) else None,
     }
 
 
@@ -175,7 +170,7 @@ def write_markdown(path: Path, imp: dict, ident: dict, load_before: str, load_af
     text = f"""## Gallery: bulk import and 1:N identification on LFW (dev half)
 
 Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} with
-`.venv/bin/python benchmarks/gallery_import.py {' '.join(argv)}`. The machine is shared with other
+`.venv/bin/python -m benchmarks.gallery_import {' '.join(argv)}`. The machine is shared with other
 jobs: `uptime` before: `{load_before}`; after: `{load_after}`. Throughput figures are therefore
 pessimistic; rerun the one command above on a quiet machine.
 
@@ -256,7 +251,7 @@ def _point_rows(points: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
+    ap.add_argument("--lfw", type=Path, default=shared_dir() / "data" / "lfw-dev" / "images")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work-dir", type=Path, default=REPO / "benchmarks" / "out" / "gallery")
     ap.add_argument("--skip-import", action="store_true", help="reuse the import already in --work-dir")

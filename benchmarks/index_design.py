@@ -14,21 +14,19 @@ gallery fitted to them (the same fit as ``index_scale.py``):
    FAISS ``IndexFlatIP.search`` (what ``IndexIVF.search`` calls) against a numpy mat-vec +
    ``argpartition``, single query, so the fixed per-query cost of probing many cells is known.
 
-    .venv/bin/python benchmarks/index_design.py --n 1000000 --nlist 2048
+    .venv/bin/python -m benchmarks.index_design --n 1000000 --nlist 2048
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from index_scale import FittedGaussian, load_real  # noqa: E402
+from benchmarks.index_scale import FittedGaussian, load_real
 
 
 def span(cache: Path) -> dict:

@@ -16,7 +16,7 @@ Gallery data: synthetic embeddings fitted to the real distribution plus planted 
 Vectors are generated in chunks from a seed (never the whole gallery in memory); exact top-k for
 all queries is computed by streaming the same chunks.
 
-    .venv/bin/python benchmarks/index_scale.py --sizes 100000,1000000 --queries 1000
+    .venv/bin/python -m benchmarks.index_scale --sizes 100000,1000000 --queries 1000
 """
 from __future__ import annotations
 
@@ -25,20 +25,16 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from facegate.matching.operating_points import OperatingPoints  # noqa: E402
-from facegate.config import Settings  # noqa: E402
-from facegate.gallery.vectors import VectorIndex, set_threads  # noqa: E402
+from benchmarks._common import REPO, pct, uptime
+from facegate.config import Settings
+from facegate.gallery.vectors import VectorIndex, set_threads
+from facegate.matching.operating_points import OperatingPoints
 
 CHUNK = 100_000
 PLANT_BASE = 10**12          # planted identities get ids PLANT_BASE + j
@@ -276,7 +272,7 @@ def measure(index, queries, exact, P, planted_ids, threshold, args, nprobe, stop
     lat = lat * 1000
 
     def percentiles(sl):
-        return {f"p{q}": round(float(np.percentile(lat[sl], q)), 3) for q in (50, 90, 99)}
+        return {f"p{q}": round(pct(lat[sl], q), 3) for q in (50, 90, 99)}
 
     def margin_decisions(scores):
         """The gallery's 1:N rule on the top two (one template per identity here): no match
@@ -365,7 +361,7 @@ def main(argv=None) -> int:
     dist = distribution_report(one_per_person, fit, args.seed)
     header = {
         "machine": f"{platform.node()} {os.cpu_count()} cpus, {platform.processor() or platform.machine()}",
-        "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "uptime_before": uptime(),
         "real_people": int(len(one_per_person)), "planted_identities": int(len(plant_gallery)),
         "threshold_fmr_1e-4": threshold, "distribution": dist, "args": {k: str(v) for k, v in vars(args).items()},
     }
@@ -374,7 +370,7 @@ def main(argv=None) -> int:
     for n in (int(s) for s in args.sizes.split(",")):
         for kind in args.kinds.split(","):
             r = run_size(n, kind, args, fit, plant_gallery, plant_probes, threshold)
-            r["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+            r["uptime_after"] = uptime()
             print(json.dumps(r, indent=1), flush=True)
             results.append(r)
     if args.json:

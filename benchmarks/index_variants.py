@@ -23,8 +23,8 @@ minute from it:
     (PQ of the residual to the cell centroid); ``--spill 2``; ``--implem`` FAISS fast-scan
     implementations; ``--bbs`` codes per fast-scan block.
 
-    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/index_variants.py prepare
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/index_variants.py run --m 64 --rot random --dims 128 \\
+    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 .venv/bin/python -m benchmarks.index_variants prepare
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python -m benchmarks.index_variants run --m 64 --rot random --dims 128 \\
         --sweep 1700:1000,1700:500
 """
 from __future__ import annotations
@@ -32,19 +32,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))
-
-import index_scale as scale  # noqa: E402
-from facegate.gallery.vectors import VectorIndex, set_threads  # noqa: E402
+from benchmarks import index_scale as scale
+from benchmarks._common import pct
+from facegate.gallery.vectors import VectorIndex, set_threads
 
 PROJECTED = 192
 
@@ -198,7 +194,7 @@ def run(args) -> None:
         print(json.dumps({
             "m": args.m, "dims": args.dims, "rot": args.rot, "residual": args.residual, "spill": args.spill,
             "nprobe": nprobe, "shortlist": shortlist, "threads": args.threads, "implem": implem,
-            "p50": round(float(np.median(lat)), 2), "p99": round(float(np.percentile(lat, 99)), 2),
+            "p50": round(float(np.median(lat)), 2), "p99": round(pct(lat, 99), 2),
             "ivf_p50": round(float(np.median(lat_scan)), 2),
             "planted_r1": round(float(np.mean(top[planted_q] == gt_ids[planted_q, 0])), 4),
             "planted_incand": round(float(np.mean(in_cand[planted_q])), 4),

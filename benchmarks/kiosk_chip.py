@@ -6,8 +6,10 @@ head-and-shoulders crop, 102x126 px, JPEG quality 60) and matched the way
 full-resolution figures on the same pairs: cross-validated accuracy (LFW protocol), TAR at FAR
 1e-3 / 1e-4 with FAR over every cross-identity (live photo, chip photo) pair.
 
-    python benchmarks/kiosk_chip.py --pairs ../shared/data/lfw-dev/pairs.txt \
+    python -m benchmarks.kiosk_chip --pairs ../shared/data/lfw-dev/pairs.txt \
         --images ../shared/data/lfw-dev/images [--write-calibration]
+
+(``--pairs`` and ``--images`` default to ``data/lfw-dev`` under ``$FACEGATE_SHARED`` or ../shared.)
 
 ``--write-calibration`` writes ``facegate/calibration/default-document.json``: thresholds at
 FMR 1e-2..1e-5 from those impostor pairs, which the kiosk's document mode uses.
@@ -23,13 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facegate.matching.operating_points import compute_table, threshold_at_fmr
-from facegate.evaluation.documents import chip_photo
+from benchmarks._common import REPO, shared_dir
 from facegate.engine import load_engine
 from facegate.evaluation.accuracy import auc, kfold_accuracy
+from facegate.evaluation.documents import chip_photo
 from facegate.evaluation.pairs import read_lfw_pairs
-
-REPO = Path(__file__).resolve().parent.parent
+from facegate.matching.operating_points import compute_table, threshold_at_fmr
 
 
 def embed_both(engine, images: Path, names: list[str]) -> tuple[dict, dict]:
@@ -90,8 +91,9 @@ def pair_metrics(pairset, a_emb: dict, b_emb: dict, impostor_all: np.ndarray) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", required=True)
-    ap.add_argument("--images", required=True)
+    lfw = shared_dir() / "data" / "lfw-dev"
+    ap.add_argument("--pairs", default=str(lfw / "pairs.txt"))
+    ap.add_argument("--images", default=str(lfw / "images"))
     ap.add_argument("--write-calibration", action="store_true")
     args = ap.parse_args()
     engine = load_engine()
@@ -124,7 +126,7 @@ def main() -> int:
             "pack": engine.pack.manifest["pack"], "pack_id": engine.pack_id,
             "embedder_upstream_sha256": engine.pack.entry("fr_feature")["source"]["upstream_sha256"],
             "variant": "document: one side an ID-card chip photo (102x126 px, JPEG q60)",
-            "made_with": f"python benchmarks/kiosk_chip.py --pairs {args.pairs} --images {args.images} --write-calibration",
+            "made_with": f"python -m benchmarks.kiosk_chip --pairs {args.pairs} --images {args.images} --write-calibration",
             "impostor_pairs": int(impostor_chip.size), "genuine_pairs": int(genuine_chip.size),
             "impostor_source": "every cross-identity (live photo, chip photo) pair of the photos",
             "points": table}, indent=2) + "\n")

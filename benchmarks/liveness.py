@@ -1,6 +1,6 @@
 """Liveness acceptance benchmark (issue 5): ISO/IEC 30107-3 style error rates.
 
-    .venv/bin/python benchmarks/liveness.py [--out benchmarks/results/liveness.md]
+    .venv/bin/python -m benchmarks.liveness [--out benchmarks/results/liveness.md]
 
 - BPCER of the challenge on live clips (../shared/data/face-videos), each window answering the
   actions a person can be seen doing in it (LABELS below, read from the traces and checked on
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("FACEGATE_SHARED", REPO.parent / "shared"))
+from benchmarks._common import REPO, shared_dir, uptime
+
+SHARED = shared_dir()
 VIDEOS = SHARED / "data" / "face-videos"
 
 # What each clip shows, read from the per-frame traces (both eyes' fr_eye P(open), eye and
@@ -142,6 +142,7 @@ def main() -> int:
     from facegate.engine import FaceEngine
     from facegate.liveness.attacks import segment, splice, still_photo
     from facegate.liveness.judge import LivenessJudge
+    from facegate.matching.decisions import threshold
 
     settings = Settings.load(liveness_pad="auto")
     engine = FaceEngine.load(settings)
@@ -150,13 +151,13 @@ def main() -> int:
     lines: list[str] = []
     raw: dict = {}
     out = lines.append
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    identity_threshold = threshold(engine.operating_points, settings.liveness_identity_fmr).threshold
     out("## Liveness (issue 5)\n")
-    out(f"Command: `.venv/bin/python benchmarks/liveness.py` (after `facegate liveness build-pad --weights "
+    out(f"Command: `.venv/bin/python -m benchmarks.liveness` (after `facegate liveness build-pad --weights "
         f"../shared/models/minifasnet`). Machine: {os.cpu_count()} cores, shared with other agents; "
-        f"`uptime` at start: `{uptime}`. PAD families: {', '.join(families) or 'none'}; "
+        f"`uptime` at start: `{uptime()}`. PAD families: {', '.join(families) or 'none'}; "
         f"PAD threshold {settings.liveness_pad_threshold} on the weakest family's P(live); identity threshold "
-        f"{judge.identity_threshold:.3f} (FMR {settings.liveness_identity_fmr:g}).\n")
+        f"{identity_threshold:.3f} (FMR {settings.liveness_identity_fmr:g}).\n")
 
     clips = {n: load_clip(n) for n in sorted({w[0] for w in WINDOWS} | {p[0] for p in PHOTO_SOURCES})}
 
@@ -363,7 +364,7 @@ def main() -> int:
     out(f"- same capture with detection on every 2nd frame (box carried by the landmarks): "
         f"{time.perf_counter() - t0:.2f} s.")
     out(NOTES)
-    out(f"\n`uptime` at the end: `{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}`\n")
+    out(f"\n`uptime` at the end: `{uptime()}`\n")
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

@@ -8,10 +8,10 @@ embed + cosine against the enrolled template) interleaved call by call with sing
 service calls, so both see the same load from other processes: the service's overhead is
 the difference of the medians over the bare median.
 
-    python benchmarks/load_verify.py --workers 1,2 --concurrency 1,2,4,8 --requests 60
+    python -m benchmarks.load_verify --workers 1,2 --concurrency 1,2,4,8 --requests 60
 
 Or against a server you started (``--url`` and ``--key``, a kiosk key, plus an enrolled
-``--subject``). Needs ../shared (LFW) for the photos.
+``--subject``). Needs ../shared or ``$FACEGATE_SHARED`` (LFW) for the photos.
 """
 from __future__ import annotations
 
@@ -20,25 +20,20 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("FACEGATE_SHARED", REPO.parent / "shared")) / "data"
+from benchmarks._common import ServerProcess, create_key, pct, shared_dir, uptime
+from facegate.matching.decisions import threshold
+from facegate.matching.scores import similarity
+
+SHARED = shared_dir() / "data"
 LFW = SHARED / "lfw-dev" / "images"
 PERSON = "Colin_Powell"
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 ENGINE_STAGES = ("decode", "detect", "align", "embed")
@@ -81,7 +76,8 @@ class BareEngine:
     def call(self, probe: bytes) -> float:
         t0 = time.perf_counter()
         face = self.engine.face(probe, policy="single")
-        self.engine.decide(self.engine.similarity(face.embedding, self.ref))
+        threshold(self.engine.operating_points, self.engine.settings.target_fmr).matches(
+            similarity(face.embedding, self.ref))
         return time.perf_counter() - t0
 
 
@@ -105,44 +101,21 @@ def overhead(bare: BareEngine, url: str, key: str, subject: str, probe: bytes, n
             "paired_overhead_pct_p50": 100 * statistics.median([(y - x) / x for x, y in zip(b, s)])}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class BenchServer(ServerProcess):
+    """A started server on a temporary data directory, with an admin and a kiosk key, whose
+    ``/metrics`` sum all its workers."""
 
-
-def facegate(env, *args) -> str:
-    return subprocess.run([sys.executable, "-m", "facegate", *args], env=env, cwd=REPO, check=True,
-                          capture_output=True, text=True).stdout
-
-
-class SpawnedServer:
     def __init__(self, workers: int, concurrency: int, queue: int, intra_op_threads: int = 0):
         self.tmp = tempfile.TemporaryDirectory(prefix="facegate-bench-")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "FACEGATE_DATA_DIR": self.tmp.name, "FACEGATE_RATE_LIMIT_PER_MINUTE": "1000000",
-                    "FACEGATE_INFERENCE_CONCURRENCY": str(concurrency), "FACEGATE_INFERENCE_QUEUE": str(queue),
-                    "FACEGATE_INTRA_OP_THREADS": str(intra_op_threads)}
-        self.env.pop("FACEGATE_DATABASE_URL", None)
         metrics_dir = Path(self.tmp.name) / "metrics"
         metrics_dir.mkdir()
-        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)   # /metrics sums all workers
-        self.admin = json.loads(facegate(self.env, "keys", "create", "--role", "admin", "--json"))["key"]
-        self.kiosk = json.loads(facegate(self.env, "keys", "create", "--role", "kiosk", "--json"))["key"]
-        self.proc = subprocess.Popen([sys.executable, "-m", "facegate", "serve", "--port", str(self.port),
-                                      "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-                                     env=self.env, cwd=REPO)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("server did not become ready")
+        super().__init__(self.tmp.name, workers, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                         serve_args=("--no-access-log",), log_path=None, rate_limit_per_minute=1000000,
+                         inference_concurrency=concurrency, inference_queue=queue,
+                         intra_op_threads=intra_op_threads)
+        self.admin = create_key(self.env, "admin")["key"]
+        self.kiosk = create_key(self.env, "kiosk")["key"]
+        self.start(timeout=120, interval=0.3)
 
     def enrol(self, subject: str, photo: bytes) -> None:
         h = {"X-API-Key": self.admin}
@@ -150,12 +123,8 @@ class SpawnedServer:
         httpx.post(self.url + f"/v1/subjects/{subject}/faces", files={"image": ("e.jpg", photo, "image/jpeg")},
                    headers=h, timeout=60).raise_for_status()
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    def stop(self, timeout: float = 30) -> None:
+        super().stop(timeout)
         self.tmp.cleanup()
 
 
@@ -219,7 +188,7 @@ def main() -> int:
         enrol = (LFW / PERSON / f"{PERSON}_0001.jpg").read_bytes()
         probe = (LFW / PERSON / f"{PERSON}_0002.jpg").read_bytes()
     levels = [int(c) for c in args.concurrency.split(",")]
-    results = {"uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    results = {"uptime_before": uptime(),
                "cpus": os.cpu_count(), "args": vars(args), "runs": [], "overhead": {}}
     bare = BareEngine(enrol)
 
@@ -231,7 +200,7 @@ def main() -> int:
             print(json.dumps(results["runs"][-1]), flush=True)
     else:
         for w in [int(x) for x in args.workers.split(",")]:
-            server = SpawnedServer(w, args.inference_concurrency, args.inference_queue, args.intra_op_threads)
+            server = BenchServer(w, args.inference_concurrency, args.inference_queue, args.intra_op_threads)
             try:
                 server.enrol("P-BENCH", enrol)
                 results["overhead"][str(w)] = overhead(bare, server.url, server.kiosk, "P-BENCH", probe, args.bare)
@@ -244,7 +213,7 @@ def main() -> int:
                     print(json.dumps(results["runs"][-1]), flush=True)
             finally:
                 server.stop()
-    results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    results["uptime_after"] = uptime()
 
     print()
     print(f"before: {results['uptime_before']}\nafter:  {results['uptime_after']}")

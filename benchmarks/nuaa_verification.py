@@ -1,7 +1,7 @@
 """East-Asian check: false matches and false non-matches on NUAA live webcam frames at the
 LFW-calibrated default threshold.
 
-    .venv/bin/python benchmarks/nuaa_verification.py
+    .venv/bin/python -m benchmarks.nuaa_verification
 
 ``../shared/data/nuaa/live/<subject>/ID_glasses_position/lighting_session_frame.jpg``: 8 Chinese
 volunteers, 24 frames each, 640x480 webcam. Every frame goes through the verification path a
@@ -11,8 +11,8 @@ refuses are counted (failure to acquire) and left out of the pair rates. Then:
   * genuine pairs: every pair of frames of one person, and separately only pairs from
     different sessions (frames of one session are seconds apart and nearly identical, so
     the across-session pairs are the meaningful ones; 3 of the 8 people have one session only);
-  * FMR and FNMR at the default operating point (``engine.decide``) and at the other
-    calibrated points, score distributions, and the closest impostor pairs of people;
+  * FMR and FNMR at the default operating point (``target_fmr``; ``matching.decisions.threshold``)
+    and at the other calibrated points, score distributions, and the closest impostor pairs of people;
   * the same without the quality gate (every frame's largest face), and, with
     ``--peer-python``, PyPI ``face_recognition`` on the same frames at its own default
     tolerance (distance <= 0.6), to tell a model weakness from hard data.
@@ -31,14 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from facegate.config import Settings  # noqa: E402
-from facegate.engine import FaceEngine  # noqa: E402
-from facegate.errors import FacegateError  # noqa: E402
-from facegate.evaluation.accuracy import auc  # noqa: E402
+from benchmarks._common import REPO, add_shared_option
+from facegate.config import Settings
+from facegate.engine import FaceEngine
+from facegate.errors import FacegateError
+from facegate.evaluation.accuracy import auc
+from facegate.matching.decisions import threshold
+from facegate.matching.scores import similarity
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def embed_frames(engine: FaceEngine, frames: list[Frame], gated: bool = True
     return ok, failed
 
 
-def pair_scores(emb: dict[Frame, np.ndarray], score=FaceEngine.similarity
+def pair_scores(emb: dict[Frame, np.ndarray], score=similarity
                 ) -> dict[str, list[tuple[Frame, Frame, float]]]:
     out = {"impostor": [], "genuine": [], "genuine_across_sessions": []}
     for a, b in itertools.combinations(sorted(emb, key=lambda f: f.path), 2):
@@ -117,8 +116,9 @@ def rates_at_threshold(pairs: dict, t: float) -> dict:
 
 
 def rates_at(engine: FaceEngine, pairs: dict, fmr: float | None) -> dict:
-    decision = engine.decide(0.0, fmr=fmr)
-    return {"target_fmr": decision["fmr"], **rates_at_threshold(pairs, decision["threshold"])}
+    """The rates at the calibrated point for ``fmr`` (None: the default, ``target_fmr``)."""
+    point = threshold(engine.operating_points, fmr or engine.settings.target_fmr)
+    return {"target_fmr": point.fmr, **rates_at_threshold(pairs, round(point.threshold, 6))}
 
 
 def summary(pairs: dict) -> dict:
@@ -143,7 +143,7 @@ def summary(pairs: dict) -> dict:
 
 def peer_check(peer_python: str, frames: list[Frame], tolerance: float = 0.6) -> dict:
     """face_recognition on the same frames; score = minus the face distance, match at <= 0.6."""
-    from engine_speed import Peer
+    from benchmarks.engine_speed import Peer
     peer = Peer(peer_python)
     emb = {}
     try:
@@ -162,7 +162,7 @@ def peer_check(peer_python: str, frames: list[Frame], tolerance: float = 0.6) ->
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shared", default=str(REPO.parent / "shared"))
+    add_shared_option(ap)
     ap.add_argument("--peer-python", default=os.environ.get("FACEGATE_PEER_PYTHON"),
                     help="python of a venv with face_recognition (optional)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "nuaa_verification.json"))
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
                              "genuine_min": round(float(g.min()), 4) if g.size else None,
                              "genuine_across_sessions_min": round(float(gx.min()), 4) if gx.size else None}
     report = {
-        "command": " ".join(["python", "benchmarks/nuaa_verification.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "-m", "benchmarks.nuaa_verification", *(argv or sys.argv[1:])]),
         "pack_id": engine.pack_id,
         "frames": len(frames),
         "subjects": len({f.subject for f in frames}),

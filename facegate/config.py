@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facegate.vocab import INDEX_KINDS, PERIOD_KINDS
+
 
 def _default_model_dir() -> str:
     return str(Path.home() / ".cache" / "facegate" / "models")
@@ -72,6 +74,12 @@ class Settings:
     liveness_detect_side: int = 320       # face detection runs on frames downscaled to this long side
     liveness_detect_every: int = 1        # detect every n-th frame, carrying the box in between (2 halves detection cost but missed a blink)
 
+    def __post_init__(self):
+        for name, allowed in _CLOSED.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"FACEGATE_{name.upper()}={value!r} is not one of {', '.join(allowed)}")
+
     @property
     def database(self) -> str:
         if self.database_url:
@@ -94,6 +102,7 @@ class Settings:
 
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(Settings)}
+_CLOSED = {"index_kind": ("auto", *INDEX_KINDS), "cert_period": PERIOD_KINDS}
 
 
 def _coerce(cls, name: str, value):

@@ -1,94 +1,24 @@
 """Support for the service tests: a real ``facegate serve`` on loopback and test images.
 
 The server runs as a subprocess on a free port with its own temporary data directory; keys are
-made with the real CLI (``facegate keys create``) before it starts.
+made with the real CLI (``facegate keys create``) before it starts. The harness is the
+benchmarks' (``benchmarks/_common.py``), so that tests and load benchmarks start the server the
+same way.
 """
 from __future__ import annotations
 
 import io
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image, ImageFilter
 
-REPO = Path(__file__).resolve().parent.parent
-FACEGATE = [sys.executable, "-m", "facegate"]
+from benchmarks._common import FACEGATE, REPO, ServerProcess, cli, create_key, free_port
 
+__all__ = ["FACEGATE", "REPO", "Server", "cli", "create_key", "free_port", "encode", "gradient_png", "side_by_side",
+           "shrunk", "blurred", "chip_photo", "png_with_size"]
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*FACEGATE, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"facegate {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
-    return proc
-
-
-def create_key(env: dict, role: str, *extra: str) -> dict:
-    return json.loads(cli(env, "keys", "create", "--role", role, "--json", *extra).stdout)
-
-
-class Server:
-    """``facegate serve`` in a subprocess; ``url`` is its base address."""
-
-    def __init__(self, data_dir: Path, workers: int = 1, **settings):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "FACEGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
-                    **{f"FACEGATE_{k.upper()}": str(v) for k, v in settings.items()}}
-        self.env.pop("FACEGATE_DATABASE_URL", None)
-        self.workers = workers
-        self.proc: subprocess.Popen | None = None
-        self.log_path = Path(data_dir) / "server.log"
-
-    def start(self, timeout: float = 90) -> "Server":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([*FACEGATE, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--workers", str(self.workers), "--log-level", "warning"],
-                                     env=self.env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready within {timeout}s: {self.log()}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
+Server = ServerProcess
+"""``facegate serve`` in a subprocess; ``url`` is its base address (see :class:`ServerProcess`)."""
 
 
 # ------------------------------------------------------------------ images

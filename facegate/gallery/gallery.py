@@ -29,7 +29,6 @@ from facegate.storage.store import Store
 from facegate.gallery.vectors import VectorIndex
 from facegate.matching.decisions import Candidate, Identification, OperatingPoint, decide_1toN, threshold
 from facegate.matching.scores import exact_scores
-from facegate.vocab import INDEX_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class Gallery:
             if len(self.index) != expected:
                 return "rebuild: " + self.rebuild(
                     reason=f"snapshot+replay has {len(self.index)} templates, the database {expected}")
-            wanted = VectorIndex.for_size(self.dim, expected, kind=self._index_kind()).kind
+            wanted = VectorIndex.for_size(self.dim, expected, kind=self.settings.index_kind).kind
             if wanted != self.index.kind:
                 return "rebuild: " + self.rebuild(reason=f"{expected} templates call for a {wanted} index, "
                                                          f"the snapshot is {self.index.kind}")
@@ -140,7 +139,7 @@ class Gallery:
             with self.store.snapshot() as conn:
                 seq = self.store.last_seq(conn)
                 n = self.store.count_templates(self.pack_id, conn)
-                index = VectorIndex.for_size(self.dim, n, kind=self._index_kind())
+                index = VectorIndex.for_size(self.dim, n, kind=self.settings.index_kind)
                 for ids, vecs in self.store.iter_embeddings(conn, self.pack_id):
                     index.add(ids, vecs)
             self.index, self.applied_seq = index, seq
@@ -148,13 +147,6 @@ class Gallery:
             self.save()
         log.info("index rebuilt (%s): %d templates at seq %d in %.2fs", reason, n, seq, time.perf_counter() - t0)
         return reason
-
-    def _index_kind(self) -> str:
-        kind = (self.settings.index_kind or "auto").strip()
-        if kind != "auto" and kind not in INDEX_KINDS:
-            log.warning("FACEGATE_INDEX_KIND=%s is not one of auto, %s; using auto", kind, ", ".join(INDEX_KINDS))
-            return "auto"
-        return kind
 
     def _replay(self, conn=None) -> int:
         """Apply change-log rows newer than ``applied_seq``; returns how many were read."""
