@@ -57,6 +57,7 @@ class Settings:
     index_sync_s: float = 2.0             # how often a server re-reads gallery changes from the database
     key_cache_s: float = 5.0              # a server re-reads an API key (revocation) at least this often
     liveness_seed: int | None = None      # tests only: deterministic challenges
+    liveness_challenge: str = ""          # tests only: every session gets this challenge (comma list of actions)
     cert_period: str = "year"             # pension certification period: year | half | quarter | month
     cert_grace_days: int = 0              # days after a period ends before the uncertified are overdue
     cert_max_failures: int = 3            # failed face attempts within the window -> locked to manual review

@@ -115,3 +115,22 @@ def test_video_upload_judged_at_once(client):
     r = client.post(f"/v1/liveness/sessions/{junk['session_id']}/video", headers=h(client, "kiosk"),
                     files=[("video", ("x.mp4", b"not a video at all", "video/mp4"))], data={"nonce": junk["nonce"]})
     assert r.status_code == 415 and r.json()["code"] == "unsupported_image"
+
+
+def test_a_capture_token_opens_its_own_session_and_nothing_else(client):
+    made = client.post("/v1/liveness/sessions", headers=h(client, "kiosk"), json={"subject_id": "P-9"}).json()
+    other = client.post("/v1/liveness/sessions", headers=h(client, "kiosk")).json()
+    token = made["capture_token"]
+    assert token.startswith("fgc_") and token != other["capture_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    r = client.get(f"/v1/liveness/sessions/{made['session_id']}", headers=bearer)
+    assert r.status_code == 200 and r.json()["challenge"] == made["challenge"] and r.json()["capture_token"] is None
+    r = client.get(f"/v1/liveness/sessions/{other['session_id']}", headers=bearer)
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    for method, path in (("POST", "/v1/verify"), ("POST", "/v1/identify"), ("GET", "/v1/subjects"),
+                         ("POST", "/v1/certifications"), ("POST", "/v1/kiosk/authenticate"),
+                         ("POST", "/v1/liveness/sessions")):
+        r = client.request(method, path, headers=bearer)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", (path, r.text)
+    forged = {"Authorization": f"Bearer fgc_{made['session_id']}.not-the-secret"}
+    assert client.get(f"/v1/liveness/sessions/{made['session_id']}", headers=forged).status_code == 401

@@ -9,6 +9,7 @@ only), which makes them deterministic.
 """
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import threading
@@ -20,6 +21,9 @@ import numpy as np
 from facegate.errors import FacegateError
 from facegate.liveness.actions import ACTIONS
 from facegate.liveness.capture import Capture
+from facegate.liveness.tokens import capture_token, token_matches
+
+log = logging.getLogger(__name__)
 
 PENDING, PASSED, FAILED, CONSUMED = "pending", "passed", "failed", "consumed"
 
@@ -43,6 +47,7 @@ class LivenessSession:
     subject_id: str | None = None
     purpose: str | None = None
     owner: str | None = None              # who opened it (e.g. the API key id); only they may use it
+    token_hash: str | None = None         # sha256 of the session's capture token (the token is never stored)
     status: str = PENDING
     capture: Capture = field(default_factory=Capture, repr=False)
     result: dict | None = field(default=None, repr=False)
@@ -72,6 +77,10 @@ class LivenessSessions:
         self.settings = settings
         self.clock = clock
         self._rng = random.Random(settings.liveness_seed) if settings.liveness_seed is not None else secrets.SystemRandom()
+        self._fixed = [a.strip() for a in settings.liveness_challenge.split(",") if a.strip()] or None
+        if self._fixed:
+            log.warning("FACEGATE_LIVENESS_CHALLENGE=%s: every session gets this challenge (tests only)",
+                        settings.liveness_challenge)
         self._sessions: dict[str, LivenessSession] = {}
         self._lock = threading.Lock()
 
@@ -79,6 +88,7 @@ class LivenessSessions:
     def create(self, subject_id: str | None = None, purpose: str | None = None,
                challenge: list[str] | None = None, owner: str | None = None) -> LivenessSession:
         now = self.clock()
+        challenge = challenge or self._fixed
         if challenge is not None:
             unknown = [a for a in challenge if a not in ACTIONS]
             if unknown or not challenge:
@@ -93,6 +103,22 @@ class LivenessSessions:
                 capture=Capture(self.settings.liveness_max_frames, self.settings.liveness_max_seconds))
             self._sessions[s.id] = s
             return s
+
+    def issue_token(self, session: LivenessSession) -> str:
+        """A capture token for ``session``: it opens this session's capture and status calls
+        until the session expires, nothing else (see :mod:`facegate.liveness.tokens`)."""
+        token, session.token_hash = capture_token(session.id)
+        return token
+
+    def by_token(self, session_id: str, token: str) -> LivenessSession:
+        """The session a capture token opens; ``unauthorized`` for a wrong, foreign or expired token."""
+        with self._lock:
+            s = self._sessions.get(session_id)
+        if s is None or not token_matches(token, s.token_hash):
+            raise FacegateError("unauthorized", "the capture token is not valid for this liveness session")
+        if self.clock() > s.expires_at:
+            raise FacegateError("unauthorized", "the capture token expired with its liveness session")
+        return s
 
     def get(self, session_id: str, owner: str | None = None) -> LivenessSession:
         """The session; another owner's session is reported as unknown."""

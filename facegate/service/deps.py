@@ -15,7 +15,7 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from facegate.config import Settings
@@ -26,6 +26,7 @@ from facegate.liveness.service import LivenessService
 from facegate.service import auth, metrics
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.inference import InferencePool
+from facegate.liveness import tokens
 from facegate.storage import apikeys, audit
 from facegate.storage.apikeys import ApiKey
 from facegate.workflows.certification.ledger import CertificationLedger
@@ -35,6 +36,9 @@ log = logging.getLogger("facegate.service")
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="an API key from `facegate keys create`")
+CAPTURE_TOKEN = HTTPBearer(auto_error=False, scheme_name="CaptureToken",
+                           description="a liveness session's capture token (`capture_token` of POST "
+                                       "/v1/liveness/sessions): opens that session's capture and status calls only")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")
 
 
@@ -124,5 +128,43 @@ def require(permission: str):
             raise FacegateError("forbidden", f"role {key.role!r} may not {permission}",
                                 role=key.role, permission=permission)
         return key
+
+    return dependency
+
+
+@dataclass(frozen=True)
+class CaptureCaller:
+    """Who calls a liveness session's capture routes: an API key, or the session's capture token
+    (acting for the key that opened the session)."""
+    key: ApiKey | None
+    owner: str | None              # the key id sessions are owned by
+    token_session: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"capture:{self.token_session}" if self.token_session else self.key.actor
+
+
+def capture_access():
+    """Dependency of a session's capture and status routes: ``X-API-Key`` with the ``liveness``
+    permission, or ``Authorization: Bearer <capture token>`` of the session in the path."""
+    by_key = require("liveness")
+
+    async def dependency(request: Request, st: StateDep, session_id: str,
+                         presented: str | None = Security(API_KEY_HEADER),
+                         bearer: HTTPAuthorizationCredentials | None = Security(CAPTURE_TOKEN)) -> CaptureCaller:
+        if presented or bearer is None:
+            key = await by_key(request, st, presented)
+            return CaptureCaller(key, key.key_id)
+        token = bearer.credentials
+        named = tokens.session_of(token)
+        if named is None:
+            raise FacegateError("unauthorized", "the bearer credential is not a capture token")
+        if named != session_id:
+            raise FacegateError("forbidden", "this capture token belongs to another liveness session")
+        session = st.liveness.sessions.by_token(session_id, token)
+        st.limiter.take(f"capture:{session_id}", st.settings.rate_limit_per_minute)
+        request.state.client_id = None
+        return CaptureCaller(None, session.owner, session_id)
 
     return dependency

@@ -249,6 +249,9 @@ class LivenessSession(BaseModel):
     frames_received: int
     valid_until: str | None = Field(default=None, description="a passed session may be used once until then")
     passive: str | None = Field(default=None, description="the passive PAD models in use, or 'passive: unavailable'")
+    capture_token: str | None = Field(default=None, description="only when the session is opened: the credential "
+                                      "the capture page or app uses for this session's capture and status calls "
+                                      "(Authorization: Bearer), valid until expires_at; shown once")
     result: dict[str, Any] | None = Field(default=None, description="the verdict, once judged")
 
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from facegate.errors import FacegateError
 from facegate.service import auditing
-from facegate.service.deps import ServiceState, StateDep, require
+from facegate.service.deps import CaptureCaller, ServiceState, StateDep, capture_access, require
+from facegate.storage.audit import Actor
 from facegate.service.schemas import CaptureProgress, LivenessResult, LivenessSession
 from facegate.service.uploads import flag_field, read_fields, read_parts, text_field
 
@@ -34,8 +36,10 @@ MAX_FRAMES_PER_REQUEST = 120
 MAX_VIDEO_BYTES = 25 * 1024 * 1024
 
 
-def _owner(key) -> str | None:
-    return key.key_id if key else None
+def _actor(request: Request, caller: CaptureCaller) -> Actor:
+    if caller.key is not None:
+        return auditing.caller(request, caller.key)
+    return Actor(caller.actor, caller.owner, None, getattr(request.state, "request_id", None))
 
 
 def _timestamps(value, count: int) -> list[float]:
@@ -55,17 +59,16 @@ def _timestamps(value, count: int) -> list[float]:
     return times
 
 
-async def _judge(st: ServiceState, request: Request, key, session_id: str, nonce: str | None) -> dict:
+async def _judge(st: ServiceState, request: Request, caller: CaptureCaller, session_id: str,
+                 nonce: str | None) -> dict:
     lv = st.liveness
-    owner = _owner(key)
-    session = lv.sessions.pending(session_id, nonce, owner)
-    result = await st.pool.run(lv.sessions.complete, session_id, lv.judge, nonce, owner)
-    await auditing.record(st, request, key, "liveness", "live" if result["live"] else "not_live",
-                          subject_id=session.subject_id,
-                          scores={"score": result["score"],
-                                  "passive": result["passive"].get("score")},
-                          detail={"liveness_session_id": session_id, "challenge": result["challenge"],
-                                  "reasons": result["reasons"], "purpose": session.purpose})
+    session = lv.sessions.pending(session_id, nonce, caller.owner)
+    result = await st.pool.run(lv.sessions.complete, session_id, lv.judge, nonce, caller.owner)
+    await run_in_threadpool(auditing.write, st, _actor(request, caller), "liveness",
+                            "live" if result["live"] else "not_live", session.subject_id,
+                            {"score": result["score"], "passive": result["passive"].get("score")},
+                            {"liveness_session_id": session_id, "challenge": result["challenge"],
+                             "reasons": result["reasons"], "purpose": session.purpose})
     return result
 
 
@@ -79,20 +82,22 @@ async def create_session(request: Request, st: StateDep, key=Depends(require("li
             fields = await read_fields(request, st.settings.max_image_bytes)
     subject_id = text_field(fields, "subject_id", max_len=128)
     purpose = text_field(fields, "purpose", max_len=64)
-    s = lv.sessions.create(subject_id=subject_id, purpose=purpose, owner=_owner(key))
+    s = lv.sessions.create(subject_id=subject_id, purpose=purpose, owner=key.key_id)
+    token = lv.sessions.issue_token(s)
     await auditing.record(st, request, key, "liveness_session", "created", subject_id=subject_id,
                           detail={"liveness_session_id": s.id, "challenge": s.challenge, "purpose": purpose})
-    return s.public() | {"passive": lv.judge.passive_status}
+    return s.public() | {"passive": lv.judge.passive_status, "capture_token": token}
 
 
 @router.get("/v1/liveness/sessions/{session_id}", response_model=LivenessSession)
-async def get_session(session_id: str, st: StateDep, key=Depends(require("liveness"))):
-    s = st.liveness.sessions.get(session_id, _owner(key))
+async def get_session(session_id: str, st: StateDep, caller: CaptureCaller = Depends(capture_access())):
+    s = st.liveness.sessions.get(session_id, caller.owner)
     return s.public() | ({"result": s.result} if s.result else {})
 
 
 @router.post("/v1/liveness/sessions/{session_id}/frames", response_model=CaptureProgress | LivenessResult)
-async def add_frames(session_id: str, request: Request, st: StateDep, key=Depends(require("liveness"))):
+async def add_frames(session_id: str, request: Request, st: StateDep,
+                     caller: CaptureCaller = Depends(capture_access())):
     s = st.settings
     fields, files = await read_parts(request, s.max_image_bytes, MAX_FRAMES_PER_REQUEST)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
@@ -100,38 +105,41 @@ async def add_frames(session_id: str, request: Request, st: StateDep, key=Depend
     if not frames:
         raise FacegateError("invalid_request", "send JPEG files in the multipart field 'frames'", field="frames")
     times = _timestamps(fields.get("timestamps"), len(frames))
-    return await _append(st, request, key, session_id, nonce, fields,
+    return await _append(st, request, caller, session_id, nonce, fields,
                          lambda cap: cap.add_jpegs(list(zip(times, frames)), s.max_image_bytes, s.max_image_pixels))
 
 
 @router.post("/v1/liveness/sessions/{session_id}/video", response_model=CaptureProgress | LivenessResult)
-async def add_video(session_id: str, request: Request, st: StateDep, key=Depends(require("liveness"))):
+async def add_video(session_id: str, request: Request, st: StateDep,
+                    caller: CaptureCaller = Depends(capture_access())):
     s = st.settings
     fields, files = await read_parts(request, MAX_VIDEO_BYTES, 1)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
     videos = [data for name, data in files if name == "video"]
     if len(videos) != 1:
         raise FacegateError("invalid_request", "send one mp4/webm file in the multipart field 'video'", field="video")
-    return await _append(st, request, key, session_id, nonce, fields,
+    return await _append(st, request, caller, session_id, nonce, fields,
                          lambda cap: cap.add_video(videos[0], s.max_image_pixels))
 
 
-async def _append(st: ServiceState, request: Request, key, session_id: str, nonce: str, fields: dict, add) -> dict:
+async def _append(st: ServiceState, request: Request, caller: CaptureCaller, session_id: str, nonce: str,
+                  fields: dict, add) -> dict:
     """Add to the session's capture in the inference pool; judge at once with ``complete=true``."""
     lv = st.liveness
-    lv.sessions.pending(session_id, nonce, _owner(key))
-    total = await st.pool.run(lambda: lv.sessions.add_to_capture(session_id, add, nonce, _owner(key)))
+    lv.sessions.pending(session_id, nonce, caller.owner)
+    total = await st.pool.run(lambda: lv.sessions.add_to_capture(session_id, add, nonce, caller.owner))
     if flag_field(fields, "complete"):
-        return await _judge(st, request, key, session_id, nonce)
+        return await _judge(st, request, caller, session_id, nonce)
     return {"session_id": session_id, "frames_received": total, "status": "pending"}
 
 
 @router.post("/v1/liveness/sessions/{session_id}/complete", response_model=LivenessResult)
-async def complete(session_id: str, request: Request, st: StateDep, key=Depends(require("liveness"))):
+async def complete(session_id: str, request: Request, st: StateDep,
+                   caller: CaptureCaller = Depends(capture_access())):
     fields = {}
     if request.headers.get("content-type"):
         body = await request.body()
         if body.strip():
             fields = await read_fields(request, st.settings.max_image_bytes)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
-    return await _judge(st, request, key, session_id, nonce)
+    return await _judge(st, request, caller, session_id, nonce)
