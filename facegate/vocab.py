@@ -42,6 +42,10 @@ CERT_METHODS: tuple[str, ...] = get_args(CertMethod)
 SignalKind = Literal["shared_face", "repeated_failures", "deceased_subject", "liveness_failed"]
 SIGNAL_KINDS: tuple[str, ...] = get_args(SignalKind)
 
+# A liveness session's life: capture, judging, verdict, one-time use.
+LivenessStatus = Literal["pending", "judging", "passed", "failed", "consumed"]
+LIVENESS_STATUSES: tuple[str, ...] = get_args(LivenessStatus)
+
 # A registered kiosk's standing.
 KioskStatus = Literal["active", "disabled"]
 KIOSK_STATUSES: tuple[str, ...] = get_args(KioskStatus)

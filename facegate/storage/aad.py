@@ -14,7 +14,8 @@ from typing import Callable, Mapping
 
 import sqlalchemy as sa
 
-from facegate.storage.schema import certification_captures, subjects, templates
+from facegate.storage.schema import (certification_captures, liveness_frames, liveness_sessions, subjects,
+                                     templates)
 
 
 def embedding_aad(subject_id: str, pack_id: str) -> bytes:
@@ -27,6 +28,14 @@ def image_aad(subject_id: str, pack_id: str) -> bytes:
 
 def capture_aad(subject_id: str, pack_id: str) -> bytes:
     return f"facegate:capture:v1:{subject_id}:{pack_id}".encode()
+
+
+def live_embedding_aad(session_id: str) -> bytes:
+    return f"facegate:liveness:v1:{session_id}".encode()
+
+
+def frame_aad(session_id: str, seq: int) -> bytes:
+    return f"facegate:frame:v1:{session_id}:{seq}".encode()
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ ENCRYPTED: tuple[EncryptedTable, ...] = (
     EncryptedTable(certification_captures, "certification_id", {
         "embedding_enc": lambda r: capture_aad(r["subject_id"], r["pack_id"]),
     }),
+    EncryptedTable(liveness_sessions, "id", {"embedding_enc": lambda r: live_embedding_aad(r["id"])}),
+    EncryptedTable(liveness_frames, "id", {"data_enc": lambda r: frame_aad(r["session_id"], r["seq"])}),
 )
 
 
@@ -55,8 +66,7 @@ def rows_to_reencrypt(entry: EncryptedTable, not_key: str, limit: int) -> sa.Sel
     what their AAD needs."""
     t = entry.table
     cols = [t.c[entry.key], t.c.key_id, *(t.c[name] for name in entry.aad)]
-    if "pack_id" in t.c:
-        cols.append(t.c.pack_id)
+    cols += [t.c[name] for name in ("pack_id", "session_id", "seq") if name in t.c]
     q = sa.select(*cols)
     if "subject_pk" in t.c:
         q = sa.select(*cols, subjects.c.subject_id).join(subjects, subjects.c.pk == t.c.subject_pk)

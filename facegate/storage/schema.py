@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from facegate.vocab import (CERT_METHODS, CERT_OUTCOMES, KIOSK_STATUSES, ROLES, SUBJECT_STATUSES,
-                            check_sql)
+from facegate.vocab import (CERT_METHODS, CERT_OUTCOMES, KIOSK_STATUSES, LIVENESS_STATUSES, ROLES,
+                            SUBJECT_STATUSES, check_sql)
 
 metadata = sa.MetaData()
 
@@ -203,4 +203,60 @@ kiosk_events = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Index("ix_kiosk_events_kiosk_id", "kiosk_id"),
     sqlite_autoincrement=True,
+)
+
+# ---------------------------------------------------------------- shared service state (revision 0003)
+# What a request leaves for the next one, whichever replica serves it. Times are epoch seconds
+# (floats), as the liveness code measures them.
+
+liveness_sessions = sa.Table(
+    # A challenge, its capture's counters, the verdict and the one-time consumption.
+    "liveness_sessions", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(64)),                   # the API key that opened it; only it may use it
+    sa.Column("subject_id", sa.String(128)),
+    sa.Column("purpose", sa.String(64)),
+    sa.Column("challenge", sa.Text, nullable=False),     # JSON list of actions
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),   # sha256 of the capture token
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),   # the capture must be complete by then
+    sa.Column("frames", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("frame_bytes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("first_t", sa.Float),
+    sa.Column("last_t", sa.Float),
+    sa.Column("non_monotonic", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("completed_at", sa.Float),
+    sa.Column("valid_until", sa.Float),                  # a passed session may be consumed until then
+    sa.Column("consumed_at", sa.Float),
+    sa.Column("result", sa.Text),                        # JSON verdict; never biometrics
+    sa.Column("embedding_enc", sa.LargeBinary),          # the live face's embedding, encrypted
+    sa.Column("key_id", sa.String(64)),
+    sa.CheckConstraint(check_sql("status", LIVENESS_STATUSES), name="ck_liveness_sessions_status"),
+    sa.Index("ix_liveness_sessions_owner_status", "owner", "status"),
+    sa.Index("ix_liveness_sessions_expires_at", "expires_at"),
+)
+
+liveness_frames = sa.Table(
+    # A pending session's capture: frames reduced on arrival to what the judge uses, encrypted;
+    # deleted once the session is judged.
+    "liveness_frames", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("session_id", sa.String(64), sa.ForeignKey("liveness_sessions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("t", sa.Float, nullable=False),
+    sa.Column("data_enc", sa.LargeBinary, nullable=False),   # JPEG, AES-GCM
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.UniqueConstraint("session_id", "seq", name="uq_liveness_frames_session_seq"),
+    sqlite_autoincrement=True,
+)
+
+rate_buckets = sa.Table(
+    # Token buckets of the per-key rate limits, shared by every replica.
+    "rate_buckets", metadata,
+    sa.Column("bucket", sa.String(128), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
 )
