@@ -407,11 +407,11 @@ def test_failed_save_keeps_old_snapshot(tmp_path, gallery, monkeypatch):
     index.save(path, applied_seq=1)
     index.add(ids[100:200], x[100:200])
 
-    import facegate.gallery.vectors as vi
+    import facegate.gallery.vectors.snapshot as snapshot
 
     def crash(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(vi.faiss, "write_index", crash)
+    monkeypatch.setattr(snapshot.faiss, "write_index", crash)
     with pytest.raises(OSError):
         index.save(path, applied_seq=2)
     monkeypatch.undo()
@@ -435,6 +435,67 @@ def test_damaged_snapshot_is_reported(tmp_path, gallery):
         VectorIndex.load(path)
     with pytest.raises(SnapshotError):
         VectorIndex.load(tmp_path / "missing.idx")
+
+
+@pytest.mark.parametrize("kind,params", [("flat", {}), ("ivf_sq", {"nlist": 8}), ("ivf_pq", {"nlist": 8, "m": 16}),
+                                         ("ivf_pq_refine", {"nlist": 8}), ("hnsw_sq", {"pca": 32}),
+                                         ("ivf_sq", {"train_size": 10_000})])      # the last: staged, untrained
+def test_snapshot_format_3_layout_and_byte_identical_round_trip(tmp_path, kind, params):
+    """Snapshot format 3, without fixtures: MAGIC, the header's length, the JSON header (its
+    fields in this order), the FAISS index (ivf_pq_refine: then its codec, its cells, the
+    refinement rows' codes and owners), MAGIC; and a loaded snapshot saves to the same bytes.
+    A failure here means snapshots already written would no longer load as they are: bump the
+    format and refuse the older ones (the gallery then rebuilds) instead of changing it."""
+    import io
+    import json
+    import struct
+
+    import faiss
+    dim = 64
+    rng = np.random.default_rng(8)
+    x = unit(rng.standard_normal((1200, dim)))
+    ids = np.arange(1000, 2200, dtype=np.int64)
+    index = VectorIndex(dim, kind, **params)
+    if kind != "flat" and "train_size" not in params:
+        index.train(x)
+    index.add(ids, x)
+    index.remove(ids[:30])                           # tombstones, where the kind keeps them
+    index.add(ids[30:40], x[40:50])                  # replaced entries
+    first = tmp_path / "first.idx"
+    index.save(first, applied_seq=12)
+
+    data = first.read_bytes()
+    assert data[:8] == b"FGVIDX01" and data[-8:] == b"FGVIDX01"
+    (hlen,) = struct.unpack("<Q", data[8:16])
+    header = json.loads(data[16:16 + hlen])
+    refined = kind == "ivf_pq_refine"
+    assert list(header) == ["format", "dim", "kind", "params", "trained", "applied_seq", "ntotal",
+                            "faiss_version"] + (["refine_rows"] if refined else [])
+    assert header["format"] == 3 and header["kind"] == kind and header["ntotal"] == len(index) == 1170
+    assert header["trained"] == index.is_trained and header["params"] == index.params
+    body = io.BytesIO(data[16 + hlen:-8])
+    indexes = [faiss.read_index(faiss.PyCallbackIOReader(body.read)) for _ in range(3 if refined else 1)]
+    stored = {"flat": "IndexIDMap2", "ivf_sq": "IndexIVFScalarQuantizer", "ivf_pq": "IndexIVFPQFastScan",
+              "ivf_pq_refine": "IndexPreTransform", "hnsw_sq": "IndexIDMap"}
+    assert type(indexes[0]).__name__ == (stored[kind] if index.is_trained else "IndexIDMap2")
+    assert indexes[0].ntotal == index._index.ntotal
+    rest = body.read()
+    if refined:
+        codec, cells = indexes[1:]
+        assert codec.code_size == index.params["pca"] and cells.ntotal == index.params["nlist"]
+        rows = header["refine_rows"]
+        assert len(rest) == rows * (codec.code_size + 8)
+        owners = np.frombuffer(rest[rows * codec.code_size:], "<i8")      # each row's template id, -1: free
+        assert sorted(owners[owners >= 0]) == index.ids().tolist()
+    else:
+        assert rest == b""
+
+    loaded, seq = VectorIndex.load(first)
+    assert seq == 12
+    loaded.save(tmp_path / "again.idx", applied_seq=12)
+    assert (tmp_path / "again.idx").read_bytes() == data
+    before, after = index.search(x[:20], 5), loaded.search(x[:20], 5)
+    assert np.array_equal(before[1], after[1]) and np.array_equal(before[0], after[0])
 
 
 def test_for_size_picks_exact_for_small_and_compressed_for_large():
