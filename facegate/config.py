@@ -72,6 +72,11 @@ class Settings:
     liveness_result_ttl_s: int = 120      # a passed session can be used (once) this long
     liveness_max_frames: int = 450
     liveness_max_seconds: float = 20.0
+    liveness_max_frame_pixels: int = 4_000_000   # a frame upload over this is refused before decoding (frames are
+                                                 # reduced to 640 px on arrival; a 2560x1440 camera frame fits)
+    liveness_session_bytes: int = 32 * 1024 * 1024   # stored frames of one capture (450 frames of ~70 kB JPEG)
+    liveness_key_bytes: int = 256 * 1024 * 1024      # stored frames of all of one key's captures in progress
+    liveness_open_sessions: int = 64      # sessions one key may have waiting for their capture at once
     liveness_detect_side: int = 320       # face detection runs on frames downscaled to this long side
     liveness_detect_every: int = 1        # detect every n-th frame, carrying the box in between (2 halves detection cost but missed a blink)
 

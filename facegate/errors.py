@@ -34,6 +34,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "liveness_session_expired": (410, "The liveness challenge or result has expired."),
     "liveness_session_closed": (409, "The liveness session was already judged or used."),
     "liveness_failed": (422, "The liveness session did not pass or belongs to another subject."),
+    "liveness_session_limit": (429, "This key has too many liveness captures in progress."),
+    "capture_too_large": (413, "The liveness capture exceeds its size budget."),
     "method_not_allowed": (405, "This route does not accept that HTTP method."),
     "internal_error": (500, "An unexpected error occurred; it has been logged."),
 }

@@ -8,8 +8,10 @@ import pytest
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.liveness.actions import ACTIONS, match_challenge
-from facegate.liveness.challenge import FAILED, PASSED, LivenessSessions, draw_challenge
+from facegate.liveness.challenge import draw_challenge
+from facegate.liveness.sessions import FAILED, PASSED, LivenessSessions
 from facegate.liveness.tracker import FrameObservation
+from gallery_support import BACKENDS
 
 
 class Clock:
@@ -31,9 +33,30 @@ class RecordedJudge:
                 "embedding": np.ones(4, dtype=np.float32)}
 
 
-def test_seeded_challenges_are_deterministic_and_valid():
-    a = LivenessSessions(Settings.load(liveness_seed=11))
-    b = LivenessSessions(Settings.load(liveness_seed=11))
+@pytest.fixture(params=["sqlite"])
+def sessions(request, tmp_path):
+    """A session store on its own database: ``sessions(clock=None, **settings)``."""
+    from contextlib import ExitStack
+
+    from facegate.storage.store import Store
+    from gallery_support import fresh_database
+    opened = []
+    with ExitStack() as stack:
+        def make(clock=None, **settings):
+            folder = tmp_path / f"db{len(opened)}"
+            url = stack.enter_context(fresh_database(request.param, folder))
+            s = Settings.load(data_dir=str(folder), database_url=url, data_key="", data_key_file="", **settings)
+            store = Store.open(s)
+            opened.append(store)
+            return LivenessSessions(store.db, store.keys, s, **({"clock": clock} if clock else {}))
+        yield make
+        for store in opened:
+            store.close()
+
+
+def test_seeded_challenges_are_deterministic_and_valid(sessions):
+    a = sessions(liveness_seed=11)
+    b = sessions(liveness_seed=11)
     ca = [a.create().challenge for _ in range(20)]
     assert ca == [b.create().challenge for _ in range(20)]
     for ch in ca:
@@ -47,9 +70,9 @@ def test_unseeded_challenges_vary():
     assert len(seen) > 10
 
 
-def test_session_expiry_nonce_and_single_use():
+def test_session_expiry_nonce_and_single_use(sessions):
     clock = Clock()
-    store = LivenessSessions(Settings.load(liveness_seed=1, liveness_session_ttl_s=30, liveness_result_ttl_s=60), clock)
+    store = sessions(clock, liveness_seed=1, liveness_session_ttl_s=30, liveness_result_ttl_s=60)
     s = store.create(subject_id="p-1", purpose="pension", owner="key-a")
     assert s.public()["challenge"] == s.challenge and s.public()["expires_at"].endswith("Z")
     with pytest.raises(FacegateError) as e:
@@ -121,3 +144,90 @@ def test_actions_must_come_in_the_asked_order():
     assert wrong[0]["detected"] and not wrong[1]["detected"]
     assert not match_challenge(["turn_right"], seq)[0]["detected"]
     assert not match_challenge(["open_mouth"], seq)[0]["detected"]
+
+
+def tiny_jpeg(seed: int = 0) -> bytes:
+    import cv2
+    img = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def shared_stores(sessions, **settings):
+    """Two session stores on one database: what two replicas see."""
+    a = sessions(**settings)
+    from facegate.liveness.sessions import LivenessSessions as Store
+    return a, Store(a.db, a.keys, a.settings)
+
+
+BOTH = pytest.mark.parametrize("sessions", BACKENDS, indirect=True)
+
+
+@BOTH
+def test_any_replica_continues_a_session_another_opened(sessions):
+    a, b = shared_stores(sessions)
+    s = a.create(owner="key-a")
+    assert b.add_frames(s.id, [(0.0, tiny_jpeg(0)), (0.1, tiny_jpeg(1))], s.nonce, "key-a") == 2
+    assert a.add_frames(s.id, [(0.2, tiny_jpeg(2))], s.nonce, "key-a") == 3
+    seen = {}
+
+    class Judge:
+        def judge(self, challenge, capture):
+            seen["frames"] = [(f.t, f.bgr.shape) for f in capture.frames]
+            return {"live": True, "score": 0.9, "reasons": [], "embedding": np.arange(4, dtype=np.float32)}
+    assert a.complete(s.id, Judge(), s.nonce, "key-a")["live"]
+    assert seen["frames"] == [(0.0, (48, 64, 3)), (0.1, (48, 64, 3)), (0.2, (48, 64, 3))]
+    used = b.consume(s.id, owner="key-a")
+    np.testing.assert_array_equal(used.embedding, np.arange(4, dtype=np.float32))
+    with a.db.connect() as conn:               # the judged capture's frames are gone
+        assert conn.exec_driver_sql("SELECT count(*) FROM liveness_frames").scalar() == 0
+
+
+@BOTH
+def test_a_passed_session_is_consumed_once_when_two_replicas_race(sessions):
+    from concurrent.futures import ThreadPoolExecutor
+    a, b = shared_stores(sessions)
+    for _ in range(20):
+        s = a.create()
+        a.complete(s.id, RecordedJudge(True))
+
+        def use(store):
+            try:
+                return store.consume(s.id).id
+            except FacegateError as exc:
+                return exc.code
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(use, (a, b)))
+        assert outcomes == sorted([s.id, "liveness_session_closed"]), outcomes
+
+
+def test_capture_budgets_per_session_and_per_key(sessions):
+    frame = tiny_jpeg()
+    store = sessions(liveness_session_bytes=3 * len(frame), liveness_key_bytes=4 * len(frame),
+                     liveness_open_sessions=2)
+    first = store.create(owner="k")
+    store.add_frames(first.id, [(0.0, frame), (0.1, frame), (0.2, frame)], owner="k")
+    with pytest.raises(FacegateError) as e:
+        store.add_frames(first.id, [(0.3, frame)], owner="k")
+    assert e.value.code == "capture_too_large" and e.value.status == 413
+    second = store.create(owner="k")
+    store.add_frames(second.id, [(0.0, frame)], owner="k")
+    with pytest.raises(FacegateError) as e:          # the key's captures hold 4 frames' bytes
+        store.add_frames(second.id, [(0.1, frame)], owner="k")
+    assert e.value.code == "liveness_session_limit" and e.value.status == 429
+    with pytest.raises(FacegateError) as e:          # two captures in progress already
+        store.create(owner="k")
+    assert e.value.code == "liveness_session_limit"
+    store.create(owner="another key")
+
+
+def test_stored_frames_are_reduced_and_bounded():
+    import cv2
+    from facegate.liveness.capture import FRAME_SIDE, stored_jpeg
+    big = cv2.imencode(".jpg", np.full((1080, 1920, 3), 90, np.uint8))[1].tobytes()
+    kept = cv2.imdecode(np.frombuffer(stored_jpeg(big, 10_000_000, 4_000_000), np.uint8), cv2.IMREAD_COLOR)
+    assert max(kept.shape[:2]) == FRAME_SIDE
+    small = tiny_jpeg()
+    assert stored_jpeg(small, 10_000_000, 4_000_000) == small          # already within bounds: as sent
+    with pytest.raises(FacegateError) as e:
+        stored_jpeg(big, 10_000_000, 1_000_000)
+    assert e.value.code == "image_too_large"

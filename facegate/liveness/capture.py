@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from facegate.errors import FacegateError
-from facegate.images import decode_image
+from facegate.images import decode_image, sniff_format
 from facegate.liveness.crops import crop_padded, square_box
 
 MIN_FPS = 8.0
@@ -27,12 +27,51 @@ REPEATED_MAX_FRACTION = 0.3
 # Landmark movement a homography cannot explain (see planar_residual) below which a capture
 # shows no natural motion.
 MIN_NONPLANAR_CHANGE = 0.015
+# Frames are reduced on arrival to this long side: the capture client sends at most 640 px, the
+# judge detects on 320 px copies, and a face filling a phone or kiosk frame keeps ~200 px.
+FRAME_SIDE = 640
+# Stored frames are JPEG; uploads already within FRAME_SIDE are kept as sent (no second loss).
+STORED_JPEG_QUALITY = 90
+
+
+def reduce_frame(bgr: np.ndarray, side: int = FRAME_SIDE) -> np.ndarray:
+    """The frame scaled down (never up) to a long side of at most ``side``."""
+    h, w = bgr.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1.0:
+        return bgr
+    return cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def encode_frame(bgr: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, STORED_JPEG_QUALITY])
+    if not ok:
+        raise FacegateError("unsupported_image", "the frame could not be re-encoded")
+    return data.tobytes()
+
+
+def stored_jpeg(data: bytes, max_bytes: int, max_pixels: int, side: int = FRAME_SIDE) -> bytes:
+    """An uploaded frame as it is kept: decoded within the limits (so it is a real image), then
+    the upload itself when it is a JPEG within ``side``, else reduced and re-encoded."""
+    bgr = decode_image(data, max_bytes, max_pixels)
+    if max(bgr.shape[:2]) <= side and sniff_format(data) == "JPEG":
+        return bytes(data)
+    return encode_frame(reduce_frame(bgr, side))
 
 
 @dataclass
 class CaptureFrame:
+    """One frame: decoded pixels, or the stored JPEG decoded each time it is looked at (a capture
+    read back from the session store holds no pixels between uses)."""
     t: float
-    bgr: np.ndarray
+    pixels: np.ndarray | None = field(default=None, repr=False)
+    data: bytes | None = field(default=None, repr=False)
+
+    @property
+    def bgr(self) -> np.ndarray:
+        if self.pixels is not None:
+            return self.pixels
+        return cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_COLOR)
 
 
 @dataclass
@@ -42,9 +81,8 @@ class Capture:
     max_seconds: float = 20.0
     frames: list[CaptureFrame] = field(default_factory=list)
     non_monotonic: bool = False
-    thumbs: list[np.ndarray] = field(default_factory=list, repr=False)
 
-    def add(self, t: float, bgr: np.ndarray) -> None:
+    def _check(self, t: float) -> float:
         if len(self.frames) >= self.max_frames:
             raise FacegateError("invalid_request", f"a capture holds at most {self.max_frames} frames",
                                 max_frames=self.max_frames)
@@ -56,7 +94,15 @@ class Capture:
         if self.frames and t - self.frames[0].t > self.max_seconds:
             raise FacegateError("invalid_request", f"a capture lasts at most {self.max_seconds:g} s",
                                 max_seconds=self.max_seconds)
-        self.frames.append(CaptureFrame(t, bgr))
+        return t
+
+    def add(self, t: float, bgr: np.ndarray) -> None:
+        """A decoded frame, reduced to ``FRAME_SIDE`` as the service reduces uploads."""
+        self.frames.append(CaptureFrame(self._check(t), pixels=reduce_frame(bgr)))
+
+    def add_stored(self, t: float, jpeg: bytes) -> None:
+        """A frame as the session store keeps it (see :func:`stored_jpeg`)."""
+        self.frames.append(CaptureFrame(self._check(t), data=jpeg))
 
     def add_jpegs(self, items: list[tuple[float, bytes]], max_bytes: int, max_pixels: int) -> int:
         for t, data in items:
@@ -118,18 +164,18 @@ def face_thumbnail(bgr: np.ndarray, box) -> np.ndarray:
     return crop_padded(grey, square_box(box), (64, 64)).astype(np.float32)
 
 
-def repeated_fraction(capture: "Capture", observations) -> float:
-    """Fraction of neighbouring frame pairs whose face regions are pixel-identical (both cut with
-    the earlier frame's box)."""
-    pairs = same = 0
-    for a, b in zip(observations, observations[1:]):
-        if a.box is None:
-            continue
-        ta = face_thumbnail(capture.frames[a.index].bgr, a.box)
-        tb = face_thumbnail(capture.frames[b.index].bgr, a.box)
-        pairs += 1
-        same += float(np.abs(ta - tb).mean()) < REPEATED_PIXEL_DIFF
-    return same / pairs if pairs else 0.0
+def face_difference(previous_bgr_thumb: np.ndarray | None, bgr: np.ndarray, previous_box) -> float | None:
+    """Mean |difference| between the previous frame's face region and this frame's same region
+    (both cut with the previous frame's box); None when the previous frame had no face."""
+    if previous_box is None or previous_bgr_thumb is None:
+        return None
+    return float(np.abs(previous_bgr_thumb - face_thumbnail(bgr, previous_box)).mean())
+
+
+def repeated_fraction(differences: list[float | None]) -> float:
+    """Fraction of neighbouring frame pairs whose face regions are pixel-identical."""
+    pairs = [d for d in differences if d is not None]
+    return sum(d < REPEATED_PIXEL_DIFF for d in pairs) / len(pairs) if pairs else 0.0
 
 
 def planar_residual(landmarks: list[np.ndarray]) -> float:
@@ -155,8 +201,9 @@ def planar_residual(landmarks: list[np.ndarray]) -> float:
     return float(np.percentile(devs, 90)) if devs else 0.0
 
 
-def capture_checks(capture: Capture, observations) -> tuple[list[str], dict]:
-    """Reasons the capture itself is not a natural live recording, and the measured figures."""
+def capture_checks(capture: Capture, observations, differences: list[float | None]) -> tuple[list[str], dict]:
+    """Reasons the capture itself is not a natural live recording, and the measured figures.
+    ``differences``: per frame, :func:`face_difference` against the frame before."""
     reasons = []
     times = np.array([f.t for f in capture.frames])
     fps = (len(times) - 1) / max(times[-1] - times[0], 1e-6) if len(times) > 1 else 0.0
@@ -164,7 +211,7 @@ def capture_checks(capture: Capture, observations) -> tuple[list[str], dict]:
         reasons.append("timestamps_not_monotonic")
     if len(times) > 1 and np.median(np.diff(np.sort(times))) > 1.0 / MIN_FPS:
         reasons.append("frame_rate_too_low")
-    rep = repeated_fraction(capture, observations)
+    rep = repeated_fraction(differences)
     if rep > REPEATED_MAX_FRACTION:
         reasons.append("repeated_frames")
     faced = [o for o in observations if o.has_face]

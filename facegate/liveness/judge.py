@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from facegate.liveness.actions import match_challenge
-from facegate.liveness.capture import Capture, capture_checks
+from facegate.liveness.capture import Capture, capture_checks, face_difference, face_thumbnail
 from facegate.liveness.eyes import EyeStateClassifier
 from facegate.liveness.landmarks import Landmarker68
 from facegate.liveness.pad import load_pad_models
@@ -30,6 +30,15 @@ FRONTAL_DEGREES = 20.0
 # (less than 0.2 s apart) is a cut, not a movement.
 MAX_BOX_JUMP = 0.5
 PASSIVE_UNAVAILABLE = "passive: unavailable"
+
+
+class Observations(list):
+    """A capture's frame observations (the list) with ``differences``: per frame, the mean
+    |difference| of its face region from the frame before (None after a frame without a face)."""
+
+    def __init__(self, observations: list[FrameObservation], differences: list[float | None]):
+        super().__init__(observations)
+        self.differences = differences
 
 
 class LivenessJudge:
@@ -57,8 +66,19 @@ class LivenessJudge:
         return ",".join(m.name for m in self.pad_models) if self.pad_models else PASSIVE_UNAVAILABLE
 
     # ---------------------------------------------------------------- pieces
-    def observe(self, capture: Capture) -> list[FrameObservation]:
-        return self.tracker.observe_all((f.t, f.bgr) for f in capture.frames)
+    def observe(self, capture: Capture) -> "Observations":
+        """Every frame's observation, and how much each frame's face region differs from the
+        frame before (both measured in one pass, each frame decoded once)."""
+        differences: list[float | None] = []
+        previous = {"thumb": None, "box": None}
+
+        def measure(obs: FrameObservation, bgr: np.ndarray) -> None:
+            differences.append(face_difference(previous["thumb"], bgr, previous["box"]))
+            previous["box"] = obs.box
+            previous["thumb"] = None if obs.box is None else face_thumbnail(bgr, obs.box)
+
+        observations = self.tracker.observe_all(((f.t, f.bgr) for f in capture.frames), measure)
+        return Observations(observations, differences)
 
     def _embed(self, capture: Capture, picks: list[FrameObservation]) -> np.ndarray:
         aligned = [align_face(capture.frames[o.index].bgr, o.landmarks5) for o in picks]
@@ -101,8 +121,7 @@ class LivenessJudge:
                 "frames": [round(o.t, 3) for o in picks], "live": score >= self.settings.liveness_pad_threshold}
 
     # ---------------------------------------------------------------- the verdict
-    def judge(self, challenge: list[str], capture: Capture,
-              observations: list[FrameObservation] | None = None) -> dict:
+    def judge(self, challenge: list[str], capture: Capture, observations: "Observations | None" = None) -> dict:
         """The verdict on ``capture`` for ``challenge``; ``observations`` (from :meth:`observe` on
         the same capture) may be passed to judge several challenges on one capture."""
         t0 = time.perf_counter()
@@ -113,7 +132,7 @@ class LivenessJudge:
         obs = observations if observations is not None else self.observe(capture)
         t1 = time.perf_counter()
         faced = [o for o in obs if o.has_face]
-        cap_reasons, cap = capture_checks(capture, obs)
+        cap_reasons, cap = capture_checks(capture, obs, obs.differences)
         reasons += cap_reasons
         cap["face_frames"] = len(faced)
         if not faced:

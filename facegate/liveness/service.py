@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facegate.errors import FacegateError
-from facegate.liveness.challenge import LivenessSessions
+from facegate.liveness.capture import decode_video, encode_frame, reduce_frame, stored_jpeg
 from facegate.liveness.judge import LivenessJudge
+from facegate.liveness.sessions import LivenessSessions
 from facegate.matching.decisions import capture_reasons
 from facegate.matching.operating_points import OperatingPoints
 
@@ -50,11 +51,29 @@ class LivenessService:
         self.judge = judge
 
     @classmethod
-    def load(cls, engine, settings) -> "LivenessService":
-        return cls(LivenessSessions(settings), LivenessJudge.load(engine, settings))
+    def load(cls, engine, store, settings) -> "LivenessService":
+        """On ``store``'s database and data keys (the sessions are shared by every replica)."""
+        return cls(LivenessSessions(store.db, store.keys, settings), LivenessJudge.load(engine, settings))
 
     def status(self) -> dict:
-        return {"passive": self.judge.passive_status, "store": "memory"}
+        return {"passive": self.judge.passive_status, "store": "database"}
+
+    def add_jpegs(self, session_id: str, items: list[tuple[float, bytes]], nonce: str, owner: str | None) -> int:
+        """Frames uploaded as images: checked, reduced to what the judge uses, appended."""
+        s = self.sessions.settings
+        self.sessions.pending(session_id, nonce, owner)
+        frames = [(t, stored_jpeg(data, s.max_image_bytes, s.liveness_max_frame_pixels)) for t, data in items]
+        return self.sessions.add_frames(session_id, frames, nonce, owner)
+
+    def add_video(self, session_id: str, video: bytes, nonce: str, owner: str | None) -> int:
+        """A short video's frames, reduced and appended after any frames already sent."""
+        s = self.sessions.settings
+        session = self.sessions.pending(session_id, nonce, owner)
+        offset = session.last_t + 1e-3 if session.last_t is not None else 0.0
+        frames = [(offset + t, encode_frame(reduce_frame(bgr)))
+                  for t, bgr in decode_video(video, s.liveness_max_frame_pixels, s.liveness_max_frames - session.frames,
+                                             s.liveness_max_seconds)]
+        return self.sessions.add_frames(session_id, frames, nonce, owner)
 
     def consume(self, session_id: str, key, subject_id: str | None = None) -> LivenessProof:
         """The passed session's verdict and face embedding, once; a session that did not pass

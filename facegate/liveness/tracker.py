@@ -79,8 +79,9 @@ class FaceTracker:
         self.detect_every = max(1, int(detect_every))
         self.times = TrackerTimes()
 
-    def observe_all(self, frames) -> list[FrameObservation]:
-        """Observations for a sequence of (t, bgr) frames, tracking the face between detections."""
+    def observe_all(self, frames, on_frame=None) -> list[FrameObservation]:
+        """Observations for a sequence of (t, bgr) frames, tracking the face between detections.
+        ``on_frame(observation, bgr)`` sees each frame once, while it is decoded."""
         times = TrackerTimes()
         out: list[FrameObservation] = []
         last: FrameObservation | None = None
@@ -94,6 +95,8 @@ class FaceTracker:
                 obs = self._detect(i, t, bgr, times)
                 since_detect = 0
             out.append(obs)
+            if on_frame is not None:
+                on_frame(obs, bgr)
             last = obs
         self.times = times
         return out

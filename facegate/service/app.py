@@ -47,7 +47,7 @@ def _load(settings: Settings) -> ServiceState:
     t0 = time.perf_counter()
     engine = FaceEngine.load(settings)
     gallery = Gallery(settings, engine)
-    lv = LivenessService.load(engine, settings)
+    lv = LivenessService.load(engine, gallery.store, settings)
     st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery, liveness=lv,
                       ledger=CertificationLedger(settings, gallery.store, engine, gallery),
                       workflows=WorkflowContext(settings, engine, gallery, lv, observe=metrics.StageObserver()),

@@ -1,7 +1,8 @@
 """Active liveness over HTTP: a challenge session, its capture, the verdict.
 
-1. ``POST /v1/liveness/sessions`` (optional ``subject_id``, ``purpose``) -> ``session_id``, the
-   ordered ``challenge``, a ``nonce`` and ``expires_at``.
+1. ``POST /v1/liveness/sessions`` (optional ``subject_id``, ``purpose``; with an API key) ->
+   ``session_id``, the ordered ``challenge``, a ``nonce``, ``expires_at`` and the session's
+   ``capture_token`` (the credential a phone or kiosk browser uses for steps 2-3).
 2. The capture, before ``expires_at``, with the ``nonce``:
    ``POST /v1/liveness/sessions/{id}/frames`` (multipart: JPEG files in ``frames``, their times
    in seconds in ``timestamps`` as a comma list; several requests append to the capture) and/or
@@ -13,8 +14,8 @@
 
 A passed session can be given once to ``POST /v1/verify`` as ``liveness_session_id`` within
 ``liveness_result_ttl_s``; verify then checks that the session's face is the verified person.
-Sessions belong to the API key that opened them. The store is in memory (per worker process):
-see :mod:`facegate.liveness.challenge`.
+Sessions belong to the API key that opened them and live in the database
+(:mod:`facegate.liveness.sessions`), so any replica serves any step.
 """
 from __future__ import annotations
 
@@ -83,10 +84,9 @@ async def create_session(request: Request, st: StateDep, key=Depends(require("li
     subject_id = text_field(fields, "subject_id", max_len=128)
     purpose = text_field(fields, "purpose", max_len=64)
     s = lv.sessions.create(subject_id=subject_id, purpose=purpose, owner=key.key_id)
-    token = lv.sessions.issue_token(s)
     await auditing.record(st, request, key, "liveness_session", "created", subject_id=subject_id,
                           detail={"liveness_session_id": s.id, "challenge": s.challenge, "purpose": purpose})
-    return s.public() | {"passive": lv.judge.passive_status, "capture_token": token}
+    return s.public() | {"passive": lv.judge.passive_status, "capture_token": s.capture_token}
 
 
 @router.get("/v1/liveness/sessions/{session_id}", response_model=LivenessSession)
@@ -106,28 +106,26 @@ async def add_frames(session_id: str, request: Request, st: StateDep,
         raise FacegateError("invalid_request", "send JPEG files in the multipart field 'frames'", field="frames")
     times = _timestamps(fields.get("timestamps"), len(frames))
     return await _append(st, request, caller, session_id, nonce, fields,
-                         lambda cap: cap.add_jpegs(list(zip(times, frames)), s.max_image_bytes, s.max_image_pixels))
+                         lambda: st.liveness.add_jpegs(session_id, list(zip(times, frames)), nonce, caller.owner))
 
 
 @router.post("/v1/liveness/sessions/{session_id}/video", response_model=CaptureProgress | LivenessResult)
 async def add_video(session_id: str, request: Request, st: StateDep,
                     caller: CaptureCaller = Depends(capture_access())):
-    s = st.settings
     fields, files = await read_parts(request, MAX_VIDEO_BYTES, 1)
     nonce = text_field(fields, "nonce", required=True, max_len=64)
     videos = [data for name, data in files if name == "video"]
     if len(videos) != 1:
         raise FacegateError("invalid_request", "send one mp4/webm file in the multipart field 'video'", field="video")
     return await _append(st, request, caller, session_id, nonce, fields,
-                         lambda cap: cap.add_video(videos[0], s.max_image_pixels))
+                         lambda: st.liveness.add_video(session_id, videos[0], nonce, caller.owner))
 
 
 async def _append(st: ServiceState, request: Request, caller: CaptureCaller, session_id: str, nonce: str,
                   fields: dict, add) -> dict:
     """Add to the session's capture in the inference pool; judge at once with ``complete=true``."""
-    lv = st.liveness
-    lv.sessions.pending(session_id, nonce, caller.owner)
-    total = await st.pool.run(lambda: lv.sessions.add_to_capture(session_id, add, nonce, caller.owner))
+    st.liveness.sessions.pending(session_id, nonce, caller.owner)
+    total = await st.pool.run(add)
     if flag_field(fields, "complete"):
         return await _judge(st, request, caller, session_id, nonce)
     return {"session_id": session_id, "frames_received": total, "status": "pending"}

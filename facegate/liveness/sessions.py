@@ -1,0 +1,299 @@
+"""Liveness sessions in the database: any replica may open, fill, judge or consume one.
+
+A session is a row of ``liveness_sessions`` (challenge, nonce, owner, deadlines, counters, the
+verdict, the live face's encrypted embedding) and, while it waits for its capture, rows of
+``liveness_frames`` (each frame reduced on arrival to what the judge uses, JPEG, AES-GCM
+encrypted; deleted once judged). Every state change is one short transaction on the row:
+
+- appending frames locks the row (so two uploads of one session keep their order) and checks
+  the nonce, the deadline and the budgets (frames, seconds, bytes per session and per key);
+- judging moves ``pending -> judging`` in one conditional UPDATE, so a capture is judged once;
+- consuming moves ``passed -> consumed`` in one conditional UPDATE, so a passed session can
+  never be used twice, even when two replicas race.
+
+Challenges are drawn from ``secrets`` unless ``Settings.liveness_seed`` is set (tests only).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+
+from facegate.errors import FacegateError
+from facegate.liveness.actions import ACTIONS
+from facegate.liveness.capture import Capture
+from facegate.liveness.challenge import draw_challenge
+from facegate.liveness.tokens import capture_token, token_matches
+from facegate.storage.aad import frame_aad, live_embedding_aad
+from facegate.storage.datakeys import DataKeys
+from facegate.storage.db import write_transaction
+from facegate.storage.schema import liveness_frames, liveness_sessions
+
+log = logging.getLogger(__name__)
+
+PENDING, JUDGING, PASSED, FAILED, CONSUMED = "pending", "judging", "passed", "failed", "consumed"
+FRAME_READ_BATCH = 64
+
+
+def _iso(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+@dataclass(frozen=True)
+class LivenessSession:
+    """A session as read from its row (``embedding`` only when consumed; ``capture_token`` only
+    right after it was opened: the token itself is never stored)."""
+    id: str
+    challenge: list[str]
+    nonce: str
+    created_at: float
+    expires_at: float
+    subject_id: str | None
+    purpose: str | None
+    owner: str | None
+    status: str
+    frames: int
+    frame_bytes: int
+    last_t: float | None
+    non_monotonic: bool
+    result: dict | None
+    valid_until: float | None
+    embedding: np.ndarray | None = None
+    capture_token: str | None = None
+
+    def public(self) -> dict:
+        out = {"session_id": self.id, "challenge": list(self.challenge), "nonce": self.nonce,
+               "expires_at": _iso(self.expires_at), "status": self.status, "subject_id": self.subject_id,
+               "purpose": self.purpose, "frames_received": self.frames}
+        if self.valid_until is not None:
+            out["valid_until"] = _iso(self.valid_until)
+        return out
+
+
+class LivenessSessions:
+    """The session store (see the module docstring)."""
+
+    def __init__(self, db: sa.Engine, keys: DataKeys, settings, clock=time.time):
+        self.db = db
+        self.keys = keys
+        self.settings = settings
+        self.clock = clock
+        self._rng = random.Random(settings.liveness_seed) if settings.liveness_seed is not None else secrets.SystemRandom()
+        self._fixed = [a.strip() for a in settings.liveness_challenge.split(",") if a.strip()] or None
+        if self._fixed:
+            log.warning("FACEGATE_LIVENESS_CHALLENGE=%s: every session gets this challenge (tests only)",
+                        settings.liveness_challenge)
+
+    @property
+    def _keep_s(self) -> float:
+        """How long a session is remembered after it was opened (then it is unknown and purged)."""
+        return 2 * max(self.settings.liveness_session_ttl_s, self.settings.liveness_result_ttl_s)
+
+    # ------------------------------------------------------------ reading
+    def _session(self, row, embedding: np.ndarray | None = None, token: str | None = None) -> LivenessSession:
+        m = row._mapping
+        return LivenessSession(
+            id=m["id"], challenge=json.loads(m["challenge"]), nonce=m["nonce"], created_at=m["created_at"],
+            expires_at=m["expires_at"], subject_id=m["subject_id"], purpose=m["purpose"], owner=m["owner"],
+            status=m["status"], frames=m["frames"], frame_bytes=m["frame_bytes"], last_t=m["last_t"],
+            non_monotonic=bool(m["non_monotonic"]), result=json.loads(m["result"]) if m["result"] else None,
+            valid_until=m["valid_until"], embedding=embedding, capture_token=token)
+
+    def _row(self, conn, session_id: str, owner: str | None, lock: bool = False):
+        q = sa.select(liveness_sessions).where(liveness_sessions.c.id == session_id)
+        if lock and conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        row = conn.execute(q).one_or_none()
+        if (row is None or (owner is not None and row.owner is not None and row.owner != owner)
+                or self.clock() - row.created_at > self._keep_s):
+            raise FacegateError("liveness_session_unknown", f"no liveness session {session_id!r} (or it expired)")
+        return row
+
+    def get(self, session_id: str, owner: str | None = None) -> LivenessSession:
+        """The session; another owner's session is reported as unknown."""
+        with self.db.connect() as conn:
+            return self._session(self._row(conn, session_id, owner))
+
+    def by_token(self, session_id: str, token: str) -> LivenessSession:
+        """The session a capture token opens; ``unauthorized`` for a wrong, foreign or expired token."""
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(liveness_sessions).where(liveness_sessions.c.id == session_id)).one_or_none()
+        if row is None or not token_matches(token, row.token_hash):
+            raise FacegateError("unauthorized", "the capture token is not valid for this liveness session")
+        if self.clock() > row.expires_at:
+            raise FacegateError("unauthorized", "the capture token expired with its liveness session")
+        return self._session(row)
+
+    def _check_pending(self, row, nonce: str | None) -> None:
+        if row.status != PENDING:
+            raise FacegateError("liveness_session_closed", f"the session is already {row.status}", status=row.status)
+        if self.clock() > row.expires_at:
+            raise FacegateError("liveness_session_expired", "the challenge expired; start a new session")
+        if nonce is not None and not secrets.compare_digest(str(nonce), row.nonce):
+            raise FacegateError("invalid_request", "the nonce does not match the session's")
+
+    def pending(self, session_id: str, nonce: str | None = None, owner: str | None = None) -> LivenessSession:
+        """The session, if it is still waiting for its capture (and the nonce matches, when given)."""
+        with self.db.connect() as conn:
+            row = self._row(conn, session_id, owner)
+        self._check_pending(row, nonce)
+        return self._session(row)
+
+    # ------------------------------------------------------------ lifecycle
+    def create(self, subject_id: str | None = None, purpose: str | None = None,
+               challenge: list[str] | None = None, owner: str | None = None) -> LivenessSession:
+        """A new session with its challenge; the returned view carries the capture token (once)."""
+        s = self.settings
+        now = self.clock()
+        challenge = challenge or self._fixed
+        if challenge is not None:
+            unknown = [a for a in challenge if a not in ACTIONS]
+            if unknown or not challenge:
+                raise FacegateError("invalid_request", f"unknown actions {unknown}; use {list(ACTIONS)}")
+        session_id = secrets.token_urlsafe(18)
+        token, token_hash = capture_token(session_id)
+        with write_transaction(self.db) as conn:
+            if owner is not None:
+                open_now = conn.execute(sa.select(sa.func.count()).select_from(liveness_sessions).where(
+                    liveness_sessions.c.owner == owner, liveness_sessions.c.status == PENDING,
+                    liveness_sessions.c.expires_at >= now)).scalar_one()
+                if open_now >= s.liveness_open_sessions:
+                    raise FacegateError("liveness_session_limit", f"this key has {open_now} liveness sessions "
+                                        f"waiting for their capture; at most {s.liveness_open_sessions}",
+                                        open_sessions=int(open_now))
+            conn.execute(liveness_sessions.insert().values(
+                id=session_id, owner=owner, subject_id=subject_id, purpose=purpose,
+                challenge=json.dumps(list(challenge or draw_challenge(self._rng))), nonce=secrets.token_urlsafe(16),
+                token_hash=token_hash, status=PENDING, created_at=now, expires_at=now + s.liveness_session_ttl_s))
+            return self._session(self._row(conn, session_id, None), token=token)
+
+    def add_frames(self, session_id: str, frames: list[tuple[float, bytes]], nonce: str | None = None,
+                   owner: str | None = None) -> int:
+        """Append stored frames (``(t, jpeg)``, see :func:`facegate.liveness.capture.stored_jpeg`) to a
+        pending session's capture; returns how many frames the capture now holds."""
+        s = self.settings
+        new_bytes = sum(len(data) for _, data in frames)
+        with write_transaction(self.db) as conn:
+            row = self._row(conn, session_id, owner, lock=True)
+            self._check_pending(row, nonce)
+            if row.frames + len(frames) > s.liveness_max_frames:
+                raise FacegateError("invalid_request", f"a capture holds at most {s.liveness_max_frames} frames",
+                                    max_frames=s.liveness_max_frames)
+            if row.frame_bytes + new_bytes > s.liveness_session_bytes:
+                raise FacegateError("capture_too_large", f"a capture holds at most {s.liveness_session_bytes} bytes "
+                                    "of frames", limit_bytes=s.liveness_session_bytes)
+            held = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(liveness_sessions.c.frame_bytes), 0)).where(
+                liveness_sessions.c.owner == row.owner, liveness_sessions.c.status == PENDING)).scalar_one()
+            if row.owner is not None and held + new_bytes > s.liveness_key_bytes:
+                raise FacegateError("liveness_session_limit", f"this key's open captures hold {held} bytes; at most "
+                                    f"{s.liveness_key_bytes}", limit_bytes=s.liveness_key_bytes)
+            times = [float(t) for t, _ in frames]
+            if not all(np.isfinite(times)):
+                raise FacegateError("invalid_request", "frame timestamps must be finite numbers (seconds)")
+            first = row.first_t if row.first_t is not None else (times[0] if times else None)
+            if times and max(times) - first > s.liveness_max_seconds:
+                raise FacegateError("invalid_request", f"a capture lasts at most {s.liveness_max_seconds:g} s",
+                                    max_seconds=s.liveness_max_seconds)
+            sequence = ([row.last_t] if row.last_t is not None else []) + times
+            non_monotonic = bool(row.non_monotonic) or any(b <= a for a, b in zip(sequence, sequence[1:]))
+            if frames:
+                conn.execute(liveness_frames.insert(), [
+                    {"session_id": session_id, "seq": row.frames + i, "t": t,
+                     **dict(zip(("data_enc", "key_id"), self.keys.encrypt(data, frame_aad(session_id, row.frames + i))))}
+                    for i, (t, data) in enumerate(frames)])
+            conn.execute(liveness_sessions.update().where(liveness_sessions.c.id == session_id).values(
+                frames=row.frames + len(frames), frame_bytes=row.frame_bytes + new_bytes, first_t=first,
+                last_t=times[-1] if times else row.last_t, non_monotonic=non_monotonic))
+            return row.frames + len(frames)
+
+    def capture_of(self, session_id: str) -> Capture:
+        """The stored capture, decrypted, holding JPEG bytes (decoded by the judge as it reads)."""
+        s = self.settings
+        capture = Capture(s.liveness_max_frames, s.liveness_max_seconds)
+        f = liveness_frames
+        with self.db.connect() as conn:
+            last = -1
+            while True:
+                rows = conn.execute(sa.select(f.c.seq, f.c.t, f.c.data_enc, f.c.key_id)
+                                    .where(f.c.session_id == session_id, f.c.seq > last)
+                                    .order_by(f.c.seq).limit(FRAME_READ_BATCH)).all()
+                for seq, t, data, key_id in rows:
+                    capture.add_stored(t, self.keys.decrypt(data, key_id, frame_aad(session_id, seq)))
+                if len(rows) < FRAME_READ_BATCH:
+                    break
+                last = rows[-1][0]
+        return capture
+
+    def complete(self, session_id: str, judge, nonce: str | None = None, owner: str | None = None) -> dict:
+        """Judge the session's capture; the verdict is final (a failed session cannot be retried)."""
+        with self.db.connect() as conn:
+            row = self._row(conn, session_id, owner)
+        self._check_pending(row, nonce)
+        t = liveness_sessions.c
+        with write_transaction(self.db) as conn:
+            claimed = conn.execute(liveness_sessions.update().where(
+                t.id == session_id, t.status == PENDING, t.expires_at >= self.clock()).values(status=JUDGING)).rowcount
+        if claimed != 1:                     # another request judged it, or the deadline passed meanwhile
+            with self.db.connect() as conn:
+                self._check_pending(self._row(conn, session_id, owner), None)
+        capture = self.capture_of(session_id)
+        capture.non_monotonic = bool(row.non_monotonic)
+        try:
+            result = judge.judge(json.loads(row.challenge), capture)
+        except Exception:
+            with write_transaction(self.db) as conn:
+                conn.execute(liveness_sessions.update().where(t.id == session_id).values(status=FAILED))
+                conn.execute(liveness_frames.delete().where(liveness_frames.c.session_id == session_id))
+            raise
+        now = self.clock()
+        embedding = result.pop("embedding", None)
+        result = result | {"session_id": session_id}
+        values = {"status": PASSED if result["live"] else FAILED, "completed_at": now}
+        if result["live"]:
+            values["valid_until"] = now + self.settings.liveness_result_ttl_s
+            result["valid_until"] = _iso(values["valid_until"])
+        if embedding is not None:
+            vec = np.asarray(embedding, dtype="<f4").tobytes()
+            values["embedding_enc"], values["key_id"] = self.keys.encrypt(vec, live_embedding_aad(session_id))
+        values["result"] = json.dumps(result, default=float)
+        with write_transaction(self.db) as conn:
+            conn.execute(liveness_sessions.update().where(t.id == session_id).values(**values))
+            conn.execute(liveness_frames.delete().where(liveness_frames.c.session_id == session_id))
+        return result
+
+    def consume(self, session_id: str, subject_id: str | None = None, owner: str | None = None) -> LivenessSession:
+        """Use a passed session once (e.g. by verify): it must be passed, unexpired, unused, and
+        for ``subject_id`` when the session named one. Returns it with its face embedding."""
+        t = liveness_sessions.c
+        with write_transaction(self.db) as conn:
+            row = self._row(conn, session_id, owner)
+            used = conn.execute(liveness_sessions.update().where(
+                t.id == session_id, t.status == PASSED, t.valid_until >= self.clock())
+                .values(status=CONSUMED, consumed_at=self.clock())).rowcount
+        if used != 1:
+            if row.status == CONSUMED or row.status == PASSED and (row.valid_until or 0) >= self.clock():
+                raise FacegateError("liveness_session_closed", "the liveness session was already used",
+                                    status=CONSUMED)
+            if row.status != PASSED:
+                raise FacegateError("liveness_failed", "the liveness session did not pass", status=row.status,
+                                    reasons=(json.loads(row.result) if row.result else {}).get("reasons", []))
+            raise FacegateError("liveness_session_expired", "the liveness result is too old to use")
+        if row.subject_id and subject_id and row.subject_id != subject_id:
+            raise FacegateError("liveness_failed", "the liveness session was opened for another subject")
+        embedding = None
+        if row.embedding_enc is not None:
+            raw = self.keys.decrypt(row.embedding_enc, row.key_id, live_embedding_aad(session_id))
+            embedding = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        return self._session(row, embedding=embedding)
+
+    def purge(self) -> int:
+        """Delete sessions no longer remembered (their frames go with them); returns how many."""
+        with write_transaction(self.db) as conn:
+            return conn.execute(liveness_sessions.delete().where(
+                liveness_sessions.c.created_at < self.clock() - self._keep_s)).rowcount
