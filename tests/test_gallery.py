@@ -284,3 +284,29 @@ def test_1n_searches_pass_the_configured_early_stop_score_to_the_index(gallery_e
         assert seen == [None]
         g2.close()
         seen.clear()
+
+
+def test_the_same_face_enrolled_at_once_under_two_ids_is_accepted_once(gallery_env):
+    """Two replicas (each its own index) enrol one face under two subject ids at the same moment,
+    20 times: the check and the insert are one serialised step, so exactly one wins each time."""
+    from concurrent.futures import ThreadPoolExecutor
+    open_gallery, _ = gallery_env
+    a, b = open_gallery(index_sync_s=60.0), open_gallery(index_sync_s=60.0)
+    rng = np.random.default_rng(7)
+    for i in range(20):
+        face = rng.normal(size=512).astype(np.float32)       # a distinct "person" per pair
+        face /= np.linalg.norm(face)
+        a.store.add_subject(f"A{i}")
+        a.store.add_subject(f"B{i}")
+
+        def enrol(job):
+            gallery, subject = job
+            try:
+                gallery.enrol_embedding(subject, face)
+                return "enrolled"
+            except FacegateError as exc:
+                return exc.code
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(enrol, [(a, f"A{i}"), (b, f"B{i}")]))
+        assert outcomes == ["duplicate_identity", "enrolled"], (i, outcomes)
+    assert a.store.count_templates() == 20

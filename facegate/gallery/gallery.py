@@ -49,6 +49,14 @@ def _quality_dict(quality) -> tuple[float | None, dict | None]:
     return d.get("score"), d
 
 
+class _DuplicateFound(Exception):
+    """Raised inside the insert's transaction (rolling it back) by the serialised re-check."""
+
+    def __init__(self, found: list[dict]):
+        super().__init__("duplicate found under the write lock")
+        self.found = found
+
+
 @dataclass(frozen=True)
 class SubjectMatch:
     """A probe against one subject's templates: the best exact score, at a 1:1 operating point."""
@@ -255,29 +263,52 @@ class Gallery:
                         import_item: dict | None = None, duplicate_fmr: float | None = None) -> dict:
         """Enrol an embedding made by this gallery's engine (pack) from a checked photo.
 
-        The duplicate check uses the default operating point unless ``duplicate_fmr`` names a
-        stricter one (a 1:N check against N subjects false-alarms at about N x FMR)."""
+        The duplicate check uses the 1:N operating point unless ``duplicate_fmr`` names a
+        stricter one (a 1:N check against N subjects false-alarms at about N x FMR). Check and
+        insert are one serialised step: the index answers for everything it has synced, and,
+        under the write lock that the insert takes, the templates committed since then (by any
+        process) are compared exactly, so the same face enrolled at once under two ids is
+        accepted once."""
         self.store.require_subject(subject_id)             # unknown_subject before any search
         self.sync()
+        synced = self.applied_seq
         dups = self.duplicates(embedding, exclude_subject=subject_id, fmr=duplicate_fmr)
         if dups and not allow_duplicate:
-            top = dups[0]
-            self.store.audit(actor=actor, operation="template.add", outcome="duplicate_blocked", subject_id=subject_id,
-                             scores={"duplicate_of": [{"subject_id": d["subject_id"], "score": d["score"]} for d in dups]},
-                             detail={"source": source})
-            raise FacegateError(
-                "duplicate_identity",
-                f"this face matches subject {top['subject_id']!r} (score {top['score']:.3f} >= threshold "
-                f"{top['threshold']:.3f}); one person may not hold two identities. Check the case, or enrol "
-                "with allow_duplicate (CLI --allow-duplicate) if they are different people.",
-                subject_id=subject_id, duplicate_of=dups)
+            self._refuse_duplicate(subject_id, dups, actor, source)
+        point = threshold(self.engine.operating_points, duplicate_fmr or self.settings.identify_fmr)
+
+        def no_late_duplicate(conn) -> None:
+            late = self.store.added_since(conn, synced, self.pack_id)
+            scores = exact_scores([t["embedding"] for t in late], embedding)
+            found = [{"subject_id": t["subject_id"], "score": round(float(sc), 6), "face_id": t["face_id"],
+                      "threshold": round(point.threshold, 6)}
+                     for t, sc in zip(late, scores) if t["subject_id"] != subject_id and point.matches(sc)]
+            if found:
+                raise _DuplicateFound(found)
+
         score, detail = _quality_dict(quality)
-        rec = self.store.add_template(subject_id, embedding, self.pack_id, quality=score, quality_detail=detail,
-                                      source=source, image=image, import_item=import_item, actor=actor,
-                                      audit_detail={"duplicate_of": [d["subject_id"] for d in dups]} if dups else None)
+        try:
+            rec = self.store.add_template(subject_id, embedding, self.pack_id, quality=score, quality_detail=detail,
+                                          source=source, image=image, import_item=import_item, actor=actor,
+                                          audit_detail={"duplicate_of": [d["subject_id"] for d in dups]} if dups else None,
+                                          check=None if allow_duplicate else no_late_duplicate)
+        except _DuplicateFound as late:
+            self._refuse_duplicate(subject_id, late.found, actor, source)
         self.sync()
         return {"face_id": rec["face_id"], "subject_id": subject_id, "quality": detail, "pack_id": self.pack_id,
                 "duplicate_of": dups}
+
+    def _refuse_duplicate(self, subject_id: str, dups: list[dict], actor: str, source: str):
+        top = dups[0]
+        self.store.audit(actor=actor, operation="template.add", outcome="duplicate_blocked", subject_id=subject_id,
+                         scores={"duplicate_of": [{"subject_id": d["subject_id"], "score": d["score"]} for d in dups]},
+                         detail={"source": source})
+        raise FacegateError(
+            "duplicate_identity",
+            f"this face matches subject {top['subject_id']!r} (score {top['score']:.3f} >= threshold "
+            f"{top['threshold']:.3f}); one person may not hold two identities. Check the case, or enrol "
+            "with allow_duplicate (CLI --allow-duplicate) if they are different people.",
+            subject_id=subject_id, duplicate_of=dups)
 
     def verify(self, subject_id: str, embedding: np.ndarray, fmr: float | None = None) -> SubjectMatch:
         """1:1 against the subject's templates (best score), from the database directly, at

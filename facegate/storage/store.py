@@ -248,16 +248,20 @@ class Store:
 
     def add_template(self, subject_id: str, embedding: np.ndarray, pack_id: str, quality: float | None = None,
                      quality_detail: dict | None = None, source: str | None = None, image: bytes | None = None,
-                     import_item: dict | None = None, actor: str = "system", audit_detail: dict | None = None) -> dict:
+                     import_item: dict | None = None, actor: str = "system", audit_detail: dict | None = None,
+                     check=None) -> dict:
         """Store one template (encrypted). ``image`` is stored (encrypted) only when
         ``Settings.store_images``. ``import_item`` (item_key, path) marks an import row done in
-        the same transaction."""
+        the same transaction. ``check(conn)`` runs first inside the write transaction, holding the
+        database-wide write lock: whatever it raises leaves nothing written."""
         vec = np.asarray(embedding, dtype="<f4").reshape(-1)
         if not np.all(np.isfinite(vec)) or vec.size == 0:
             raise FacegateError("invalid_request", "embedding must be a finite float vector")
         now = utcnow()
         with write_transaction(self.db) as conn:
             subj = self._subject_row(conn, subject_id)
+            if check is not None:
+                check(conn)
             blob, kid = self.keys.encrypt(vec.tobytes(), embedding_aad(subject_id, pack_id))
             image_enc = None
             if image is not None and self.settings.store_images:
@@ -377,6 +381,15 @@ class Store:
             if own:
                 conn.close()
         return _pack(ids_out, vecs)
+
+    def added_since(self, conn: sa.Connection, seq: int, pack_id: str) -> list[dict]:
+        """The ``pack_id`` templates added after change-log ``seq`` that still exist (decrypted):
+        what an index synced up to ``seq`` has not seen yet."""
+        q = (self._emb_select().join(change_log, sa.and_(change_log.c.template_id == templates.c.id,
+                                                         change_log.c.op == "add"))
+             .where(change_log.c.seq > int(seq), templates.c.pack_id == pack_id))
+        return [{"face_id": int(r.id), "subject_id": r.subject_id, "embedding": e}
+                for r, e in self._decrypt_rows(conn.execute(q).all())]
 
     def iter_embeddings(self, conn: sa.Connection, pack_id: str, batch: int = 5000):
         """Every ``pack_id`` template as batches of (ids int64, embeddings float32)."""
