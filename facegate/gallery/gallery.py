@@ -11,6 +11,8 @@ replays newer change-log rows, and rebuilds from the database when there is no s
 cannot be read, or it disagrees with the database (template count). Index entries are only
 added by replaying the change log, whose rows commit with their templates, so a crash at any
 point loses nothing and duplicates nothing: the next open replays from the snapshot's seq.
+The snapshot holds every template (or its codes), so it is sealed with the data key
+(:mod:`facegate.storage.sealed`; mode 0600); one written before sealing is sealed on open.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from facegate.storage.store import Store
 from facegate.gallery.vectors import VectorIndex
 from facegate.matching.decisions import Candidate, Identification, OperatingPoint, decide_1toN, threshold
 from facegate.matching.scores import exact_scores
+from facegate.storage.sealed import is_sealed
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +115,8 @@ class Gallery:
         path = self.snapshot_path
         if path.exists():
             try:
-                index, seq = VectorIndex.load(path)
-            except Exception as exc:           # unreadable or truncated snapshot: the DB has everything
+                index, seq = VectorIndex.load(path, self.store.keys)
+            except Exception as exc:           # unreadable, truncated or sealed by a retired key: the DB has everything
                 log.warning("index snapshot %s unreadable (%s); rebuilding from the database", path, exc)
                 return "rebuild: " + self.rebuild(reason="unreadable snapshot")
             with self.store.snapshot() as conn:
@@ -137,6 +140,8 @@ class Gallery:
             if replayed:
                 self._unsaved += replayed
                 self.maybe_save(force=replayed >= SAVE_EVERY_CHANGES)
+            if not is_sealed(path):             # written before snapshots were sealed: seal it now
+                self.save()
             return "snapshot"
         return "rebuild: " + self.rebuild(reason="no snapshot")
 
@@ -196,8 +201,7 @@ class Gallery:
 
     def save(self) -> None:
         with self._lock:
-            self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
-            self.index.save(self.snapshot_path, self.applied_seq)
+            self.index.save(self.snapshot_path, self.applied_seq, self.store.keys)
             self._unsaved = 0
 
     def maybe_save(self, force: bool = False) -> None:

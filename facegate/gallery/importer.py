@@ -25,6 +25,7 @@ from tqdm import tqdm
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.gallery.vectors import set_threads
+from facegate.storage.private import open_private, private_dir
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STAGES = ("read", "decode", "detect", "align", "embed")
@@ -149,13 +150,17 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
         names.setdefault(it.subject_id, it.name)
     created = store.ensure_subjects(names, actor=actor)
 
-    report_path = Path(report_path) if report_path else default_report_path(settings)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
+    if report_path:
+        report_path = Path(report_path)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        report_path = default_report_path(settings)
+        private_dir(report_path.parent)
     counts = {"enrolled": 0, "errors": 0, "duplicates_allowed": 0}
     by_code: dict[str, int] = {}
     stage = {s: 0.0 for s in STAGES} | {"db": 0.0}
 
-    with open(report_path, "w", newline="", encoding="utf-8") as rfh:
+    with open_private(report_path, "w", newline="", encoding="utf-8") as rfh:
         report = csv.writer(rfh)
         report.writerow(["subject_id", "path", "code", "message"])
 

@@ -18,6 +18,7 @@ from facegate.errors import FacegateError
 from facegate.storage import audit
 from facegate.storage.aad import embedding_aad
 from facegate.storage.db import head_revision, write_transaction
+from facegate.storage.private import open_private
 from facegate.storage.schema import subjects, templates
 from facegate.storage.store import Store, json_in, json_out, log_changes, subject_dict
 
@@ -36,7 +37,7 @@ def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
     needs it. Line 1 is a header; then one line per subject with its templates."""
     path = Path(path)
     n_subj = n_tmpl = 0
-    with store.snapshot() as conn, gzip.open(path, "wt", encoding="utf-8") as fh:
+    with store.snapshot() as conn, open_private(path) as raw, gzip.open(raw, "wt", encoding="utf-8") as fh:
         header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": iso(utcnow()),
                   "store_id": store.store_id, "schema": head_revision(), "key_ids": sorted(_template_key_ids(conn)),
                   "packs": store.pack_counts(),

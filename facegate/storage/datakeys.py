@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
+from facegate.storage.private import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class DataKeys:
         path = Path(settings.data_dir) / DEFAULT_KEY_FILE
         if path.exists():
             return cls(_parse(path.read_text(), str(path)), "file", path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -18,6 +18,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from facegate.storage.private import private_dir, touch_private
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -49,7 +51,8 @@ def create_engine(url: str) -> sa.Engine:
     u = sa.engine.make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(u.database).parent)
+            touch_private(u.database)     # SQLite gives its -wal and -shm files the database file's mode
         engine = sa.create_engine(u, connect_args={"timeout": 60})
         _sqlite_events(engine)
         return engine

@@ -49,9 +49,13 @@ modules name its sections.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import faiss
 import numpy as np
+
+from facegate.storage.datakeys import DataKeys
+from facegate.storage.sealed import SealedReader, SealedWriter, is_sealed
 
 from . import policy, snapshot
 from .flat_ivf import FlatStore, IvfPqStore, IvfSqStore, flat_index
@@ -212,18 +216,24 @@ class VectorIndex:
         return scores, ids
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path, applied_seq: int) -> None:
+    def save(self, path, applied_seq: int, keys: DataKeys | None = None) -> None:
         """Write a snapshot atomically (see ``snapshot.write``): a crash leaves either the old
-        snapshot or the new one."""
+        snapshot or the new one. With ``keys`` the file is sealed with the current data key
+        (the index holds every template or its codes: biometric data)."""
         meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "trained": self._trained,
                 "applied_seq": int(applied_seq), "ntotal": len(self)}
-        snapshot.write(path, meta, self._store.header(), self._store.write)
+        wrap = None if keys is None else (lambda f: SealedWriter(f, keys))
+        snapshot.write(path, meta, self._store.header(), self._store.write, wrap=wrap)
 
     @classmethod
-    def load(cls, path) -> tuple["VectorIndex", int]:
-        """Read a snapshot written by :meth:`save`; returns ``(index, applied_seq)``.
-        Raises :class:`SnapshotError` when the file is missing or damaged."""
-        with snapshot.read(path) as (meta, body):
+    def load(cls, path, keys: DataKeys | None = None) -> tuple["VectorIndex", int]:
+        """Read a snapshot written by :meth:`save` (sealed ones with ``keys``); returns
+        ``(index, applied_seq)``. Raises :class:`SnapshotError` when the file is missing or
+        damaged, ``data_key_unavailable`` when a sealed one cannot be opened with ``keys``."""
+        unwrap = None
+        if keys is not None and Path(path).exists() and is_sealed(path):
+            unwrap = lambda f: SealedReader(f, keys, str(path))  # noqa: E731
+        with snapshot.read(path, unwrap) as (meta, body):
             self = cls.__new__(cls)
             self.dim = int(meta["dim"])
             self.kind = meta["kind"]

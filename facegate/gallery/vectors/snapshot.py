@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 import faiss
 import numpy as np
 
+from facegate.storage.private import open_private, private_dir
+
 MAGIC = b"FGVIDX01"
 FORMAT = 3      # 3: ivf_pq_refine cells in the PCA space, SOAR spill (2: cells in the scanned
                 # axes; 1: the IVF scanned the raw projection)
@@ -84,21 +86,26 @@ class Body:
         return out
 
 
-def write(path, meta: dict, sections: dict, body: Callable[[Writer], None]) -> None:
-    """Write a snapshot atomically: a temporary file beside ``path`` is written, fsynced and
-    renamed over it, so a crash leaves either the old snapshot or the new one. ``meta``: the
-    header's fields from ``dim`` to ``ntotal``; ``sections``: the body's own header fields."""
+def write(path, meta: dict, sections: dict, body: Callable[[Writer], None], wrap=None) -> None:
+    """Write a snapshot atomically: a temporary file beside ``path`` (mode 0600) is written,
+    fsynced and renamed over it, so a crash leaves either the old snapshot or the new one.
+    ``meta``: the header's fields from ``dim`` to ``ntotal``; ``sections``: the body's own
+    header fields; ``wrap(file)``: a writer the bytes go through on their way to the file (the
+    gallery seals snapshots with the data key: :mod:`facegate.storage.sealed`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     header = json.dumps({"format": FORMAT, **meta, "faiss_version": faiss.__version__, **sections}).encode()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with open_private(tmp) as raw:
+            f = wrap(raw) if wrap is not None else raw
             f.write(MAGIC + _LENGTH.pack(len(header)) + header)
             body(Writer(f))
             f.write(MAGIC)
-            f.flush()
-            os.fsync(f.fileno())
+            if f is not raw:
+                f.close()
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -111,17 +118,20 @@ def write(path, meta: dict, sections: dict, body: Callable[[Writer], None]) -> N
 
 
 @contextlib.contextmanager
-def read(path) -> Iterator[tuple[dict, Body]]:
+def read(path, unwrap=None) -> Iterator[tuple[dict, Body]]:
     """Open a snapshot: its header and its body, to be read while the context is open.
+    ``unwrap(file)``: a seekable reader of what :func:`write`'s ``wrap`` wrote.
     Raises :class:`SnapshotError` when the file is missing, is not a snapshot, has a damaged
     header, is an ivf_pq_refine snapshot of a format before 3, or is truncated."""
     path = Path(path)
     try:
-        f = open(path, "rb")
+        raw = open(path, "rb")
     except FileNotFoundError as exc:
         raise SnapshotError(f"no index snapshot at {path}") from exc
-    with f:
-        size = os.fstat(f.fileno()).st_size
+    with raw:
+        f = unwrap(raw) if unwrap is not None else raw
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
         head = f.read(len(MAGIC) + _LENGTH.size)
         if len(head) < len(MAGIC) + _LENGTH.size or head[:len(MAGIC)] != MAGIC:
             raise SnapshotError(f"{path} is not a facegate index snapshot")
