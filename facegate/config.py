@@ -27,7 +27,7 @@ class Settings:
     data_dir: str = "./data"
     database_url: str = ""                # default: sqlite under data_dir
     max_image_bytes: int = 15 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = 25_000_000       # a 24 MP camera photo fits; more is refused on the header, before decoding
     min_face_px: int = 24                 # smallest face the detector looks for
     min_enrol_face_px: int = 64           # reject enrolment photos with smaller faces
     min_verify_face_px: int = 40          # smaller faces: face_too_small

@@ -20,7 +20,7 @@ import numpy as np
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
-from facegate.images import decode_image
+from facegate.images import decode_reduced
 from facegate.matching.operating_points import OperatingPoints
 from facegate.models import registry
 from facegate.models.alignment import align_face
@@ -36,6 +36,8 @@ POLICIES = FACE_POLICIES
 
 # Detection runs on a copy whose long side is at most this; boxes are mapped back.
 DETECT_MAX_SIDE = 1280
+# A JPEG larger than this is decoded reduced by libjpeg (faces keep twice the detection scale).
+DECODE_MAX_SIDE = 2 * DETECT_MAX_SIDE
 # With policy "single", another face at least this fraction of the main face's size counts
 # as a second person (smaller ones are background faces, e.g. on a poster behind a kiosk user).
 SECOND_FACE_RATIO = 0.4
@@ -101,18 +103,20 @@ class FaceEngine:
         return self.pack.pack_id
 
     # ---------------------------------------------------------------- pipeline
-    def decode(self, image: bytes | np.ndarray) -> np.ndarray:
+    def decode(self, image: bytes | np.ndarray) -> tuple[np.ndarray, float]:
+        """The image as BGR pixels and its scale (pixels per pixel of the file): a JPEG larger
+        than ``DECODE_MAX_SIDE`` is decoded reduced, and boxes are mapped back to the file's pixels."""
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise FacegateError("unsupported_image", "arrays must be HxWx3 uint8 BGR")
-            return image
-        return decode_image(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
+            return image, 1.0
+        return decode_reduced(image, self.settings.max_image_bytes, self.settings.max_image_pixels, DECODE_MAX_SIDE)
 
-    def _decode_for_detection(self, image: bytes | np.ndarray) -> np.ndarray:
-        bgr = self.decode(image)
+    def _decode_for_detection(self, image: bytes | np.ndarray) -> tuple[np.ndarray, float]:
+        bgr, scale = self.decode(image)
         if min(bgr.shape[:2]) < self.detector.smallest_face:
             raise FacegateError("no_face", f"the image is {bgr.shape[1]}x{bgr.shape[0]} px: too small to hold a face")
-        return bgr
+        return bgr, scale
 
     def detect(self, bgr: np.ndarray, min_face: int | None = None) -> list[Detection]:
         min_face = int(min_face or self.settings.min_face_px)
@@ -155,24 +159,31 @@ class FaceEngine:
 
     def faces(self, image: bytes | np.ndarray, policy: Policy = "largest", embed: bool = True,
               min_face: int | None = None) -> list[Face]:
-        """All faces chosen by ``policy`` (``all`` returns every face), possibly none."""
+        """All faces chosen by ``policy`` (``all`` returns every face), possibly none; boxes,
+        landmarks and sizes in the file's pixels."""
+        t0 = time.perf_counter()
+        try:
+            with _degenerate_input():
+                bgr, scale = self._decode_for_detection(image)
+        except FacegateError as exc:
+            if exc.code == "no_face":
+                return []
+            raise
+        return self._faces(bgr, scale, policy, embed, min_face, time.perf_counter() - t0)
+
+    def _faces(self, bgr: np.ndarray, scale: float, policy: Policy, embed: bool, min_face: int | None,
+               decode_s: float) -> list[Face]:
         with _degenerate_input():
-            t0 = time.perf_counter()
-            try:
-                bgr = self._decode_for_detection(image)
-            except FacegateError as exc:
-                if exc.code == "no_face":
-                    return []
-                raise
             t1 = time.perf_counter()
-            dets = self._select(self.detect(bgr, min_face), bgr.shape, policy)
+            min_face = int(min_face or self.settings.min_face_px)
+            dets = self._select(self.detect(bgr, max(1, round(min_face * scale))), bgr.shape, policy)
             t2 = time.perf_counter()
-            times = StageTimes(t1 - t0, t2 - t1)
+            times = StageTimes(decode_s, t2 - t1)
             faces = []
             for d in dets:
                 aligned = align_face(bgr, d.landmarks)
-                faces.append(Face(d.box, d.landmarks, d.score, assess(d.box, d.landmarks, aligned),
-                                  aligned=aligned, times=times))
+                box, points = d.box / scale, d.landmarks / scale
+                faces.append(Face(box, points, d.score, assess(box, points, aligned), aligned=aligned, times=times))
             times.align = time.perf_counter() - t2
             if embed:
                 self._embed(faces)
@@ -199,13 +210,11 @@ class FaceEngine:
             raise FacegateError("invalid_request", "policy 'all' returns several faces; use faces()")
         t0 = time.perf_counter()
         with _degenerate_input():
-            bgr = self._decode_for_detection(image)
-        decode_s = time.perf_counter() - t0
-        faces = self.faces(bgr, policy, embed=False, min_face=detect_min_face)
+            bgr, scale = self._decode_for_detection(image)
+        faces = self._faces(bgr, scale, policy, False, detect_min_face, time.perf_counter() - t0)
         if not faces:
             raise FacegateError("no_face")
         face = faces[0]
-        face.times.decode = decode_s
         need = min_face_px if min_face_px is not None else self.settings.min_verify_face_px
         if face.quality.face_size < need:
             raise FacegateError("face_too_small", f"the face is {face.quality.face_size:.0f} px; "

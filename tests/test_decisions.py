@@ -4,7 +4,7 @@ import pytest
 
 from facegate.errors import FacegateError
 from facegate.matching.decisions import (Candidate, OperatingPoint, ReviewRules, capture_reasons, decide_1to1,
-                                         decide_1toN, review_search, same_person, threshold)
+                                         decide_1toN, review_search, same_person, threshold, tightened)
 from facegate.matching.operating_points import OperatingPoints
 
 POINTS = OperatingPoints([{"fmr": 1e-3, "threshold": 0.33}, {"fmr": 1e-4, "threshold": 0.41},
@@ -122,3 +122,15 @@ def unit(v):
 ])
 def test_the_capture_and_its_still_must_show_one_person(capture, still, reasons):
     assert capture_reasons(POINTS, 1e-3, capture, still) == reasons
+
+
+@pytest.mark.parametrize("configured, requested, used", [(1e-4, None, 1e-4), (1e-4, 1e-4, 1e-4), (1e-4, 1e-6, 1e-6)])
+def test_a_request_may_tighten_the_operating_point(configured, requested, used):
+    assert tightened(configured, requested) == used
+
+
+@pytest.mark.parametrize("requested", [2e-4, 1e-2, 0.5])
+def test_a_request_may_not_loosen_the_operating_point(requested):
+    with pytest.raises(FacegateError) as e:
+        tightened(1e-4, requested)
+    assert e.value.code == "invalid_request" and e.value.detail["max_fmr"] == 1e-4

@@ -54,6 +54,19 @@ def threshold(points: OperatingPoints | None, fmr: float) -> OperatingPoint:
     return OperatingPoint(float(t), float(point_fmr), points.source)
 
 
+def tightened(configured: float, requested: float | None) -> float:
+    """The false-match rate a decision is made at: the configured one, or a stricter one the
+    request asks for. A looser point would let any caller trade false matches for convenience
+    (at FMR 0.5 a 1:N search names someone for most strangers): that is configuration."""
+    if requested is None:
+        return configured
+    if requested > configured * (1 + 1e-9):
+        raise FacegateError("invalid_request", f"fmr {requested:g} is looser than this service's operating point "
+                            f"{configured:g}; a request may only ask for a stricter one", field="fmr",
+                            max_fmr=configured)
+    return requested
+
+
 @dataclass(frozen=True)
 class ReviewRules:
     """When a decision goes to a person instead of being made automatically."""

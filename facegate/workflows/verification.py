@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from facegate.engine import Face
 from facegate.liveness.service import LivenessProof
-from facegate.matching.decisions import Decision, Identification, decide_1to1, threshold
+from facegate.matching.decisions import Decision, Identification, decide_1to1, threshold, tightened
 from facegate.matching.scores import similarity
 from facegate.workflows.context import WorkflowContext
 
@@ -33,6 +33,7 @@ def verify(ctx: WorkflowContext, subject_id: str, image: bytes, fmr: float | Non
            liveness: LivenessProof | None = None) -> Verification:
     """Is the person in ``image`` the enrolled subject? The face is one factor: weak evidence,
     a failed liveness session or a capture of someone else sends it to a person."""
+    fmr = tightened(ctx.settings.target_fmr, fmr)
     with ctx.observe.stage("search"):       # unknown_subject before any inference
         status = ctx.gallery.store.subject_status(subject_id)
     face = ctx.face(image, policy="single")
@@ -56,6 +57,7 @@ class Search:
 
 
 def identify(ctx: WorkflowContext, image: bytes, top_k: int, fmr: float | None = None) -> Search:
+    fmr = tightened(ctx.settings.identify_fmr, fmr)
     face = ctx.face(image, policy="single")
     with ctx.observe.stage("search"):
         return Search(ctx.gallery.identify(face.embedding, top_k, fmr), face)
@@ -83,9 +85,10 @@ def document_face(ctx: WorkflowContext, image: bytes) -> Face:
 
 def compare(ctx: WorkflowContext, image_a: bytes, image_b: bytes, fmr: float | None = None) -> Comparison:
     """A live photo (``image_a``) against a document photo (``image_b``) at the 1:1 point."""
+    fmr = tightened(ctx.settings.target_fmr, fmr)
     live = ctx.face(image_a, policy="single")
     doc = document_face(ctx, image_b)
-    point = threshold(ctx.engine.operating_points, fmr or ctx.settings.target_fmr)
+    point = threshold(ctx.engine.operating_points, fmr)
     decision = decide_1to1(similarity(live.embedding, doc.embedding), point,
                            min(live.quality.score, doc.quality.score), ctx.rules)
     return Comparison(decision, live, doc, ctx.settings.review_band)

@@ -19,7 +19,7 @@ import numpy as np
 
 from facegate.errors import FacegateError
 from facegate.liveness.service import LivenessProof
-from facegate.matching.decisions import Decision, decide_1to1, review_search, threshold
+from facegate.matching.decisions import Decision, decide_1to1, review_search, threshold, tightened
 from facegate.matching.scores import similarity
 from facegate.storage import audit
 from facegate.storage.db import write_transaction
@@ -78,11 +78,12 @@ def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: Ki
     """Decide, then record the event and the audit row together (see the module docstring)."""
     s = ctx.settings
     requested = subject_id
+    fmr = tightened(s.identify_fmr if mode == "search" else s.target_fmr, fmr)
     embedding, quality, reasons = _live_face(ctx, image, liveness)
     detail: dict = {}
     if mode == "document":
         doc = document_face(ctx, document)
-        point = threshold(ctx.document_points, fmr or s.target_fmr)
+        point = threshold(ctx.document_points, fmr)
         decision = decide_1to1(similarity(embedding, doc.embedding), point, quality, ctx.rules)
         detail["document_quality"] = doc.quality.as_dict()
     elif mode == "subject":
