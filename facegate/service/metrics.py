@@ -36,6 +36,15 @@ INDEX_STAGED = Counter("facegate_index_staged_searches_total",
                        ["outcome"])   # stopped_early | full_depth
 
 
+UNREGISTERED_KIOSK = "unregistered"
+
+
+def kiosk_label(kiosk_id: str, registered: bool) -> str:
+    """The ``kiosk`` label: a registered kiosk's id; every other caller of the kiosk route shares
+    one series, so no request can add series to /metrics."""
+    return kiosk_id if registered else UNREGISTERED_KIOSK
+
+
 def count_staged_searches(totals: dict, seen: dict) -> None:
     """Add to INDEX_STAGED what the index's running totals (``VectorIndex.stats()["staged_searches"]``)
     gained since ``seen``, which is updated in place. A total below the one seen means the

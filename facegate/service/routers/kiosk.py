@@ -47,13 +47,14 @@ async def authenticate(request: Request, st: StateDep, key=Depends(require("kios
             decision_id = auditing.new_decision_id()
             answer = decide(st.workflows, who, kiosk_id, mode, t0, image=image, document=document,
                             subject_id=subject_id, top_k=top_k, fmr=fmr, liveness=liveness, decision_id=decision_id)
-            metrics.KIOSK_DECISIONS.labels(kiosk_id, mode, answer.decision.decision).inc()
-            metrics.KIOSK_SECONDS.labels(kiosk_id).observe(answer.latency_ms / 1000)
+            label = metrics.kiosk_label(kiosk_id, answer.registered)
+            metrics.KIOSK_DECISIONS.labels(label, mode, answer.decision.decision).inc()
+            metrics.KIOSK_SECONDS.labels(label).observe(answer.latency_ms / 1000)
             return {**answer.as_dict(), "decision_id": decision_id, "request_id": who.request_id,
                     "pack_id": st.engine.pack_id}
 
         return await st.pool.run(job)
     except FacegateError as exc:
-        metrics.KIOSK_DECISIONS.labels(kiosk_id, mode, "error").inc()
-        await run_in_threadpool(record_refusal, st.db, who, kiosk_id, mode, exc.code, t0)
+        registered = await run_in_threadpool(record_refusal, st.db, who, kiosk_id, mode, exc.code, t0)
+        metrics.KIOSK_DECISIONS.labels(metrics.kiosk_label(kiosk_id, registered), mode, "error").inc()
         raise

@@ -13,7 +13,7 @@ a ``kiosk_events`` row (for ``facegate kiosks report``) and an audit row.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class KioskAnswer:
     detail: dict                         # mode-specific: document quality, or the search's candidates
     latency_ms: float
     review_band: float
+    registered: bool = False             # the kiosk id is in the kiosk registry
 
     def as_dict(self) -> dict:
         return {**self.decision.as_dict(), "review_band": self.review_band,
@@ -103,7 +104,8 @@ def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: Ki
     if not decision.match:
         reason = (decision.reasons or ("face_mismatch",))[0]
     with write_transaction(ctx.gallery.store.db) as conn:
-        record_event(conn, kiosk_id, mode, decision.decision, reason, answer.latency_ms)
+        answer = replace(answer, registered=record_event(conn, kiosk_id, mode, decision.decision, reason,
+                                                         answer.latency_ms))
         audit.append(conn, **who.fields(), operation="kiosk.authenticate", outcome=decision.decision,
                      subject_id=answer.subject_id if decision.match else requested,
                      scores={"score": decision.as_dict()["score"], "threshold": decision.as_dict()["threshold"]},
@@ -113,9 +115,11 @@ def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: Ki
     return answer
 
 
-def record_refusal(db, who: audit.Actor, kiosk_id: str, mode: str, code: str, started: float) -> None:
-    """A refused kiosk call (bad photo, unknown subject, ...): its event and audit row."""
+def record_refusal(db, who: audit.Actor, kiosk_id: str, mode: str, code: str, started: float) -> bool:
+    """A refused kiosk call (bad photo, unknown subject, ...): its event and audit row; returns
+    whether the kiosk is registered."""
     with write_transaction(db) as conn:
-        record_event(conn, kiosk_id, mode, "error", code, (time.perf_counter() - started) * 1000)
+        registered = record_event(conn, kiosk_id, mode, "error", code, (time.perf_counter() - started) * 1000)
         audit.append(conn, **who.fields(), operation="kiosk.authenticate", outcome=code,
                      detail={"kiosk_id": kiosk_id, "mode": mode})
+    return registered

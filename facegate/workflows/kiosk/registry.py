@@ -69,9 +69,12 @@ def disable_kiosk(db: sa.Engine, kiosk_id: str, actor: str = "system") -> dict:
 
 
 def record_event(conn: sa.Connection, kiosk_id: str, mode: str, decision: str, reason: str | None,
-                 latency_ms: float) -> None:
+                 latency_ms: float) -> bool:
+    """One authentication in ``kiosk_events``; returns whether ``kiosk_id`` is a registered kiosk
+    (only those name a metric series: a key's id must not grow /metrics without bound)."""
     conn.execute(kiosk_events.insert().values(kiosk_id=kiosk_id, mode=mode, decision=decision, reason=reason,
                                               latency_ms=round(float(latency_ms), 2), created_at=utcnow()))
+    return conn.execute(sa.select(kiosks.c.kiosk_id).where(kiosks.c.kiosk_id == kiosk_id)).first() is not None
 
 
 def report(db: sa.Engine, since: datetime | None = None) -> list[dict]:
