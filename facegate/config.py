@@ -55,7 +55,11 @@ class Settings:
     identify_top_k: int = 5
     retry_after_s: int = 1                # Retry-After on 503 overloaded
     index_sync_s: float = 2.0             # how often a server re-reads gallery changes from the database
-    key_cache_s: float = 5.0              # a server re-reads an API key (revocation) at least this often
+    key_cache_s: float = 5.0              # longest life of a cached API key; keys are cached only while the change feed
+                                          # (PostgreSQL) is connected, which announces revocations at once (auth.KeyCache)
+    graceful_shutdown_s: float = 20.0     # SIGTERM: in-flight requests get this long to finish before they are cut
+                                          # (uvicorn's timeout_graceful_shutdown); keep it under the orchestrator's kill
+                                          # grace (deploy/compose.yaml: stop_grace_period 30s), over the slowest request
     liveness_seed: int | None = None      # tests only: deterministic challenges
     liveness_challenge: str = ""          # tests only: every session gets this challenge (comma list of actions)
     cert_period: str = "year"             # pension certification period: year | half | quarter | month

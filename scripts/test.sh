@@ -10,6 +10,15 @@ SHARED_DIR=${FACEGATE_SHARED:-../shared}
 if [ -d "$SHARED_DIR/models/minifasnet" ]; then
   .venv/bin/facegate liveness build-pad --weights "$SHARED_DIR/models/minifasnet" >/dev/null
 fi
+# The capture page's browser tests (tests/browser) drive Debian's chromium through Playwright for
+# Python (Playwright's own browser download is not used); a CJK font renders the Chinese texts.
+need_apt=""
+command -v chromium >/dev/null 2>&1 || need_apt="chromium"
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt="$need_apt fonts-wqy-microhei"
+if [ -n "$need_apt" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null) \
+    || echo "warning: apt-get install$need_apt failed; the browser tests will fail in CI" >&2
+fi
 if [ -z "${FACEGATE_TEST_POSTGRES_URL:-}" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
@@ -21,6 +30,22 @@ if [ -z "${FACEGATE_TEST_POSTGRES_URL:-}" ]; then
     echo "PostgreSQL could not be started and FACEGATE_REQUIRE_POSTGRES=1" >&2; exit 1
   else
     echo "warning: PostgreSQL could not be started; PostgreSQL store tests will skip" >&2
+  fi
+fi
+# nginx for the replica tests (tests/replicas/test_replicas.py starts its own, on free ports, with
+# deploy/nginx.conf): Debian's package where it is missing. Where PostgreSQL is required (CI),
+# nginx is too, unless FACEGATE_REQUIRE_NGINX says otherwise.
+export FACEGATE_REQUIRE_NGINX="${FACEGATE_REQUIRE_NGINX:-${FACEGATE_REQUIRE_POSTGRES:-}}"
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) \
+      || echo "warning: apt-get install nginx failed" >&2
+  fi
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    if [ "$FACEGATE_REQUIRE_NGINX" = 1 ]; then
+      echo "nginx could not be installed and FACEGATE_REQUIRE_NGINX=1" >&2; exit 1
+    fi
+    echo "warning: nginx is not installed; the replica tests will skip" >&2
   fi
 fi
 exec .venv/bin/python -m pytest -q "$@"

@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--ssl-certfile", help="the certificate chain for --ssl-keyfile")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    p.add_argument("--graceful-shutdown-s", type=float,
+                   help="on SIGTERM, stop accepting and let in-flight requests finish for at most this many seconds "
+                        "(default: FACEGATE_GRACEFUL_SHUTDOWN_S or 20)")
     p.set_defaults(func=cmd_serve)
 
     keys = keys_parser(sub)
@@ -83,7 +86,8 @@ def cmd_serve(args) -> int:
 
     from facegate.config import Settings
 
-    for name, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers)):
+    for name, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers),
+                        ("GRACEFUL_SHUTDOWN_S", args.graceful_shutdown_s)):
         if value is not None:
             os.environ[f"FACEGATE_{name}"] = str(value)  # the worker processes read their settings from env
     settings = Settings.load()
@@ -92,7 +96,7 @@ def cmd_serve(args) -> int:
         ssl = {"ssl_keyfile": args.ssl_keyfile, "ssl_certfile": args.ssl_certfile}
     uvicorn.run("facegate.service.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                 workers=max(1, settings.workers), log_level=args.log_level, access_log=not args.no_access_log,
-                proxy_headers=True, server_header=False, **ssl)
+                proxy_headers=True, server_header=False, timeout_graceful_shutdown=settings.graceful_shutdown_s, **ssl)
     return 0
 
 

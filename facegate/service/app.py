@@ -2,10 +2,16 @@
 
 Each worker process loads the models once at startup (lifespan), opens the database (bringing
 its schema to the newest migration), builds the gallery index from it and then keeps the index
-current by re-reading the change log every ``index_sync_s`` seconds.
+current by re-reading the change log: at once when the change feed announces a commit
+(PostgreSQL: :mod:`facegate.storage.changefeed`), and every ``index_sync_s`` seconds in any
+case (the fallback, and the only mechanism on SQLite). Every process is interchangeable: all
+state a later request needs is in the database (rate buckets included), so any replica may
+serve any request.
 
 - ``/healthz``: 200 while the process is alive;
-- ``/readyz``: 200 only when the models are loaded and the index is current, else 503;
+- ``/readyz``: 200 only when the models are loaded and the index is current, else 503 with
+  ``"code": "not_ready"`` (a replica that lost its database says so within about
+  ``index_sync_s`` and turns ready again by itself when the database is back);
 - ``/metrics``: Prometheus; ``/docs``: OpenAPI.
 
 CORS is off unless ``FACEGATE_CORS_ORIGINS`` lists origins (comma-separated). TLS: run behind a
@@ -17,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -28,11 +34,12 @@ from facegate.engine import FaceEngine
 from facegate.gallery.gallery import Gallery
 from facegate.liveness.service import LivenessService
 from facegate.service import errors, metrics
-from facegate.service.auth import KeyCache
+from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
 from facegate.service.routers import audit, certifications, compare, identify, kiosk, liveness, subjects, verify
+from facegate.storage import changefeed, ratelimits
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
 
@@ -53,7 +60,7 @@ def _load(settings: Settings) -> ServiceState:
                       workflows=WorkflowContext(settings, engine, gallery, lv, observe=metrics.StageObserver()),
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
                                          settings.retry_after_s),
-                      keys=KeyCache(settings.key_cache_s))
+                      limiter=RateLimiter(gallery.store.db), keys=KeyCache(settings.key_cache_s))
     st.sync_index()
     log.info("models and gallery loaded in %.1fs (pack %s, index %s)", time.perf_counter() - t0,
              engine.pack_id, gallery.opened_from)
@@ -71,14 +78,58 @@ def _gallery_gauges(st: ServiceState) -> None:
         metrics.count_staged_searches(staged, st.staged_seen)
 
 
-async def _sync_loop(st: ServiceState) -> None:
+async def _sync_loop(st: ServiceState, wake: asyncio.Event) -> None:
+    """Keep the index current: sync when ``wake`` is set (the change feed heard a commit, or
+    (re)connected, or lost its connection) and at least every ``index_sync_s`` seconds.
+    Wake-ups that arrive during a sync make one more sync, not one each. The gauges (which
+    count rows) are refreshed at most every ``index_sync_s``, idle rate buckets pruned once a
+    minute."""
+    interval = st.settings.index_sync_s
+    gauges_at = pruned_at = time.monotonic()
     while True:
-        await asyncio.sleep(st.settings.index_sync_s)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)
+        wake.clear()
         try:
             await run_in_threadpool(st.sync_index)
-            await run_in_threadpool(_gallery_gauges, st)
+            st.index_stats["applied_seq"] = st.gallery.applied_seq
+            now = time.monotonic()
+            if now - gauges_at >= interval:
+                gauges_at = now
+                await run_in_threadpool(_gallery_gauges, st)
+            if now - pruned_at >= ratelimits.REFILL_S:
+                pruned_at = now
+                await run_in_threadpool(ratelimits.prune, st.db)
         except Exception:  # logged by sync_index; /readyz turns 503 until a sync succeeds
             pass
+
+
+def _start_feed(st: ServiceState, wake: asyncio.Event) -> changefeed.Listener | None:
+    """PostgreSQL: listen for commits (wake the sync loop) and key revocations (drop the key
+    from the cache, which is on only while the feed is connected). SQLite: no feed (None)."""
+    if not changefeed.supported(st.db.url):
+        return None
+    loop = asyncio.get_running_loop()
+
+    def wake_sync() -> None:
+        loop.call_soon_threadsafe(wake.set)
+
+    def on_notify(channel: str, payload: str) -> None:
+        if channel == changefeed.KEYS:
+            st.keys.drop(payload)
+        elif channel == changefeed.CHANGES:
+            wake_sync()
+
+    def on_resync() -> None:           # connected: hints may have been missed before
+        st.keys.reset(enabled=True)
+        wake_sync()
+
+    def on_lost(_error: str) -> None:  # revocations cannot reach us now: read every key; is the database gone?
+        st.keys.reset(enabled=False)
+        wake_sync()
+
+    return changefeed.Listener(st.db.url, changefeed.CHANNELS, on_notify, on_resync=on_resync,
+                               on_lost=on_lost).start()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -89,10 +140,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         st = await run_in_threadpool(_load, settings)
         app.state.facegate = st
         await run_in_threadpool(_gallery_gauges, st)
-        task = asyncio.create_task(_sync_loop(st))
+        wake = asyncio.Event()
+        st.listener = _start_feed(st, wake)
+        task = asyncio.create_task(_sync_loop(st, wake))
         try:
             yield
         finally:
+            if st.listener is not None:
+                await run_in_threadpool(st.listener.stop)
             task.cancel()
             st.pool.shutdown()
             await run_in_threadpool(st.gallery.close)
@@ -120,7 +175,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body["liveness"] = st.liveness.status()
             if st.sync_error:
                 body["error"] = st.sync_error
+            if st.listener is not None:
+                body["change_feed"] = st.listener.status()
             body["ready"] = body["index_current"]
+        if not body["ready"]:
+            body["code"] = "not_ready"
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)

@@ -1,6 +1,7 @@
-"""What each role may do, and the per-process caches in front of the key table.
+"""What each role may do, how a presented key is looked up, and the per-key rate limit.
 
-Keys themselves (creation, revocation, lookup) live in :mod:`facegate.storage.apikeys`. Roles:
+Keys themselves (creation, revocation, lookup) live in :mod:`facegate.storage.apikeys`, the
+token buckets in :mod:`facegate.storage.ratelimits`; this module holds the policy. Roles:
 
 - ``admin``: everything, including erasing subjects, reading the audit trail and keys;
 - ``operator``: enrol and update subjects and faces (no erase, no keys, no matching);
@@ -12,7 +13,10 @@ import math
 import threading
 import time
 
+import sqlalchemy as sa
+
 from facegate.errors import FacegateError
+from facegate.storage import apikeys, ratelimits
 from facegate.storage.apikeys import ApiKey, hash_key
 
 MATCHING = frozenset({"verify", "identify", "compare", "liveness"})
@@ -30,17 +34,53 @@ def may(role: str, permission: str) -> bool:
     return "*" in granted or permission in granted
 
 
-class KeyCache:
-    """Recently authenticated keys by hash, so most requests skip the database; a revocation
-    takes effect within ``ttl`` seconds."""
+def authenticate(db: sa.Engine, presented: str | None) -> ApiKey:
+    """The active key for ``presented`` (:func:`facegate.storage.apikeys.authenticate`); a
+    database that cannot be reached answers 503 ``not_ready`` (retry) rather than 500."""
+    try:
+        return apikeys.authenticate(db, presented)
+    except sa.exc.OperationalError as exc:
+        raise _unavailable(exc) from None
 
-    def __init__(self, ttl: float):
+
+def _unavailable(exc: Exception) -> FacegateError:
+    return FacegateError("not_ready", "the database cannot be reached; retry shortly", retry_after=1,
+                         error=type(getattr(exc, "orig", None) or exc).__name__)
+
+
+class KeyCache:
+    """Authenticated keys by hash, so that most requests skip the key table, **only while a
+    revocation reaches this process at once**.
+
+    The rule: a key may be served from the cache only while the change feed is connected
+    (:class:`facegate.storage.changefeed.Listener` on PostgreSQL), because the feed announces
+    every revocation (:func:`drop`) at its commit. While it is not connected (SQLite, which
+    has no feed; PostgreSQL before the feed connects or after it broke) the cache is off and
+    every request reads the key table, so a revoked key is refused on the very next request
+    either way. When the feed (re)connects the cache starts empty (:func:`reset`): a
+    revocation may have been missed meanwhile. ``ttl`` (``FACEGATE_KEY_CACHE_S``) only bounds
+    how long an entry lives; revocation does not depend on it.
+
+    A lookup that started before a revocation was announced must not put its (now stale) key
+    back afterwards: :attr:`generation` is read before the lookup and :meth:`put` ignores the
+    key when a drop or reset happened since. Costs: benchmarks/results/replicas.md.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float, enabled: bool = False):
         self.ttl = ttl
+        self._enabled = enabled
         self._keys: dict[str, tuple[ApiKey, float]] = {}
         self._lock = threading.Lock()
+        self.generation = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled and self.ttl > 0
 
     def get(self, presented: str | None) -> ApiKey | None:
-        if not presented or self.ttl <= 0:
+        if not presented or not self.enabled:
             return None
         h = hash_key(presented)
         with self._lock:
@@ -50,36 +90,55 @@ class KeyCache:
                 return None
             return hit[0]
 
-    def put(self, presented: str, key: ApiKey) -> None:
-        if self.ttl <= 0:
+    def put(self, presented: str, key: ApiKey, generation: int | None = None) -> None:
+        """Cache ``key``, unless the cache is off or a drop/reset happened after ``generation``
+        (read before the lookup)."""
+        if not self.enabled:
             return
         with self._lock:
-            if len(self._keys) > 10_000:
+            if not self._enabled or (generation is not None and generation != self.generation):
+                return
+            if len(self._keys) >= self.MAX_ENTRIES:
                 self._keys.clear()
             self._keys[hash_key(presented)] = (key, time.monotonic() + self.ttl)
 
+    def drop(self, key_id: str) -> None:
+        """Forget ``key_id`` (it was revoked)."""
+        with self._lock:
+            self.generation += 1
+            for h in [h for h, (k, _) in self._keys.items() if k.key_id == key_id]:
+                del self._keys[h]
+
+    def reset(self, enabled: bool) -> None:
+        """Empty the cache and switch it on (the feed connected) or off (the feed broke)."""
+        with self._lock:
+            self.generation += 1
+            self._keys.clear()
+            self._enabled = enabled
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
 
 class RateLimiter:
-    """Token bucket per key: ``limit`` requests per minute, bursts up to ``limit``.
+    """Token bucket per key: ``limit`` requests per minute, bursts up to ``limit``; over it,
+    ``rate_limited`` (429) with ``retry_after`` (whole seconds, at least 1: ``Retry-After``).
 
-    Kept in process memory: with N uvicorn workers a key can reach N times its limit.
+    The buckets live in the database (:mod:`facegate.storage.ratelimits`, one atomic statement
+    per request), so the limit holds across worker processes and replicas: N processes do not
+    give a key N times its limit. A limit of 0 or less means no limit (no statement).
     """
 
-    def __init__(self):
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, db: sa.Engine):
+        self.db = db
 
-    def take(self, key_id: str, per_minute: int) -> None:
+    def take(self, bucket: str, per_minute: int) -> None:
         if per_minute <= 0:
             return
-        rate = per_minute / 60.0
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key_id, (float(per_minute), now))
-            tokens = min(float(per_minute), tokens + (now - last) * rate)
-            if tokens < 1.0:
-                self._buckets[key_id] = (tokens, now)
-                retry = max(1, math.ceil((1.0 - tokens) / rate))
-                raise FacegateError("rate_limited", f"more than {per_minute} requests per minute for this key",
-                                    retry_after=retry, limit_per_minute=per_minute)
-            self._buckets[key_id] = (tokens - 1.0, now)
+        try:
+            taken = ratelimits.take(self.db, bucket, per_minute)
+        except sa.exc.OperationalError as exc:
+            raise _unavailable(exc) from None
+        if not taken.allowed:
+            raise FacegateError("rate_limited", f"more than {per_minute} requests per minute for this key",
+                                retry_after=max(1, math.ceil(taken.retry_after_s)), limit_per_minute=per_minute)

@@ -27,7 +27,8 @@ from facegate.service import auth, metrics
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.inference import InferencePool
 from facegate.liveness import tokens
-from facegate.storage import apikeys, audit
+from facegate.storage import audit
+from facegate.storage.changefeed import Listener
 from facegate.storage.apikeys import ApiKey
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
@@ -52,8 +53,9 @@ class ServiceState:
     ledger: CertificationLedger
     workflows: WorkflowContext
     pool: InferencePool
-    limiter: RateLimiter = field(default_factory=RateLimiter)
-    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
+    limiter: RateLimiter                              # token buckets in the database, shared by all replicas
+    keys: KeyCache = field(default_factory=lambda: KeyCache(0))   # on only while the change feed is connected
+    listener: Listener | None = None                  # the change feed (PostgreSQL); None on SQLite
     last_sync: float = 0.0
     index_stats: dict = field(default_factory=dict)   # counts from the last sync, shown by /readyz
     staged_seen: dict = field(default_factory=dict)   # the index's early-stop totals already counted
@@ -110,9 +112,10 @@ def require(permission: str):
                          presented: str | None = Security(API_KEY_HEADER)) -> ApiKey:
         key = st.keys.get(presented)
         if key is None:
+            generation = st.keys.generation   # a revocation announced during the lookup keeps it out of the cache
             with metrics.stage("auth"):
-                key = await run_in_threadpool(apikeys.authenticate, st.db, presented)
-            st.keys.put(presented, key)
+                key = await run_in_threadpool(auth.authenticate, st.db, presented)
+            st.keys.put(presented, key, generation)
         request.state.key = key
         try:
             request.state.client_id = client_id(request, key)
@@ -123,7 +126,9 @@ def require(permission: str):
                                     detail={"header": request.headers.get("x-client-id", "")[:64],
                                             "route": request.url.path})
             raise
-        st.limiter.take(key.key_id, key.rate_limit_per_minute or st.settings.rate_limit_per_minute)
+        with metrics.stage("ratelimit"):
+            await run_in_threadpool(st.limiter.take, key.key_id,
+                                    key.rate_limit_per_minute or st.settings.rate_limit_per_minute)
         if not auth.may(key.role, permission):
             raise FacegateError("forbidden", f"role {key.role!r} may not {permission}",
                                 role=key.role, permission=permission)
@@ -163,7 +168,8 @@ def capture_access():
         if named != session_id:
             raise FacegateError("forbidden", "this capture token belongs to another liveness session")
         session = st.liveness.sessions.by_token(session_id, token)
-        st.limiter.take(f"capture:{session_id}", st.settings.rate_limit_per_minute)
+        with metrics.stage("ratelimit"):
+            await run_in_threadpool(st.limiter.take, f"capture:{session_id}", st.settings.rate_limit_per_minute)
         request.state.client_id = None
         return CaptureCaller(None, session.owner, session_id)
 

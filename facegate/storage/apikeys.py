@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from facegate.clock import utcnow
 from facegate.errors import FacegateError
-from facegate.storage import audit
+from facegate.storage import audit, changefeed
 from facegate.storage.db import write_transaction
 from facegate.storage.schema import api_keys
 from facegate.vocab import ROLES
@@ -84,6 +84,7 @@ def mark_revoked(conn: sa.Connection, key_id: str, *, actor: str) -> ApiKey:
     if key.revoked_at is None:
         conn.execute(api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=utcnow()))
         audit.append(conn, actor=actor, operation="key.revoke", outcome="revoked", key_id=key_id)
+        changefeed.notify(conn, changefeed.KEYS, key_id)   # replicas drop it from their key caches at commit
     return _get(conn, key_id)
 
 

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import sqlalchemy as sa
 
-from facegate.storage import audit
+from facegate.storage import audit, changefeed
 from facegate.clock import iso, utcnow
 from facegate.config import Settings
 from facegate.errors import FacegateError
@@ -487,6 +487,7 @@ def log_changes(conn: sa.Connection, op: str, rows: list[tuple[int, int, str]]) 
         now = utcnow()
         conn.execute(change_log.insert(), [dict(op=op, template_id=t, subject_pk=s, pack_id=p, created_at=now)
                                            for t, s, p in rows])
+        changefeed.notify(conn, changefeed.CHANGES)   # replicas re-read the change log at commit
 
 
 def _pack(ids: list[int], vecs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
