@@ -122,10 +122,10 @@ def test_verify_genuine_multipart_and_base64(enrolled):
     assert body["score"] >= body["threshold"] and body["fmr"] <= 1e-3
     assert body["decision_id"].startswith("d_") and body["quality"]["score"] > 0.3
     b64 = base64.b64encode(photo("Colin_Powell", 2)).decode()
-    r2 = call(enrolled, "app", "POST", "/v1/verify", json={"subject_id": sid, "image": b64})
+    r2 = call(enrolled, "admin", "POST", "/v1/verify", json={"subject_id": sid, "image": b64})
     assert r2.status_code == 200, r2.text
     assert r2.json()["score"] == pytest.approx(body["score"], abs=1e-5)
-    r3 = call(enrolled, "app", "POST", "/v1/verify",
+    r3 = call(enrolled, "admin", "POST", "/v1/verify",
               json={"subject_id": sid, "image": "data:image/jpeg;base64," + b64})
     assert r3.status_code == 200 and r3.json()["match"] is True
 
@@ -159,7 +159,7 @@ def test_identify(enrolled):
     assert [c["subject_id"] for c in body["candidates"]][:1] == [subject_id("Abdullah_Gul")]
     assert all(c["score"] >= body["threshold"] for c in body["candidates"])
     # somebody never enrolled: nobody is above the threshold
-    r = call(enrolled, "app", "POST", "/v1/identify",
+    r = call(enrolled, "kiosk", "POST", "/v1/identify",
              json={"image": base64.b64encode(photo("Ari_Fleischer", 2)).decode()})
     assert r.status_code == 200, r.text
     assert r.json()["candidates"] == []
@@ -213,6 +213,7 @@ ROLE_CASES = [
     ("app", "POST", "/v1/subjects", False),
     ("operator", "POST", "/v1/verify", False),
     ("operator", "POST", "/v1/identify", False),
+    ("app", "POST", "/v1/identify", False),       # a device credential never searches the gallery
     ("operator", "POST", "/v1/compare", False),
     ("operator", "GET", "/v1/audit", False),
     ("kiosk", "GET", "/v1/audit", False),
@@ -238,10 +239,14 @@ def test_roles(enrolled, role, method, path, allowed):
 
 
 def test_matching_roles_allowed(enrolled):
-    for role in ("kiosk", "app", "admin"):
+    for role in ("kiosk", "admin"):
         r = call(enrolled, role, "POST", "/v1/verify", data={"subject_id": subject_id("Ann_Veneman")},
                  files={"image": ("p.jpg", photo("Ann_Veneman", 2), "image/jpeg")})
         assert r.status_code == 200 and r.json()["match"] is True, (role, r.text)
+    # the app verifies only the subject of a liveness session it opened for them
+    r = call(enrolled, "app", "POST", "/v1/verify", data={"subject_id": subject_id("Ann_Veneman")},
+             files={"image": ("p.jpg", photo("Ann_Veneman", 2), "image/jpeg")})
+    problem(r, 403, "forbidden")
 
 
 # ------------------------------------------------------------------ error codes

@@ -144,9 +144,9 @@ def test_a_kiosk_key_cannot_speak_for_another_kiosk(env):
     r = call(env, "kiosk", "POST", "/v1/kiosk/authenticate", data={"subject_id": "PEN-1"},
              files={"image": ("still.jpg", jpeg(env["still"]))}, headers={"X-Client-Id": "k-99"})
     assert r.status_code == 403 and r.json()["code"] == "client_id_mismatch", r.text
-    entries = call(env, "admin", "GET", "/v1/audit", params={"operation": "auth.client_id"}).json()["entries"]
-    assert entries[-1]["outcome"] == "client_id_mismatch" and entries[-1]["client_id"] == "k-07"
-    assert entries[-1]["detail"]["header"] == "k-99"
+    entries = call(env, "admin", "GET", "/v1/audit", params={"operation": "auth.refused"}).json()["entries"]
+    assert entries[-1]["outcome"] == "client_id_mismatch" and entries[-1]["key_id"]
+    assert entries[-1]["client_id"] == "k-99" and entries[-1]["detail"]["route"] == "/v1/kiosk/authenticate"
     # its own id in the header is fine, and the decision is recorded against it
     r = call(env, "kiosk", "POST", "/v1/kiosk/authenticate", data={"subject_id": "PEN-1"},
              files={"image": ("still.jpg", jpeg(env["still"]))}, headers={"X-Client-Id": "k-07"})

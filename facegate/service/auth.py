@@ -19,19 +19,33 @@ from facegate.errors import FacegateError
 from facegate.storage import apikeys, ratelimits
 from facegate.storage.apikeys import ApiKey, hash_key
 
-MATCHING = frozenset({"verify", "identify", "compare", "liveness"})
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
     "operator": frozenset({"subjects:read", "subjects:write", "faces:write", "certifications:read",
                            "certify:manual"}),
-    "kiosk": MATCHING | {"kiosk:authenticate"},
-    "app": MATCHING | {"certify"},
+    # The kiosk software (on the kiosk's own computer, not in its browser) searches the gallery
+    # for people without an ID card; the pension app's backend never needs to: a device
+    # credential must not turn any photo into a subject id with a score.
+    "kiosk": frozenset({"verify", "identify", "compare", "liveness", "kiosk:authenticate"}),
+    "app": frozenset({"verify", "compare", "liveness", "certify"}),
 }
+# Roles whose 1:1 verify is bound to their own liveness session for the subject (see verify_scope).
+SESSION_BOUND_VERIFY = frozenset({"app"})
 
 
 def may(role: str, permission: str) -> bool:
     granted = PERMISSIONS.get(role, frozenset())
     return "*" in granted or permission in granted
+
+
+def verify_scope(key: ApiKey, subject_id: str, session_subject: str | None) -> None:
+    """The app answers for pensioners it is certifying, not for anyone: its verify needs a
+    liveness session it opened naming that subject (``session_subject``: the subject of the
+    session the request names, None without one; ``forbidden`` otherwise)."""
+    if key.role in SESSION_BOUND_VERIFY and session_subject != subject_id:
+        raise FacegateError("forbidden", f"role {key.role!r} verifies only the subject of a liveness session it "
+                            "opened for that subject (send its liveness_session_id)", role=key.role,
+                            permission="verify")
 
 
 def authenticate(db: sa.Engine, presented: str | None) -> ApiKey:

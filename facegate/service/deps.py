@@ -23,11 +23,10 @@ from facegate.engine import FaceEngine
 from facegate.errors import FacegateError
 from facegate.gallery.gallery import Gallery
 from facegate.liveness.service import LivenessService
-from facegate.service import auth, metrics
+from facegate.service import auditing, auth, metrics
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.inference import InferencePool
 from facegate.liveness import tokens
-from facegate.storage import audit
 from facegate.storage.changefeed import Listener
 from facegate.storage.apikeys import ApiKey
 from facegate.workflows.certification.ledger import CertificationLedger
@@ -106,33 +105,32 @@ def client_id(request: Request, key: ApiKey | None) -> str | None:
 
 
 def require(permission: str):
-    """Dependency: a valid ``X-API-Key`` whose role grants ``permission``, within its rate limit."""
+    """Dependency: a valid ``X-API-Key`` whose role grants ``permission``, within its rate limit.
+    A refusal (401/403) is audited (:func:`facegate.service.auditing.record_refusal`)."""
 
     async def dependency(request: Request, st: StateDep,
                          presented: str | None = Security(API_KEY_HEADER)) -> ApiKey:
-        key = st.keys.get(presented)
-        if key is None:
-            generation = st.keys.generation   # a revocation announced during the lookup keeps it out of the cache
-            with metrics.stage("auth"):
-                key = await run_in_threadpool(auth.authenticate, st.db, presented)
-            st.keys.put(presented, key, generation)
-        request.state.key = key
+        key = None
         try:
+            key = st.keys.get(presented)
+            if key is None:
+                generation = st.keys.generation   # a revocation announced during the lookup keeps it out of the cache
+                with metrics.stage("auth"):
+                    key = await run_in_threadpool(auth.authenticate, st.db, presented)
+                st.keys.put(presented, key, generation)
+            request.state.key = key
             request.state.client_id = client_id(request, key)
+            with metrics.stage("ratelimit"):
+                await run_in_threadpool(st.limiter.take, key.key_id,
+                                        key.rate_limit_per_minute or st.settings.rate_limit_per_minute)
+            if not auth.may(key.role, permission):
+                raise FacegateError("forbidden", f"role {key.role!r} may not {permission}",
+                                    role=key.role, permission=permission)
+            return key
         except FacegateError as exc:
-            await run_in_threadpool(audit.record, st.db, actor=key.actor, key_id=key.key_id, operation="auth.client_id",
-                                    outcome=exc.code, client_id=key.client_id,
-                                    request_id=getattr(request.state, "request_id", None),
-                                    detail={"header": request.headers.get("x-client-id", "")[:64],
-                                            "route": request.url.path})
+            if exc.status in (401, 403):
+                await run_in_threadpool(auditing.record_refusal, st, request, key, exc)
             raise
-        with metrics.stage("ratelimit"):
-            await run_in_threadpool(st.limiter.take, key.key_id,
-                                    key.rate_limit_per_minute or st.settings.rate_limit_per_minute)
-        if not auth.may(key.role, permission):
-            raise FacegateError("forbidden", f"role {key.role!r} may not {permission}",
-                                role=key.role, permission=permission)
-        return key
 
     return dependency
 
@@ -162,12 +160,16 @@ def capture_access():
             key = await by_key(request, st, presented)
             return CaptureCaller(key, key.key_id)
         token = bearer.credentials
-        named = tokens.session_of(token)
-        if named is None:
-            raise FacegateError("unauthorized", "the bearer credential is not a capture token")
-        if named != session_id:
-            raise FacegateError("forbidden", "this capture token belongs to another liveness session")
-        session = st.liveness.sessions.by_token(session_id, token)
+        try:
+            named = tokens.session_of(token)
+            if named is None:
+                raise FacegateError("unauthorized", "the bearer credential is not a capture token")
+            if named != session_id:
+                raise FacegateError("forbidden", "this capture token belongs to another liveness session")
+            session = st.liveness.sessions.by_token(session_id, token)
+        except FacegateError as exc:
+            await run_in_threadpool(auditing.record_refusal, st, request, None, exc)
+            raise
         with metrics.stage("ratelimit"):
             await run_in_threadpool(st.limiter.take, f"capture:{session_id}", st.settings.rate_limit_per_minute)
         request.state.client_id = None

@@ -31,6 +31,8 @@ KIOSK_SECONDS = Histogram("facegate_kiosk_seconds", "Kiosk authentication latenc
                           buckets=(.05, .1, .15, .2, .3, .5, .75, 1, 2, 5))
 INFERENCE_PENDING = Gauge("facegate_inference_pending", "Inference jobs running or queued",
                           multiprocess_mode="livesum")
+REFUSALS_UNAUDITED = Counter("facegate_refusals_unaudited_total",
+                             "Refused calls (401/403) not written to the audit trail: over the per-source limit")
 INDEX_STAGED = Counter("facegate_index_staged_searches_total",
                        "Single 1:N searches of an ivf_pq_refine index run with the early stop, by outcome",
                        ["outcome"])   # stopped_early | full_depth

@@ -46,3 +46,42 @@ def test_metric_series_come_only_from_registered_kiosks(server):
     kiosk_series = {line.split('kiosk="')[1].split('"')[0] for line in metrics.splitlines()
                     if line.startswith("facegate_kiosk_decisions_total{")}
     assert kiosk_series == {"k-11", "unregistered"}, kiosk_series
+
+
+def test_the_app_role_cannot_search_the_gallery_and_verifies_only_its_own_sessions_subject(server):
+    r = call(server, "app", "POST", "/v1/identify", files={"image": ("p.jpg", server.photo)})
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    assert call(server, "admin", "POST", "/v1/subjects", json={"subject_id": "PEN-5"}).status_code == 201
+    assert call(server, "admin", "POST", "/v1/subjects/PEN-5/faces",
+                files={"image": ("p.jpg", server.photo)}).status_code == 201
+    verify = {"data": {"subject_id": "PEN-5"}, "files": {"image": ("p.jpg", server.photo)}}
+    r = call(server, "app", "POST", "/v1/verify", **verify)
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"          # no session: no answer
+    other = call(server, "app", "POST", "/v1/liveness/sessions", json={"subject_id": "PEN-6"}).json()
+    r = call(server, "app", "POST", "/v1/verify", data={"subject_id": "PEN-5", "liveness_session_id": other["session_id"]},
+             files={"image": ("p.jpg", server.photo)})
+    assert r.status_code == 403, r.text                                      # another subject's session
+    own = call(server, "app", "POST", "/v1/liveness/sessions", json={"subject_id": "PEN-5"}).json()
+    r = call(server, "app", "POST", "/v1/verify", data={"subject_id": "PEN-5", "liveness_session_id": own["session_id"]},
+             files={"image": ("p.jpg", server.photo)})
+    assert r.status_code == 200 and r.json()["decision"] == "manual_review", r.text    # never judged: not live
+    assert "liveness_failed" in r.json()["review_reasons"]
+
+
+def test_refused_calls_are_audited_and_cannot_flood_the_trail(server):
+    from facegate.service.auditing import REFUSALS_PER_MINUTE
+    bogus = {"X-API-Key": "fg_k_000000000000.not-a-key"}
+    for _ in range(REFUSALS_PER_MINUTE + 20):
+        r = httpx.post(server.url + "/v1/verify", headers=bogus, json={"subject_id": "x"}, timeout=30)
+        assert r.status_code == 401
+    entries = call(server, "admin", "GET", "/v1/audit",
+                   params={"operation": "auth.refused", "limit": 1000}).json()["entries"]
+    anonymous = [e for e in entries if e["actor"] == "anonymous" and e["outcome"] == "unauthorized"]
+    # the source's bucket (shared with the refusals of the tests before) refills at 30 a minute
+    assert 10 <= len(anonymous) <= REFUSALS_PER_MINUTE + 5
+    assert anonymous[0]["request_id"] and anonymous[0]["detail"]["route"] == "/v1/verify"
+    assert anonymous[0]["detail"]["source"] == "127.0.0.1"
+    metrics = httpx.get(server.url + "/metrics").text
+    unaudited = [float(line.split()[-1]) for line in metrics.splitlines()
+                 if line.startswith("facegate_refusals_unaudited_total ")]
+    assert unaudited and unaudited[0] >= 10

@@ -8,9 +8,10 @@ factor, never the only way in.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from facegate.errors import FacegateError
-from facegate.service import auditing, metrics
+from facegate.service import auditing, auth, metrics
 from facegate.service.deps import StateDep, require
 from facegate.service.schemas import VerifyOut
 from facegate.service.uploads import image_field, number_field, openapi_body, read_fields, text_field
@@ -31,8 +32,11 @@ async def verify(request: Request, st: StateDep, key=Depends(require("verify")))
         subject_id = text_field(fields, "subject_id", required=True, max_len=128)
         image = image_field(fields, "image", s.max_image_bytes)
         fmr = number_field(fields, "fmr", float, None, 1e-7, 0.5)
-        liveness = st.workflows.consume_liveness(text_field(fields, "liveness_session_id", max_len=128), key,
-                                                 subject_id)
+        session_id = text_field(fields, "liveness_session_id", max_len=128)
+        if key.role in auth.SESSION_BOUND_VERIFY:          # checked before the session is used
+            session = await run_in_threadpool(st.liveness.sessions.get, session_id, key.key_id) if session_id else None
+            auth.verify_scope(key, subject_id, session and session.subject_id)
+        liveness = st.workflows.consume_liveness(session_id, key, subject_id)
         who = auditing.caller(request, key)
 
         def job():
