@@ -12,8 +12,9 @@ B within 200 ms (p95 over 50 enrolments); after an erase through A has answered 
 never returns the subject; a rate limit of 60/min holds across both replicas; kill -9 of a
 replica during a burst of 200 enrolments through nginx loses and duplicates nothing; /readyz
 answers 503 ``not_ready`` while the database is down and 200 again after it returns, without a
-restart; SIGTERM lets an in-flight request finish. The tests run in this order and share state
-(the last one stops replica B).
+restart; SIGTERM lets an in-flight request finish; a liveness session opened on one replica is
+filled, judged and consumed on the others, and a passed session consumed on both at once is
+used once. The tests run in this order and share state (the last one stops replica B).
 
 Without PostgreSQL's binaries or nginx the module skips, unless FACEGATE_REQUIRE_POSTGRES=1 or
 FACEGATE_REQUIRE_NGINX=1 (scripts/test.sh sets the second from the first; CI sets the first),
@@ -65,7 +66,9 @@ def topo(tmp_path_factory):
     try:
         key_file = write_data_key(work / "data.key")
         # one onnxruntime thread per replica: two replicas share this machine's two cores
-        common = dict(rate_limit_per_minute=100_000, inference_queue=64, intra_op_threads=1)
+        # the liveness tests' clip answers this challenge (FACEGATE_LIVENESS_CHALLENGE: tests only)
+        common = dict(rate_limit_per_minute=100_000, inference_queue=64, intra_op_threads=1,
+                      liveness_challenge="open_mouth,blink")
         a = Replica(work / "a", pg.url, key_file, **common)
         b = Replica(work / "b", pg.url, key_file, **common)
         keys = {role: create_key(a.env, role) for role in ("admin", "kiosk")}
@@ -173,9 +176,64 @@ def test_rate_limit_holds_across_both_replicas(topo):
     assert body["code"] == "rate_limited" and body["retry_after"] >= 1 and int(refusals[0].headers["Retry-After"]) >= 1
 
 
-# (liveness across replicas: a session opened on A, its frames sent to B and completed on A,
-#  and a passed session consumed once across replicas -- added with the liveness sessions'
-#  move into the database.)
+# ------------------------------------------------------------------ liveness sessions
+def _pensioner(topo) -> dict:
+    """The person of face-videos/d18.mp4, enrolled through A, and their capture (1.0-7.2 s opens
+    the mouth at ~2.2 s and blinks at ~3.2 s), as JPEG frames with their times."""
+    if "pensioner" not in topo:
+        import cv2
+
+        from facegate.liveness.attacks import segment
+        from facegate.liveness.capture import Capture
+        cap = Capture(max_frames=1000, max_seconds=60)
+        cap.add_video((need_shared("data", "face-videos") / "d18.mp4").read_bytes(), 40_000_000)
+        jpeg = lambda bgr: cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()  # noqa: E731
+        with httpx.Client(timeout=60) as client:
+            r = enrol(client, topo["a"].url, topo["admin"], "PEN-LIVE", jpeg(segment(cap, 0.4, 0.6).frames[0].bgr))
+            assert r.status_code == 201, r.text
+        topo["pensioner"] = {"frames": [(f.t, jpeg(f.bgr)) for f in segment(cap, 1.0, 7.2).frames]}
+    return topo["pensioner"]
+
+
+def _live_session(topo, open_on, frames_on, complete_on) -> str:
+    kiosk = {"X-API-Key": topo["kiosk"]}
+    frames = _pensioner(topo)["frames"]
+    s = httpx.post(open_on.url + "/v1/liveness/sessions", headers=kiosk, json={"subject_id": "PEN-LIVE"}).json()
+    for start in range(0, len(frames), 100):
+        part = frames[start:start + 100]
+        r = httpx.post(frames_on.url + f"/v1/liveness/sessions/{s['session_id']}/frames", headers=kiosk, timeout=120,
+                       files=[("frames", (f"{i}.jpg", data, "image/jpeg")) for i, (_, data) in enumerate(part)],
+                       data={"nonce": s["nonce"], "timestamps": ",".join(f"{t:.4f}" for t, _ in part)})
+        assert r.status_code == 200, r.text
+    r = httpx.post(complete_on.url + f"/v1/liveness/sessions/{s['session_id']}/complete", headers=kiosk,
+                   json={"nonce": s["nonce"]}, timeout=120)
+    assert r.status_code == 200 and r.json()["live"], r.text
+    return s["session_id"]
+
+
+def _verify(replica, topo, session_id):
+    still = _pensioner(topo)["frames"][40][1]
+    return httpx.post(replica.url + "/v1/verify", headers={"X-API-Key": topo["kiosk"]}, timeout=120,
+                      data={"subject_id": "PEN-LIVE", "liveness_session_id": session_id},
+                      files={"image": ("still.jpg", still, "image/jpeg")})
+
+
+def test_a_liveness_session_moves_between_replicas(topo):
+    a, b = topo["a"], topo["b"]
+    session = _live_session(topo, open_on=a, frames_on=b, complete_on=a)
+    r = _verify(b, topo, session)
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == "match" and r.json()["liveness"]["passed"], r.json()
+
+
+def test_a_passed_session_consumed_on_both_replicas_at_once_is_used_once(topo):
+    a, b = topo["a"], topo["b"]
+    session = _live_session(topo, open_on=b, frames_on=a, complete_on=b)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda replica: _verify(replica, topo, session), (a, b)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 409], [r.text for r in answers]
+    assert next(r for r in answers if r.status_code == 409).json()["code"] == "liveness_session_closed"
 
 
 # ------------------------------------------------------------------ a replica dies
