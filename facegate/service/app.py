@@ -33,7 +33,7 @@ from facegate.config import Settings
 from facegate.engine import FaceEngine
 from facegate.gallery.gallery import Gallery
 from facegate.liveness.service import LivenessService
-from facegate.service import errors, metrics
+from facegate.service import capture_page, errors, metrics
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in ROUTERS:
         app.include_router(module.router)
+    capture_page.mount(app, settings.cors_origins)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz():
@@ -191,7 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
                            allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                           allow_headers=["X-API-Key", "Content-Type", "X-Request-Id", "X-Client-Id"])
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-Id",
+                                          "X-Client-Id"])
     app.add_middleware(ServiceMiddleware, max_request_bytes=settings.max_request_bytes)
     return app
 

@@ -1,0 +1,190 @@
+// The capture page served at /capture/: takes the session and its capture token from the URL
+// fragment (#session=...&token=...) or from a postMessage of the page that embeds it, runs the
+// capture (facegate-capture.js) and reports the summary back. Kiosk mode (?mode=kiosk) keeps
+// the page fullscreen and returns to the start screen after each person, keeping nothing of
+// them in the page.
+//
+// Messages (window.postMessage, plain objects):
+//   page -> parent/opener: {type: "facegate:ready"}             ready for a session
+//                          {type: "facegate:session-request"}   kiosk: a person pressed Start
+//                          {type: "facegate:result", summary}   to the origin that sent the session
+//   parent/opener -> page: {type: "facegate:start", sessionId, token, locale?, upload?}
+
+import { start, pickLocale } from "./facegate-capture.js";
+import { translator } from "./i18n.js";
+
+const root = document.getElementById("facegate-capture");
+const query = new URLSearchParams(location.search);
+const kiosk = query.get("mode") === "kiosk";
+const resetSeconds = Math.min(120, Math.max(3, Number(query.get("reset")) || 10));
+const host = window.parent !== window ? window.parent : window.opener;
+let replyOrigin = null;          // the origin that handed us the current session
+let running = false;
+let resetTimer = null;
+let locale = pickLocale(query.get("lang"));
+
+if (kiosk) document.documentElement.dataset.kiosk = "true";
+
+function fromFragment() {
+  if (!location.hash || location.hash.length < 2) return null;
+  const p = new URLSearchParams(location.hash.slice(1));
+  // the token must not stay in the address bar, the history or a bookmark
+  history.replaceState(null, "", location.pathname + location.search);
+  const sessionId = p.get("session") || p.get("session_id");
+  const token = p.get("token");
+  if (!sessionId || !token) return null;
+  return { sessionId, token, locale: p.get("lang") || query.get("lang"), upload: p.get("upload") || query.get("upload") };
+}
+
+function tell(message, origin) {
+  if (!host || host.closed) return;
+  try {
+    host.postMessage(message, origin || "*");
+  } catch { /* the host went away */ }
+}
+
+async function run(session, { autoStart = false } = {}) {
+  if (running) return;
+  running = true;
+  clearTimeout(resetTimer);
+  locale = pickLocale(session.locale || locale);
+  const summary = await start({ sessionId: session.sessionId, token: session.token, element: root, locale,
+                                upload: session.upload || "frames", kiosk, autoStart }).catch((err) => {
+    // a malformed session id or token: nothing was started
+    console.error("facegate capture:", err);
+    screen("err_link_title", "err_link_text", "error");
+    return { status: "error", error: { code: "unauthorized", httpStatus: 0 }, locale };
+  });
+  session.token = null;
+  running = false;
+  locale = summary.locale || locale;
+  if (replyOrigin) tell({ type: "facegate:result", summary }, replyOrigin);
+  else if (host && sameOrigin(host)) tell({ type: "facegate:result", summary }, location.origin);
+  window.dispatchEvent(new CustomEvent("facegate:result", { detail: summary }));
+  if (kiosk) scheduleReset();
+}
+
+function sameOrigin(win) {
+  try {
+    return win.location.origin === location.origin;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- kiosk: one person at a time
+function scheduleReset() {
+  const t = translator(locale);
+  const note = document.createElement("p");
+  note.className = "fg-reset";
+  note.setAttribute("aria-live", "polite");
+  const done = document.createElement("button");
+  done.type = "button";
+  done.className = "fg-button fg-primary";
+  done.dataset.action = "done";
+  done.textContent = t("done");
+  done.addEventListener("click", reset);
+  let panel = root.querySelector(".fg-buttons");
+  if (!panel) {
+    panel = document.createElement("div");
+    panel.className = "fg-buttons";
+    (root.querySelector(".fg-panel") || root).append(panel);
+  }
+  panel.replaceChildren(done);
+  panel.after(note);
+  let left = resetSeconds;
+  const tick = () => {
+    note.textContent = t("kioskReturning", { seconds: left });
+    if (left <= 0) return reset();
+    left -= 1;
+    resetTimer = setTimeout(tick, 1000);
+  };
+  tick();
+}
+
+/** Back to the start screen with nothing of the last person left in the page. */
+function reset() {
+  clearTimeout(resetTimer);
+  replyOrigin = null;
+  root.replaceChildren();
+  for (const v of document.querySelectorAll("video")) { v.srcObject = null; v.remove(); }
+  if (performance.clearResourceTimings) performance.clearResourceTimings();
+  performance.clearMarks();
+  history.replaceState(null, "", location.pathname + location.search);
+  locale = pickLocale(query.get("lang"));
+  welcome();
+}
+
+/** A screen with a title and a text only (no session yet, or none usable). */
+function screen(titleKey, textKey, phase) {
+  const t = translator(locale);
+  const section = document.createElement("section");
+  section.className = "fg fg-welcome";
+  section.dataset.phase = phase;
+  if (phase === "error") section.dataset.outcome = "error";
+  section.lang = locale;
+  const title = document.createElement("h1");
+  title.className = "fg-title";
+  title.textContent = t(titleKey);
+  const text = document.createElement("p");
+  text.className = "fg-text";
+  text.setAttribute("aria-live", "polite");
+  text.textContent = t(textKey);
+  const panel = document.createElement("div");
+  panel.className = "fg-panel";
+  panel.append(title, text);
+  section.append(panel);
+  root.replaceChildren(section);
+  return { t, panel, text };
+}
+
+function welcome() {
+  const { t, panel, text } = kiosk ? screen("kioskWelcome", "kioskStartText", "welcome")
+    : screen("noSessionTitle", "noSessionText", "welcome");
+  if (kiosk) {
+    const buttons = document.createElement("div");
+    buttons.className = "fg-buttons";
+    const go = document.createElement("button");
+    go.type = "button";
+    go.className = "fg-button fg-primary";
+    go.dataset.action = "start";
+    go.textContent = t("start");
+    go.addEventListener("click", () => {
+      const el = document.documentElement;
+      if (document.fullscreenEnabled && !document.fullscreenElement) el.requestFullscreen().catch(() => {});
+      text.textContent = t("kioskWaiting");
+      go.disabled = true;
+      tell({ type: "facegate:session-request" });
+      window.dispatchEvent(new CustomEvent("facegate:session-request"));
+    });
+    const lang = document.createElement("button");
+    lang.type = "button";
+    lang.className = "fg-lang";
+    lang.textContent = t("language");
+    lang.setAttribute("aria-label", t("languageLabel"));
+    lang.addEventListener("click", () => { locale = locale === "en" ? "zh-CN" : "en"; welcome(); });
+    buttons.append(go);
+    panel.prepend(lang);
+    panel.append(buttons);
+  }
+  tell({ type: "facegate:ready" });
+}
+
+// ---------------------------------------------------------------- sessions arriving
+window.addEventListener("message", (e) => {
+  if (!host || e.source !== host || !e.data || e.data.type !== "facegate:start") return;
+  const { sessionId, token } = e.data;
+  if (typeof sessionId !== "string" || typeof token !== "string") return;
+  replyOrigin = e.origin;
+  // a session sent after a person pressed Start (kiosk) or by an integrator's own page
+  run({ sessionId, token, locale: e.data.locale, upload: e.data.upload }, { autoStart: kiosk || e.data.autoStart === true });
+});
+
+window.addEventListener("hashchange", () => {
+  const session = fromFragment();
+  if (session && !running) run(session, { autoStart: kiosk });
+});
+
+const first = fromFragment();
+if (first) run(first);
+else welcome();

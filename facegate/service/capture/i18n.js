@@ -1,0 +1,287 @@
+// Texts of the capture page in English and Simplified Chinese, and the mapping from the
+// service's problem codes and liveness reasons to what a person is told.
+// Every key exists in both languages (tests/browser checks it).
+
+export const LOCALES = ["en", "zh-CN"];
+
+const en = {
+  title: "Face check",
+  intro: "We will check that it is really you, in front of the camera, now. It takes about {seconds} seconds.",
+  introSteps: "You will be asked to:",
+  tipLight: "Find good light. Avoid a bright window behind you.",
+  tipFace: "Take off sunglasses, a mask or a hat.",
+  tipPhone: "Hold the phone at eye level, about an arm's length away.",
+  tipKiosk: "Stand in front of the screen and look at it.",
+  start: "Start",
+  tryAgain: "Try again",
+  startAgain: "Start again",
+  cancel: "Cancel",
+  done: "Done",
+  language: "中文",
+  languageLabel: "切换到中文",
+  loading: "Preparing the check…",
+  cameraWaiting: "Opening the camera. If you are asked, please allow the camera.",
+  positioning: "Get ready",
+  capturing: "Follow the instructions",
+  stepOf: "Step {n} of {total}",
+  progressLabel: "Steps of the check",
+  timeLeft: "{seconds} seconds left",
+  checking: "Checking…",
+  checkingText: "Please wait a moment.",
+  passTitle: "Check complete",
+  passText: "Thank you. You can now continue.",
+  failTitle: "We could not confirm the check",
+  failText: "Please try again. If it keeps failing, ask for help at the counter.",
+  kioskWelcome: "Welcome",
+  kioskStartText: "Touch Start to check your face.",
+  kioskWaiting: "Please wait, the check is being prepared.",
+  kioskReturning: "Returning to the start screen in {seconds} seconds.",
+  noSessionTitle: "Nothing to check yet",
+  noSessionText: "Please open this page from the app or the kiosk.",
+  videoLabel: "Camera picture",
+  // guidance while positioning and while acting
+  guide_no_face: "Place your face inside the oval",
+  guide_move_closer: "Move closer",
+  guide_move_back: "Move back a little",
+  guide_center: "Move your face to the middle of the oval",
+  guide_one_face: "Only one face, please",
+  guide_too_dark: "Too dark — please find more light",
+  guide_too_bright: "Too bright — avoid strong light on or behind you",
+  guide_hold_still: "Good — hold still",
+  guide_keep_in_oval: "Keep your face in the oval",
+  // the steps
+  step_neutral: "Look straight at the camera",
+  step_blink: "Blink your eyes",
+  step_turn_left: "Slowly turn your head to your left, then back",
+  step_turn_right: "Slowly turn your head to your right, then back",
+  step_open_mouth: "Open your mouth wide, then close it",
+  step_nod: "Nod your head",
+  short_blink: "Blink",
+  short_turn_left: "Turn your head left",
+  short_turn_right: "Turn your head right",
+  short_open_mouth: "Open your mouth",
+  short_nod: "Nod",
+  // why a check failed (liveness reasons)
+  reason_action_blink: "We did not see you blink.",
+  reason_action_turn_left: "We did not see you turn your head to your left.",
+  reason_action_turn_right: "We did not see you turn your head to your right.",
+  reason_action_open_mouth: "We did not see you open your mouth.",
+  reason_action_nod: "We did not see you nod.",
+  reason_motion: "We could not see a live person moving. A photo or a screen cannot be used.",
+  reason_multiple_faces: "More than one face was seen. Only the person checked should be in the picture.",
+  reason_face_lost: "Your face left the oval. Keep your face in the oval the whole time.",
+  reason_identity_changed: "The person in the picture changed during the check.",
+  reason_frame_rate: "The camera picture was too slow. Close other apps and try again.",
+  reason_spoof: "The picture did not look like a live person.",
+  reason_service: "The check could not be completed by the service.",
+  // errors (problem codes and camera failures)
+  err_camera_denied_title: "The camera is blocked",
+  err_camera_denied_text: "Please allow this page to use the camera (in the browser's settings or the address bar), then press Try again.",
+  err_no_camera_title: "No camera found",
+  err_no_camera_text: "Connect a camera, or use a phone or tablet with a front camera.",
+  err_camera_busy_title: "The camera is in use",
+  err_camera_busy_text: "Close other apps that use the camera, then press Try again.",
+  err_insecure_title: "The camera cannot be used here",
+  err_insecure_text: "This page must be opened over a secure (https) connection.",
+  err_camera_failed_title: "The camera did not start",
+  err_camera_failed_text: "Press Try again. If it does not help, restart the device.",
+  err_expired_title: "The time for this check has run out",
+  err_expired_text: "Please start the check again.",
+  err_link_title: "This link can no longer be used",
+  err_link_text: "It may have expired. Please start the check again from the app or the kiosk.",
+  err_closed_title: "This check has already been done",
+  err_closed_text: "Please start a new check from the app or the kiosk.",
+  err_unknown_title: "This check was not found",
+  err_unknown_text: "It may have expired. Please start the check again.",
+  err_network_title: "No connection to the service",
+  err_network_text: "Please check the internet connection, then press Try again.",
+  err_busy_title: "The service is busy",
+  err_busy_text: "Please wait a moment, then press Try again.",
+  err_rejected_title: "The recording could not be used",
+  err_rejected_text: "Please start the check again.",
+  err_interrupted_title: "The check was interrupted",
+  err_interrupted_text: "Please keep this page open until the check is finished, and start again.",
+  err_generic_title: "Something went wrong",
+  err_generic_text: "Please start the check again.",
+};
+
+const zhCN = {
+  title: "人脸核验",
+  intro: "我们将确认是您本人此刻在摄像头前。大约需要 {seconds} 秒。",
+  introSteps: "请按提示完成以下动作：",
+  tipLight: "请在光线充足的地方进行，避免背对明亮的窗户。",
+  tipFace: "请摘下墨镜、口罩或帽子。",
+  tipPhone: "请将手机举到与眼睛齐平，距离约一臂远。",
+  tipKiosk: "请站在屏幕正前方，看着屏幕。",
+  start: "开始",
+  tryAgain: "重试",
+  startAgain: "重新开始",
+  cancel: "取消",
+  done: "完成",
+  language: "English",
+  languageLabel: "Switch to English",
+  loading: "正在准备核验…",
+  cameraWaiting: "正在打开摄像头。如有提示，请允许使用摄像头。",
+  positioning: "请准备",
+  capturing: "请按提示操作",
+  stepOf: "第 {n} 步，共 {total} 步",
+  progressLabel: "核验步骤",
+  timeLeft: "剩余 {seconds} 秒",
+  checking: "正在核验…",
+  checkingText: "请稍候。",
+  passTitle: "核验完成",
+  passText: "谢谢，您可以继续下一步。",
+  failTitle: "未能通过核验",
+  failText: "请重试。如果多次失败，请到柜台寻求帮助。",
+  kioskWelcome: "欢迎",
+  kioskStartText: "请点击“开始”进行人脸核验。",
+  kioskWaiting: "请稍候，正在准备核验。",
+  kioskReturning: "{seconds} 秒后返回首页。",
+  noSessionTitle: "暂无核验任务",
+  noSessionText: "请从应用或自助终端打开本页面。",
+  videoLabel: "摄像头画面",
+  guide_no_face: "请将脸部放在椭圆框内",
+  guide_move_closer: "请靠近一些",
+  guide_move_back: "请稍微后退",
+  guide_center: "请将脸部移到椭圆框中间",
+  guide_one_face: "画面中只能有一张脸",
+  guide_too_dark: "光线太暗，请到明亮的地方",
+  guide_too_bright: "光线太强，请避开强光",
+  guide_hold_still: "很好，请保持不动",
+  guide_keep_in_oval: "请保持脸部在椭圆框内",
+  step_neutral: "请正视摄像头",
+  step_blink: "请眨眨眼",
+  step_turn_left: "请慢慢向左转头，再转回来",
+  step_turn_right: "请慢慢向右转头，再转回来",
+  step_open_mouth: "请张大嘴，再闭上",
+  step_nod: "请点点头",
+  short_blink: "眨眼",
+  short_turn_left: "向左转头",
+  short_turn_right: "向右转头",
+  short_open_mouth: "张嘴",
+  short_nod: "点头",
+  reason_action_blink: "没有检测到眨眼动作。",
+  reason_action_turn_left: "没有检测到向左转头的动作。",
+  reason_action_turn_right: "没有检测到向右转头的动作。",
+  reason_action_open_mouth: "没有检测到张嘴动作。",
+  reason_action_nod: "没有检测到点头动作。",
+  reason_motion: "未能检测到真人的动作。不能使用照片或屏幕。",
+  reason_multiple_faces: "画面中出现了多张脸。只有被核验的人可以在画面中。",
+  reason_face_lost: "您的脸部离开了椭圆框。请始终保持脸部在椭圆框内。",
+  reason_identity_changed: "核验过程中画面里的人发生了变化。",
+  reason_frame_rate: "摄像头画面太慢。请关闭其他应用后重试。",
+  reason_spoof: "画面看起来不像真人。",
+  reason_service: "服务未能完成本次核验。",
+  err_camera_denied_title: "摄像头权限被拒绝",
+  err_camera_denied_text: "请在浏览器设置或地址栏中允许本页面使用摄像头，然后点击“重试”。",
+  err_no_camera_title: "未找到摄像头",
+  err_no_camera_text: "请连接摄像头，或使用带前置摄像头的手机或平板。",
+  err_camera_busy_title: "摄像头正被占用",
+  err_camera_busy_text: "请关闭正在使用摄像头的其他应用，然后点击“重试”。",
+  err_insecure_title: "此处无法使用摄像头",
+  err_insecure_text: "本页面必须通过安全连接（https）打开。",
+  err_camera_failed_title: "摄像头未能启动",
+  err_camera_failed_text: "请点击“重试”。如果仍不行，请重启设备。",
+  err_expired_title: "本次核验已超时",
+  err_expired_text: "请重新开始核验。",
+  err_link_title: "此链接已无法使用",
+  err_link_text: "链接可能已过期。请从应用或自助终端重新开始核验。",
+  err_closed_title: "本次核验已经完成",
+  err_closed_text: "请从应用或自助终端开始新的核验。",
+  err_unknown_title: "未找到本次核验",
+  err_unknown_text: "核验可能已过期。请重新开始核验。",
+  err_network_title: "无法连接到服务",
+  err_network_text: "请检查网络连接，然后点击“重试”。",
+  err_busy_title: "服务繁忙",
+  err_busy_text: "请稍等片刻，然后点击“重试”。",
+  err_rejected_title: "录制内容无法使用",
+  err_rejected_text: "请重新开始核验。",
+  err_interrupted_title: "核验被中断",
+  err_interrupted_text: "核验完成前请不要离开本页面，请重新开始。",
+  err_generic_title: "出现了问题",
+  err_generic_text: "请重新开始核验。",
+};
+
+export const TEXTS = { en, "zh-CN": zhCN };
+
+/** The supported locale for a requested one, else for the browser's languages; English otherwise. */
+export function pickLocale(requested, languages = (typeof navigator !== "undefined" ? navigator.languages : []) || []) {
+  const wanted = [requested, ...languages].filter(Boolean).map((l) => String(l).toLowerCase());
+  for (const lang of wanted) {
+    if (lang.startsWith("zh")) return "zh-CN";
+    if (lang.startsWith("en")) return "en";
+  }
+  return "en";
+}
+
+/** A translator for ``locale``: ``t("stepOf", {n: 1, total: 2})``. */
+export function translator(locale) {
+  const table = TEXTS[locale] || en;
+  return (key, values = {}) => {
+    const text = table[key] ?? en[key] ?? key;
+    return text.replace(/\{(\w+)\}/g, (_, name) => (name in values ? String(values[name]) : `{${name}}`));
+  };
+}
+
+// Problem codes of the service and the page's own failure codes -> the error text's key, and
+// whether pressing "Try again" can help within the same session.
+const ERRORS = {
+  camera_denied: ["camera_denied", true],
+  no_camera: ["no_camera", true],
+  camera_busy: ["camera_busy", true],
+  insecure_context: ["insecure", false],
+  camera_failed: ["camera_failed", true],
+  liveness_session_expired: ["expired", false],
+  unauthorized: ["link", false],
+  forbidden: ["link", false],
+  liveness_session_closed: ["closed", false],
+  liveness_session_unknown: ["unknown", false],
+  not_found: ["unknown", false],
+  network: ["network", true],
+  rate_limited: ["busy", true],
+  overloaded: ["busy", true],
+  not_ready: ["busy", true],
+  invalid_request: ["rejected", false],
+  image_too_large: ["rejected", false],
+  unsupported_image: ["rejected", false],
+  internal_error: ["rejected", false],
+  interrupted: ["interrupted", false],
+};
+
+/** ``{titleKey, textKey, retry}`` for an error code (a problem ``code`` or the page's own). */
+export function errorText(code) {
+  const [name, retry] = ERRORS[code] || ["generic", false];
+  return { titleKey: `err_${name}_title`, textKey: `err_${name}_text`, retry };
+}
+
+export const ERROR_CODES = Object.keys(ERRORS);
+
+// Liveness reasons (docs/liveness.md) -> the text's key; the first known reason is shown.
+const REASONS = {
+  no_natural_motion: "reason_motion",
+  repeated_frames: "reason_motion",
+  passive_spoof_suspected: "reason_spoof",
+  multiple_faces: "reason_multiple_faces",
+  face_not_tracked: "reason_face_lost",
+  face_discontinuity: "reason_face_lost",
+  identity_changed: "reason_identity_changed",
+  frame_rate_too_low: "reason_frame_rate",
+  timestamps_not_monotonic: "reason_service",
+  passive_unavailable: "reason_service",
+};
+
+export const REASON_CODES = Object.keys(REASONS);
+
+/** The text keys explaining a failed verdict's ``reasons`` (most telling first, no repeats). */
+export function reasonTexts(reasons = []) {
+  const keys = [];
+  const add = (k) => { if (k && !keys.includes(k)) keys.push(k); };
+  // a spoof or another face matters more to the person than a missed action
+  for (const r of reasons) if (REASONS[r] && REASONS[r] !== "reason_service") add(REASONS[r]);
+  for (const r of reasons) {
+    const m = /^action_not_detected:(\w+)$/.exec(r);
+    if (m && `reason_action_${m[1]}` in en) add(`reason_action_${m[1]}`);
+  }
+  for (const r of reasons) if (REASONS[r] === "reason_service") add("reason_service");
+  return keys.slice(0, 2);
+}
