@@ -47,6 +47,7 @@ class Settings:
     inference_concurrency: int = 2
     inference_queue: int = 8
     cors_origins: str = ""
+    api_docs: bool = False                # /docs and /redoc: Swagger UI and ReDoc load script from a public CDN (docs/security.md); /openapi.json is always served
     rate_limit_per_minute: int = 600
     max_request_bytes: int = 32 * 1024 * 1024   # whole HTTP body (multipart or base64 JSON)
     review_band: float = 0.05             # verify: scores this far under the threshold -> manual_review

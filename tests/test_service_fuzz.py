@@ -1,10 +1,15 @@
-"""Property test of the upload path against a real server: whatever bytes, declared sizes or
-content types a client sends, the answer is a 2xx or a 4xx problem+json — never a 5xx — and
-the server stays up."""
+"""Property test of the upload path against a real server: whatever bytes, declared sizes,
+content types or JSON structure a client sends, the answer is a 2xx or a 4xx problem+json —
+never a 5xx — and the server stays up.
+
+This fuzzes what the OpenAPI document cannot describe (image bytes, lying headers, malformed
+multipart, pathological JSON: deep nesting, duplicate keys, NaN, lone surrogates). The
+schema-driven fuzzing of every operation is tests/security/test_schemathesis.py."""
 from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import zlib
 
@@ -23,6 +28,7 @@ def server(tmp_path_factory):
     srv = Server(data, max_image_bytes=1_000_000, max_request_bytes=1_500_000, max_image_pixels=4_000_000,
                  rate_limit_per_minute=1_000_000, inference_concurrency=1, inference_queue=64)
     srv.key = create_key(srv.env, "kiosk")["key"]
+    srv.admin = create_key(srv.env, "admin")["key"]
     srv.start()
     yield srv
     srv.stop()
@@ -101,6 +107,36 @@ def test_json_base64_uploads(client, data, as_text, extra):
     "multipart/form-data; boundary=x", "multipart/form-data; boundary=", "application/x-www-form-urlencoded"]))
 def test_raw_bodies(client, body, ctype):
     assert_client_error(client.post("/v1/identify", content=body, headers={"Content-Type": ctype}))
+
+
+json_values = st.recursive(
+    # no subnormals: a library loaded in-process by other tests may set flush-to-zero, which hypothesis refuses
+    st.none() | st.booleans() | st.integers() | st.floats(allow_subnormal=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=24)
+FIELDS = ["subject_id", "image", "top_k", "fmr", "name", "metadata", "consent", "status", "nonce", "purpose"]
+json_texts = st.one_of(
+    json_values.map(json.dumps),                                                                # lone surrogates: \ud800
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6).map(json.dumps),
+    st.integers(1, 200_000).map(lambda d: "[" * d + "]" * d),                                    # deep nesting
+    st.integers(1, 40_000).map(lambda d: '{"metadata": ' + '{"a": ' * d + "1" + "}" * d + "}"),
+    st.lists(st.sampled_from(FIELDS), min_size=2, max_size=6)                                   # repeated keys
+      .map(lambda keys: "{" + ", ".join(f'"{k}": "x"' for k in keys) + "}"),
+    st.tuples(st.sampled_from(FIELDS), st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "1" * 5000,
+                                                         "9" * 30, '"\\ud800"', '"\\u0000"', "-0.0", "1.5"]))
+      .map(lambda t: '{"subject_id": "F-1", "%s": %s}' % t),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(text=json_texts, route=st.sampled_from(["/v1/identify", "/v1/subjects", "PATCH /v1/subjects/F-1",
+                                               "/v1/verify", "/v1/liveness/sessions", "/v1/certifications/manual"]))
+def test_json_structure(server, client, text, route):
+    method, _, path = route.rpartition(" ")
+    resp = client.request(method or "POST", path, content=text.encode("utf-8", "surrogatepass"),
+                          headers={"Content-Type": "application/json", "X-API-Key": server.admin})
+    assert_client_error(resp)
 
 
 def test_server_still_up(server, client):

@@ -33,7 +33,7 @@ from facegate.config import Settings
 from facegate.engine import FaceEngine
 from facegate.gallery.gallery import Gallery
 from facegate.liveness.service import LivenessService
-from facegate.service import capture_page, errors, metrics
+from facegate.service import capture_page, errors, metrics, openapi
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in ROUTERS:
         app.include_router(module.router)
+    openapi.install(app, settings)
     capture_page.mount(app, settings.cors_origins)
 
     @app.get("/healthz", tags=["operations"])

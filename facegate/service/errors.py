@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from facegate.errors import ERROR_CODES, FacegateError
 from facegate.service import metrics
@@ -65,6 +66,27 @@ def problem(request: Request | None, exc: FacegateError) -> JSONResponse:
     return ProblemResponse(body, status_code=exc.status, headers=headers)
 
 
+def route_table(app) -> list:
+    """Every route of ``app``, each with ``matches(scope)``, ``methods`` and (FastAPI routes)
+    ``body_field``. FastAPI keeps included routers lazily: ``fastapi.routing.iter_route_contexts``
+    (what its OpenAPI generator walks) resolves them; older versions list the routes themselves."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before lazily included routers
+        return list(app.routes)
+    return list(iter_route_contexts(app.routes))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path answers (a path's GET and POST are separate routes;
+    Starlette's own ``Allow`` names only the first route's)."""
+    methods: set[str] = set()
+    for route in route_table(request.app):
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def _validation_detail(exc: RequestValidationError) -> list[dict]:
     out = []
     for err in exc.errors()[:20]:
@@ -89,7 +111,10 @@ def install(app: FastAPI) -> None:
         if code is None:
             code = "invalid_request" if 400 <= exc.status_code < 500 else "internal_error"
         message = exc.detail if isinstance(exc.detail, str) and code != "not_found" else None
-        return problem(request, FacegateError(code, message))
+        response = problem(request, FacegateError(code, message))
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

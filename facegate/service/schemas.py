@@ -1,31 +1,118 @@
-"""Pydantic models of the API's JSON bodies and answers (they also make the OpenAPI at /docs)."""
+"""Pydantic models of the API's JSON bodies and answers (they also make the OpenAPI document),
+and the rules on free text and free-form JSON that the models and :mod:`.uploads` share."""
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from facegate.errors import ERROR_CODES
 from facegate.vocab import (CertMethod, CertOutcome, CertStatus, Decision, Identification, KioskMode,
                             SignalKind, SubjectStatus)
+
+
+# ------------------------------------------------------------------ free text
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def unsafe_char(text: str, multiline: bool = False) -> str | None:
+    """The first character free text may not hold, as ``U+XXXX``; None when there is none.
+
+    The rule for every name, free-text field, path and query value of the API:
+
+    - control characters (Unicode category Cc: C0, DEL, C1) are refused: a NUL truncates the
+      text in C libraries and is refused by PostgreSQL, and line breaks and escapes forge
+      lines in logs and terminals. A *multi-line* field (a note) may hold tab, LF and CR;
+    - the bidirectional embedding, override and isolate controls U+202A-U+202E and
+      U+2066-U+2069 are refused: they make a name display as another one ("Trojan Source",
+      CVE-2021-42574) on the operator's screen and in exported lists. The invisible marks
+      LRM/RLM (U+200E/U+200F), which right-to-left names may need, stay allowed;
+    - unpaired surrogates (U+D800-U+DFFF, only reachable through JSON ``\\ud800`` escapes) are
+      refused: they cannot be stored or answered as UTF-8.
+    """
+    found = (_UNSAFE_MULTILINE if multiline else _UNSAFE).search(text)
+    return f"U+{ord(found.group()):04X}" if found else None
+
+
+def _plain_text(value: str | None) -> str | None:
+    if value is not None and (bad := unsafe_char(value)):
+        raise ValueError(f"contains the control or bidi character {bad}")
+    return value
+
+
+# ------------------------------------------------------------------ free-form JSON (metadata, consent)
+FREE_JSON_MAX_BYTES = 16 * 1024
+"""The largest ``metadata`` / ``consent`` object, as compact UTF-8 JSON: a subject's reference
+data (addresses, case numbers, a consent record) fits in a few hundred bytes; 16 KiB leaves room
+and keeps a subject row, and every answer that carries it, small."""
+FREE_JSON_MAX_DEPTH = 8
+"""Nesting of ``metadata`` / ``consent`` (the object itself is level 1)."""
+
+
+def bounded_json(value: dict | None) -> dict | None:
+    """``metadata`` and ``consent``: at most :data:`FREE_JSON_MAX_DEPTH` levels and
+    :data:`FREE_JSON_MAX_BYTES` bytes, finite numbers only, and every key and string under the
+    multi-line text rule (:func:`unsafe_char`)."""
+    if value is None:
+        return value
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > FREE_JSON_MAX_DEPTH:
+                raise ValueError(f"nested deeper than {FREE_JSON_MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, str):
+            if bad := unsafe_char(item, multiline=True):
+                raise ValueError(f"holds the control or bidi character {bad}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("holds a number that is not finite")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > FREE_JSON_MAX_BYTES:
+        raise ValueError(f"is {size} bytes of JSON, over {FREE_JSON_MAX_BYTES}")
+    return value
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SubjectCreate(Strict):
+class SubjectFields(Strict):
+    """What a subject's create and update share, with the text and free-JSON rules."""
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _name(cls, value):
+        return _plain_text(value)
+
+    @field_validator("metadata", "consent", check_fields=False)
+    @classmethod
+    def _free_json(cls, value):
+        return bounded_json(value)
+
+
+class SubjectCreate(SubjectFields):
     subject_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
                             description="external pension / citizen number")
-    name: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=256, description="no control or bidi override characters")
     status: SubjectStatus = "active"
-    metadata: dict[str, Any] | None = None
-    consent: dict[str, Any] | None = Field(default=None, description="who consented, when, for what purpose")
+    metadata: dict[str, Any] | None = Field(default=None, description=f"free-form JSON object: at most "
+                                            f"{FREE_JSON_MAX_BYTES} bytes, {FREE_JSON_MAX_DEPTH} levels")
+    consent: dict[str, Any] | None = Field(default=None, description="who consented, when, for what purpose "
+                                           "(bounded like metadata)")
 
 
-class SubjectUpdate(Strict):
-    name: str | None = Field(default=None, max_length=256)
+class SubjectUpdate(SubjectFields):
+    name: str | None = Field(default=None, max_length=256, description="no control or bidi override characters")
     status: SubjectStatus | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(default=None, description=f"free-form JSON object: at most "
+                                            f"{FREE_JSON_MAX_BYTES} bytes, {FREE_JSON_MAX_DEPTH} levels")
     consent: dict[str, Any] | None = None
 
 
@@ -278,7 +365,9 @@ class LivenessResult(BaseModel):
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details (``application/problem+json``)."""
+    """RFC 9457 problem details (``application/problem+json``); an error's extra fields
+    (``retry_after``, ``field``, ``errors``, ...) are further members."""
+    model_config = ConfigDict(extra="allow")
     type: str
     title: str
     status: int
@@ -286,3 +375,12 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     request_id: str | None = None
+
+
+PROBLEM_STATUSES: tuple[int, ...] = tuple(sorted({status for status, _ in ERROR_CODES.values()
+                                                  if 400 <= status < 500 and status != 405} | {503}))
+"""The error statuses every /v1 operation declares (``application/problem+json``,
+:class:`Problem`): each 4xx an error code can answer, and 503. Every operation declares all of
+them, since authentication (401, 403), rate limits (429), body limits (413) and capacity (503)
+apply to each; 405 belongs to a path rather than an operation, and a 500 is never part of the
+contract."""

@@ -34,7 +34,7 @@ def _sqlite_events(engine: sa.Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA synchronous=FULL")     # an acknowledged commit survives power loss (cost: benchmarks/results/security.md)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA secure_delete=ON")   # erased rows are overwritten, not left in free pages
         cur.execute("PRAGMA busy_timeout=60000")

@@ -169,7 +169,7 @@ class Store:
             self._check_status(status)
             q, cq = q.where(subjects.c.status == status), cq.where(subjects.c.status == status)
         if prefix:
-            q, cq = q.where(subjects.c.subject_id.startswith(prefix)), cq.where(subjects.c.subject_id.startswith(prefix))
+            q, cq = q.where(subjects.c.subject_id.startswith(prefix, autoescape=True)), cq.where(subjects.c.subject_id.startswith(prefix, autoescape=True))   # a literal prefix: % and _ are not patterns
         tcount = (sa.select(templates.c.subject_pk, sa.func.count().label("n"))
                   .group_by(templates.c.subject_pk).subquery())
         q = (q.add_columns(sa.func.coalesce(tcount.c.n, 0).label("n_templates"))

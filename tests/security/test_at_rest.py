@@ -26,14 +26,16 @@ def enrolled(tmp_path_factory):
     lfw = need_shared("data", "lfw-dev", "images")
     data = tmp_path_factory.mktemp("at-rest")
     srv = Server(data, index_kind="ivf_sq", rate_limit_per_minute=100_000).start()
-    admin = create_key(srv.env, "admin")["key"]
-    with httpx.Client(base_url=srv.url, headers={"X-API-Key": admin}, timeout=60) as c:
-        for name in PEOPLE:
-            assert c.post("/v1/subjects", json={"subject_id": name}).status_code == 201
-            photo = sorted((lfw / name).glob("*.jpg"))[0].read_bytes()
-            r = c.post(f"/v1/subjects/{name}/faces", files={"image": ("p.jpg", photo, "image/jpeg")})
-            assert r.status_code == 201, r.text
-    srv.stop()
+    try:
+        admin = create_key(srv.env, "admin")["key"]
+        with httpx.Client(base_url=srv.url, headers={"X-API-Key": admin}, timeout=60) as c:
+            for name in PEOPLE:
+                assert c.post("/v1/subjects", json={"subject_id": name}).status_code == 201
+                photo = sorted((lfw / name).glob("*.jpg"))[0].read_bytes()
+                r = c.post(f"/v1/subjects/{name}/faces", files={"image": ("p.jpg", photo, "image/jpeg")})
+                assert r.status_code == 201, r.text
+    finally:
+        srv.stop()
     yield srv, data
 
 

@@ -12,7 +12,7 @@ router = APIRouter(tags=["audit"])
 
 
 @router.get("/v1/audit", response_model=AuditPage)
-async def list_audit(after_seq: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+async def list_audit(after_seq: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000),
                      subject_id: str | None = Query(None, max_length=128),
                      operation: str | None = Query(None, max_length=64),
                      key=Depends(require("audit:read")), st: ServiceState = Depends(state)):

@@ -71,7 +71,7 @@ async def certify_manually(request: Request, st: StateDep, key=Depends(require("
 @router.get("/v1/certifications", response_model=CertificationStatuses)
 async def list_certifications(st: StateDep, period: str | None = None, status: str | None = None,
                               as_of: str | None = None, include_inactive: bool = False,
-                              limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0),
+                              limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=2**62),
                               key=Depends(require("certifications:read"))):
     try:
         return await run_in_threadpool(st.ledger.statuses, period, status, parse_instant(as_of), limit, offset,
@@ -88,5 +88,5 @@ async def subject_certifications(subject_id: str, st: StateDep, key=Depends(requ
 @router.get("/v1/fraud-signals", response_model=FraudSignals)
 async def list_fraud_signals(st: StateDep, kind: str | None = None, subject_id: str | None = None,
                              period: str | None = None, limit: int = Query(100, ge=1, le=10_000),
-                             offset: int = Query(0, ge=0), key=Depends(require("certifications:read"))):
+                             offset: int = Query(0, ge=0, le=2**62), key=Depends(require("certifications:read"))):
     return {"signals": await run_in_threadpool(st.ledger.signals, kind, subject_id, period, limit, offset)}

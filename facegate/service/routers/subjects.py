@@ -50,7 +50,7 @@ async def create_subject(body: SubjectCreate, request: Request, key=Depends(requ
 
 @router.get("/v1/subjects", response_model=SubjectPage)
 async def list_subjects(status: SubjectStatus | None = None, prefix: str | None = Query(None, max_length=128),
-                        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+                        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**62),
                         key=Depends(require("subjects:read")), st: ServiceState = Depends(state)):
     page = await run_in_threadpool(st.gallery.store.list_subjects, status=status, limit=limit, offset=offset,
                                    prefix=prefix)
