@@ -22,8 +22,10 @@ from .support import chromium_path, missing
 from .y4m import clip_y4m, still_y4m
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_api():
+    """Playwright's sync API for the browser tests only: it runs an event loop in this thread
+    while it is open, which would break ``asyncio.run`` in the tests that come after."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
