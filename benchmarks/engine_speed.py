@@ -1,6 +1,6 @@
 """Engine speed and a side-by-side against PyPI ``face_recognition`` (dlib), in one run.
 
-    .venv/bin/python -m benchmarks.engine_speed --peer-python /work/peer-venv/bin/python
+    .venv/bin/python -m benchmarks.engine_speed --peer-python /work/scratch/peer-venv/bin/python
 
 Measures, single process, onnxruntime on ``--threads`` cores:
   * start-up: import, ``FaceEngine.load`` and the first ``faces()`` call, in fresh processes;
@@ -284,7 +284,8 @@ def accuracy(engine, peer: Peer | None, lfw: Path, cache_dir: Path | None) -> di
     pairset = read_lfw_pairs(lfw / "pairs.txt")
     names = pairset.images
     images = lfw / "images"
-    fg_cache = cache_dir / f"facegate-lfw-dev-{engine.pack_id}.npz" if cache_dir else None
+    detector = type(engine.detector).__name__      # the pack id does not change with the detector
+    fg_cache = cache_dir / f"facegate-lfw-dev-{engine.pack_id}-{detector}.npz" if cache_dir else None
     if fg_cache and fg_cache.exists():
         z = np.load(fg_cache, allow_pickle=False)
         fg = {n: z[n] for n in z.files}

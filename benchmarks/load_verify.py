@@ -83,20 +83,33 @@ class BareEngine:
 
 def overhead(bare: BareEngine, url: str, key: str, subject: str, probe: bytes, n: int) -> dict:
     """Bare engine and service calls interleaved one by one, so both see the same machine load
-    (other processes share the CPU): medians and the service's overhead over the engine."""
-    b, s = [], []
+    (other processes share the CPU): medians and the service's overhead over the engine.
+
+    With one client the server's own request histogram, scraped before and after each call,
+    gives every request's server time (``server_p50_ms``: from the request entering the
+    middleware to the response, HTTP parsing and the audit write included, the loopback and the
+    client excluded) and its stage times."""
+    b, s, server, stages = [], [], [], {}
     with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
         for i in range(n + 3):
             tb = bare.call(probe)
+            before = scrape(url)
             t0 = time.perf_counter()
             r = client.post("/v1/verify", data={"subject_id": subject}, files={"image": ("p.jpg", probe, "image/jpeg")})
             ts = time.perf_counter() - t0
             r.raise_for_status()
+            after = scrape(url)
             if i >= 3:
                 b.append(tb)
                 s.append(ts)
+                server.append(after[("request", "sum")] - before[("request", "sum")])
+                for (k, kind), v in after.items():
+                    if kind == "sum" and k != "request":
+                        stages.setdefault(k, []).append(v - before.get((k, "sum"), 0.0))
     pb, ps = statistics.median(b), statistics.median(s)
     return {"n": n, "bare_p50_ms": 1000 * pb, "service_p50_ms": 1000 * ps,
+            "server_p50_ms": 1000 * statistics.median(server), "server_p90_ms": 1000 * pct(server, 90),
+            "server_stages_p50_ms": {k: round(1000 * statistics.median(v), 2) for k, v in sorted(stages.items())},
             "overhead_pct": 100 * (ps - pb) / pb,
             "paired_overhead_pct_p50": 100 * statistics.median([(y - x) / x for x, y in zip(b, s)])}
 
@@ -233,11 +246,14 @@ def main() -> int:
                   f"{ss['request_mean_ms'] - ss['engine_mean_ms']:.1f} | {ss['overhead_pct']:+.1f} % | "
                   f"{json.dumps(ss['stages_mean_ms'])} |")
     print()
-    print("Interleaved with the bare engine in the benchmark process (1 client):")
-    print("| workers | bare engine p50 ms | service p50 ms (1 client) | overhead (p50s) | overhead (paired, p50) |")
-    print("|---|---|---|---|---|")
+    print("Interleaved with the bare engine in the benchmark process (1 client; server time per request from the "
+          "server's own histogram, scraped around each call):")
+    print("| workers | bare engine p50 ms | service p50 ms (1 client) | server time p50 (p90) ms | server stages p50 ms "
+          "| overhead (p50s) | overhead (paired, p50) |")
+    print("|---|---|---|---|---|---|---|")
     for w, o in results["overhead"].items():
-        print(f"| {w} | {o['bare_p50_ms']:.1f} | {o['service_p50_ms']:.1f} | {o['overhead_pct']:+.1f} % | "
+        print(f"| {w} | {o['bare_p50_ms']:.1f} | {o['service_p50_ms']:.1f} | **{o['server_p50_ms']:.1f}** "
+              f"({o['server_p90_ms']:.1f}) | {json.dumps(o['server_stages_p50_ms'])} | {o['overhead_pct']:+.1f} % | "
               f"{o['paired_overhead_pct_p50']:+.1f} % |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -2,6 +2,7 @@
 LFW-calibrated default threshold.
 
     .venv/bin/python -m benchmarks.nuaa_verification
+    .venv/bin/python -m benchmarks.nuaa_verification --write-pairs /tmp/nuaa    # a pair file for facegate eval/calibrate
 
 ``../shared/data/nuaa/live/<subject>/ID_glasses_position/lighting_session_frame.jpg``: 8 Chinese
 volunteers, 24 frames each, 640x480 webcam. Every frame goes through the verification path a
@@ -57,6 +58,27 @@ class Frame:
 
 def nuaa_frames(root: Path) -> list[Frame]:
     return [Frame.parse(p) for p in sorted(root.glob("*/*.jpg"))]
+
+
+def nuaa_pairs(frames: list[Frame]) -> list[tuple[Frame, Frame]]:
+    """NUAA dev pairs: every cross-person pair of frames (all sessions) and every same-person
+    pair of frames from different sessions (same-session frames are seconds apart)."""
+    frames = sorted(frames, key=lambda f: f.path)
+    return [(a, b) for a, b in itertools.combinations(frames, 2)
+            if a.subject != b.subject or a.session != b.session]
+
+
+def write_pairs(root: Path, out_dir: Path) -> Path:
+    """``out_dir/nuaa-live-pairs.csv`` (``facegate.evaluation.pairs.write_pairs_csv``, paths
+    relative to ``root``): the pairs of :func:`nuaa_pairs`, the first frame the enrolment."""
+    from facegate.evaluation.pairs import write_pairs_csv
+
+    frames = nuaa_frames(root)
+    ids = {str(f.path.relative_to(root)): f.subject for f in frames}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_pairs_csv(out_dir / "nuaa-live-pairs.csv",
+                           [(str(a.path.relative_to(root)), str(b.path.relative_to(root))) for a, b in nuaa_pairs(frames)],
+                           ids)
 
 
 def embed_frames(engine: FaceEngine, frames: list[Frame], gated: bool = True
@@ -166,11 +188,17 @@ def main(argv=None) -> int:
     ap.add_argument("--peer-python", default=os.environ.get("FACEGATE_PEER_PYTHON"),
                     help="python of a venv with face_recognition (optional)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "nuaa_verification.json"))
+    ap.add_argument("--write-pairs", metavar="DIR", help="only write DIR/nuaa-live-pairs.csv (never into the "
+                    "repository) for `facegate eval|calibrate --pairs ... --images <nuaa/live>`, and exit")
     args = ap.parse_args(argv)
     root = Path(args.shared) / "data" / "nuaa" / "live"
     if not root.is_dir():
         print(f"NUAA live frames not found at {root}; nothing to check", file=sys.stderr)
         return 2
+    if args.write_pairs:
+        path = write_pairs(root, Path(args.write_pairs))
+        print(f"{path} ({sum(1 for _ in open(path)) - 1} pairs; images: {root})")
+        return 0
 
     engine = FaceEngine.load(Settings.load())
     frames = nuaa_frames(root)

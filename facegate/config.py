@@ -35,6 +35,10 @@ class Settings:
     identify_margin: float = 0.05         # 1:N: first subject must beat the second by this
     identify_fmr: float = 1e-5            # 1:N and the enrolment duplicate check: per-comparison FMR; a search of N
                                           # subjects makes ~N comparisons (FPIR per point: benchmarks/RESULTS.md)
+    population: str = ""                  # calibration table for this deployment's population: "" = the pack's default table
+                                          # (lfw-dev + NUAA dev); NAME = calibration-NAME.json in the pack or the shipped
+                                          # facegate/calibration/<pack>-NAME.json (e.g. "lfw"); a name without a table
+                                          # stops the engine from loading (model_unavailable). See README "Operating points".
     data_key: str = ""                    # base64 AES key for templates at rest
     data_key_file: str = ""
     store_images: bool = False

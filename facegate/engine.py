@@ -96,7 +96,9 @@ class FaceEngine:
         settings = settings or Settings.load()
         pack = load_pack(settings.model_dir, settings.pack)
         detector, embedder = registry.build(pack, settings)
-        return cls(pack, detector, embedder, settings, OperatingPoints.for_pack(pack))
+        # the deployment's population table (FACEGATE_POPULATION) when it names one
+        points = OperatingPoints.for_pack(pack, population=settings.population or None)
+        return cls(pack, detector, embedder, settings, points)
 
     @property
     def pack_id(self) -> str:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 from conftest import need_shared
 
@@ -87,3 +88,37 @@ def test_calibrate_writes_a_table(tmp_path):
     assert json.loads(out.read_text())["points"] == table["points"]
     assert [p["fmr"] for p in table["points"]] == [0.01, 0.001, 0.0001, 1e-05]
     assert table["impostor_pairs"] == 262                       # deepface's csv names no identities
+
+
+def test_calibrate_several_sets_for_a_population(tmp_path):
+    """Two labelled sets: per target the stricter threshold, each set's rates recorded; the
+    population names the table, and --quality-split adds a table per probe-quality band."""
+    folder = need_shared("data", "deepface-pairs")
+    lines = (folder / "master.csv").read_text().splitlines()
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("\n".join([lines[0]] + lines[1:151]) + "\n")
+    second.write_text("\n".join([lines[0]] + lines[151:]) + "\n")
+    out = tmp_path / "cal-test.json"
+    table = json.loads(facegate("calibrate", "--pairs", str(first), "--images", str(folder), "--pairs", str(second),
+                                "--images", str(folder), "--population", "test", "--quality-split", "0.5",
+                                "--out", str(out), "--json").stdout)
+    assert table["population"] == "test" and "--population test" in table["made_with"]
+    assert [s["name"] for s in table["sets"]] == ["a.csv", "b.csv"]
+    for p in table["points"]:
+        assert p["threshold"] == max(v["own_threshold"] for v in p["by_set"].values())
+        assert all(v["measured_fmr"] <= p["fmr"] or not v["reliable"] for v in p["by_set"].values())
+    assert [(b["min_quality"], b["max_quality"]) for b in table["quality_bands"]] == [(0.0, 0.5), (0.5, None)]
+    assert json.loads(out.read_text())["points"] == table["points"]
+
+
+def test_eval_plot_writes_a_png_with_its_data(tmp_path):
+    pytest.importorskip("matplotlib")
+    folder = need_shared("data", "deepface-pairs")
+    png = tmp_path / "det.png"
+    out = json.loads(facegate("eval", "--pairs", str(folder / "master.csv"), "--images", str(folder), "--json",
+                              "--plot", str(png)).stdout)
+    from facegate.evaluation.plots import read_png_data
+    data = read_png_data(png)
+    assert data["genuine"] == out["plot"]["genuine"] > 0 and data["impostor"] == out["plot"]["impostor"] > 0
+    assert [p["target_fmr"] for p in data["points"]] == [0.01, 0.001, 0.0001, 1e-05]
+    assert data["active"]["threshold"] == out["default_threshold"]

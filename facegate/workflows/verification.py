@@ -38,7 +38,7 @@ def verify(ctx: WorkflowContext, subject_id: str, image: bytes, fmr: float | Non
         status = ctx.gallery.store.subject_status(subject_id)
     face = ctx.face(image, policy="single")
     with ctx.observe.stage("search"):
-        match = ctx.gallery.verify(subject_id, face.embedding, fmr)
+        match = ctx.gallery.verify(subject_id, face.embedding, fmr, quality=face.quality.score)
     decision = decide_1to1(match.score, match.point, face.quality.score, ctx.rules, subject_status=status)
     decision = decision.under_review(*ctx.liveness_reasons(liveness, face.embedding))
     return Verification(decision, subject_id, face, match.face_id, liveness, ctx.settings.review_band)
@@ -60,7 +60,7 @@ def identify(ctx: WorkflowContext, image: bytes, top_k: int, fmr: float | None =
     fmr = tightened(ctx.settings.identify_fmr, fmr)
     face = ctx.face(image, policy="single")
     with ctx.observe.stage("search"):
-        return Search(ctx.gallery.identify(face.embedding, top_k, fmr), face)
+        return Search(ctx.gallery.identify(face.embedding, top_k, fmr, quality=face.quality.score), face)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def compare(ctx: WorkflowContext, image_a: bytes, image_b: bytes, fmr: float | N
     fmr = tightened(ctx.settings.target_fmr, fmr)
     live = ctx.face(image_a, policy="single")
     doc = document_face(ctx, image_b)
-    point = threshold(ctx.engine.operating_points, fmr)
-    decision = decide_1to1(similarity(live.embedding, doc.embedding), point,
-                           min(live.quality.score, doc.quality.score), ctx.rules)
+    quality = min(live.quality.score, doc.quality.score)
+    point = threshold(ctx.engine.operating_points, fmr, quality)
+    decision = decide_1to1(similarity(live.embedding, doc.embedding), point, quality, ctx.rules)
     return Comparison(decision, live, doc, ctx.settings.review_band)

@@ -160,13 +160,13 @@ class CertificationLedger:
         elif embedding is None:
             raise FacegateError("invalid_request", "the capture has no face embedding")
         else:
-            verified = self.gallery.verify(subject_id, embedding)
+            verified = self.gallery.verify(subject_id, embedding, quality=quality)
             decision = decide_1to1(verified.score, verified.point, 1.0 if quality is None else quality,
                                    ReviewRules.from_settings(self.settings)).under_review(*review_reasons)
             match = decision.as_dict()
             outcome = OUTCOME_OF_DECISION[decision.decision]
             reasons = list(decision.reasons) + (["face_mismatch"] if outcome == "failed" else [])
-            for cand in self.gallery.identify(embedding, top_k=5).candidates:
+            for cand in self.gallery.identify(embedding, top_k=5, quality=quality).candidates:
                 if cand.subject_id != subject_id and verified.point.matches(cand.score):
                     signals.append({"kind": "shared_face", "other_subject_id": cand.subject_id,
                                     "detail": {"score": round(cand.score, 6), "where": "gallery"}})

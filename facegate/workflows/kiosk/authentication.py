@@ -89,10 +89,10 @@ def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: Ki
         detail["document_quality"] = doc.quality.as_dict()
     elif mode == "subject":
         status = ctx.gallery.store.subject_status(subject_id)
-        match = ctx.gallery.verify(subject_id, embedding, fmr)
+        match = ctx.gallery.verify(subject_id, embedding, fmr, quality=quality)
         decision = decide_1to1(match.score, match.point, quality, ctx.rules, subject_status=status)
     else:
-        found = ctx.gallery.identify(embedding, top_k, fmr)
+        found = ctx.gallery.identify(embedding, top_k, fmr, quality=quality)
         decision = review_search(found, quality, ctx.rules)
         subject_id = found.subject_id
         f = found.as_dict()
