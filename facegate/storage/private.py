@@ -6,7 +6,9 @@ biometric data or what unlocks it. Modes are set explicitly, whatever the proces
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 
 def private_dir(path: str | Path) -> Path:
@@ -30,3 +32,26 @@ def touch_private(path: str | Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.fchmod(fd, 0o600)
     os.close(fd)
+
+
+@contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[BinaryIO]:
+    """A new private file (0600) that replaces ``path`` when the block ends: written beside it,
+    fsynced, renamed over it and the folder synced, so a crash leaves either the old file or the
+    new one; on an error the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open_private(tmp) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

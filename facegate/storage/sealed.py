@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 
 from facegate.errors import FacegateError
 from facegate.storage.datakeys import NONCE_BYTES, DataKeys
-from facegate.storage.private import open_private
+from facegate.storage.private import replaced_atomically
 
 MAGIC = b"FGSEAL01"
 CHUNK = 1 << 20          # plaintext bytes per chunk: a seek decrypts at most this much
@@ -149,17 +148,9 @@ def reseal(path: str | Path, keys: DataKeys) -> bool:
         reader = SealedReader(raw, keys, str(path))
         if reader.key_id == keys.current_id:
             return False
-        tmp = path.with_name(f".{path.name}.reseal-{os.getpid()}")
-        try:
-            with open_private(tmp) as out:
-                writer = SealedWriter(out, keys)
-                while chunk := reader.read(CHUNK):
-                    writer.write(chunk)
-                writer.close()
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with replaced_atomically(path) as out:
+            writer = SealedWriter(out, keys)
+            while chunk := reader.read(CHUNK):
+                writer.write(chunk)
+            writer.close()
     return True

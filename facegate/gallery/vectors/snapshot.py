@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import faiss
 import numpy as np
 
-from facegate.storage.private import open_private, private_dir
+from facegate.storage.private import private_dir, replaced_atomically
 
 MAGIC = b"FGVIDX01"
 FORMAT = 3      # 3: ivf_pq_refine cells in the PCA space, SOAR spill (2: cells in the scanned
@@ -95,26 +95,13 @@ def write(path, meta: dict, sections: dict, body: Callable[[Writer], None], wrap
     path = Path(path)
     private_dir(path.parent)
     header = json.dumps({"format": FORMAT, **meta, "faiss_version": faiss.__version__, **sections}).encode()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open_private(tmp) as raw:
-            f = wrap(raw) if wrap is not None else raw
-            f.write(MAGIC + _LENGTH.pack(len(header)) + header)
-            body(Writer(f))
-            f.write(MAGIC)
-            if f is not raw:
-                f.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with replaced_atomically(path) as raw:
+        f = wrap(raw) if wrap is not None else raw
+        f.write(MAGIC + _LENGTH.pack(len(header)) + header)
+        body(Writer(f))
+        f.write(MAGIC)
+        if f is not raw:
+            f.close()
 
 
 @contextlib.contextmanager
