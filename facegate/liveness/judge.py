@@ -55,7 +55,12 @@ class LivenessJudge:
         def session(name):
             return create_session(engine.pack.verified_path(name), settings.providers, settings.intra_op_threads)
 
-        tracker = FaceTracker(engine.detector, Landmarker68(session("fr_landmark")),
+        # The action rules were tuned on MTCNN's boxes (the 68-point model is cropped from the box).
+        # The fast path's boxes run a few pixels taller, and with them a blink and a head turn of
+        # a live clip went unseen (benchmarks/results/liveness.md): tracking keeps full MTCNN where
+        # the engine's detector carries it as its fallback.
+        detector = getattr(engine.detector, "fallback", engine.detector)
+        tracker = FaceTracker(detector, Landmarker68(session("fr_landmark")),
                               EyeStateClassifier(session("fr_eye")), HeadPoseEstimator(session("fr_pose")),
                               detect_side=settings.liveness_detect_side,
                               detect_every=settings.liveness_detect_every)
