@@ -25,17 +25,20 @@ MAX_REQUEST_BYTES = 4_000_000
 ROLES = ("admin", "operator", "kiosk", "app")
 
 
-def start_server(data, **settings) -> Server:
-    """A started server on ``data`` with the four role keys (``settings`` as :class:`Server`'s)."""
+def start_server(data, database_url: str = "", **settings) -> Server:
+    """A started server on ``data`` with the four role keys (``settings`` as :class:`Server`'s), on
+    its own SQLite store there or on the database at ``database_url``."""
     tmp = data / "tmp"
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     env = {"TMPDIR": str(tmp), **settings.pop("env", {})}
     srv = Server(data, env=env, **{"max_image_bytes": MAX_IMAGE_BYTES, "max_request_bytes": MAX_REQUEST_BYTES,
                                    "rate_limit_per_minute": 1_000_000, "inference_concurrency": 1,
                                    "inference_queue": 16, **settings})
     srv.data, srv.tmp = data, tmp
+    if database_url:
+        srv.env["FACEGATE_DATABASE_URL"] = database_url
     srv.keys = {"admin": create_key(srv.env, "admin", "--name", "security admin")}
-    db = open_database(Settings.load(data_dir=str(data)).database)
+    db = open_database(Settings.load(data_dir=str(data), database_url=database_url).database)
     try:
         for role in ROLES[1:]:
             secret, key = apikeys.create_key(db, role, name=f"security {role}",
