@@ -87,7 +87,9 @@ class Settings:
     liveness_key_bytes: int = 256 * 1024 * 1024      # stored frames of all of one key's captures in progress
     liveness_open_sessions: int = 64      # sessions one key may have waiting for their capture at once
     liveness_detect_side: int = 320       # face detection runs on frames downscaled to this long side
-    liveness_detect_every: int = 1        # detect every n-th frame, carrying the box in between (2 halves detection cost but missed a blink)
+    liveness_pose_every: int = 2          # head pose model on every n-th tracked frame, interpolated in between
+    liveness_intra_op_threads: int = 1    # threads of each liveness model (a capture is one request's work)
+    liveness_detect_every: int = 5        # detector on every n-th frame; the 68 points carry the box in between
 
     def __post_init__(self):
         for name, allowed in _CLOSED.items():

@@ -33,6 +33,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "liveness_session_unknown": (404, "No such liveness session, or it expired."),
     "liveness_session_expired": (410, "The liveness challenge or result has expired."),
     "liveness_session_closed": (409, "The liveness session was already judged or used."),
+    "frames_out_of_order": (409, "These frames start before the last frame received; send a capture's chunks in order."),
     "liveness_failed": (422, "The liveness session did not pass or belongs to another subject."),
     "liveness_session_limit": (429, "This key has too many liveness captures in progress."),
     "capture_too_large": (413, "The liveness capture exceeds its size budget."),

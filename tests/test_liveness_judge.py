@@ -4,6 +4,7 @@ people fail, broken timestamps fail, and a judge without PAD says so instead of 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 
 import cv2
@@ -56,13 +57,15 @@ def test_blink_clip_passes_a_blink_challenge(judge, blink_clip):
         assert not other["live"] and f"action_not_detected:{action}" in other["reasons"]
 
 
-def test_a_blink_then_a_turn_while_looking_down_passes(judge, clips):
-    """d3 6.3-10 s: a short blink, then a turn to the left while looking down. Tracked on the
-    fast detector's boxes (a few pixels taller than MTCNN's) neither action was seen; the judge
-    tracks with full MTCNN, on whose boxes its rules were tuned."""
-    res = judge.judge(["blink", "turn_left"], segment(clips["d3"], 6.3, 10.0))
-    assert res["live"], res["reasons"]
-    assert judge.tracker.detector is getattr(judge.engine.detector, "fallback", judge.engine.detector)
+def test_eyelids_lowered_while_looking_down_are_not_a_blink(judge, clips):
+    """d3 6.3-10 s: she looks down, her eyelids lower and stay down 1.4 s, then she turns to her
+    left. That is no blink (an earlier benchmark window asked for one and passed only while one
+    30-fps frame read the eyes open mid-closure); the turn is seen."""
+    cap = segment(clips["d3"], 6.3, 10.0)
+    obs = judge.observe(cap)
+    assert judge.judge(["turn_left"], cap, observations=obs)["live"]
+    res = judge.judge(["blink", "turn_left"], cap, observations=obs)
+    assert not res["live"] and "action_not_detected:blink" in res["reasons"]
 
 
 def test_still_photo_attacks_fail(judge, clips):
@@ -136,4 +139,30 @@ def test_concurrent_judging_keeps_captures_apart(judge, clips):
         assert len(a) == len(b)
         assert [o.detected for o in a] == [o.detected for o in b] == [i % 2 == 0 for i in range(len(a))]
         assert np.allclose([o.box for o in a], [o.box for o in b])
-        assert np.allclose([o.yaw for o in a], [o.yaw for o in b], atol=1e-4)
+        assert np.allclose([o.yaw for o in a], [o.yaw for o in b], atol=1e-4, equal_nan=True)
+
+
+def test_tracking_chunk_by_chunk_equals_tracking_the_whole_capture(judge):
+    """Every window of the liveness benchmark, as the capture page sends it, tracked in chunks of
+    7 frames, each continued from the previous chunk's last observation after a JSON round trip
+    (as the session store keeps it), gives the same observations and verdicts as one pass."""
+    from benchmarks.liveness import WINDOWS, load_clip
+    from facegate.liveness.judge import Observations
+    from facegate.liveness.tracker import Continuation, FrameObservation
+    need_shared("data", "face-videos")
+    clips = {}
+    for clip, start, end, challenge in WINDOWS:
+        clips.setdefault(clip, load_clip(clip))
+        cap = segment(clips[clip], start, end)
+        whole = judge.observe(cap)
+        parts, state = [], None
+        for first in range(0, len(cap.frames), 7):
+            chunk = [(f.t, f.bgr) for f in cap.frames[first:first + 7]]
+            obs, _ = judge.tracker.observe_chunk(chunk, state, first_index=first)
+            parts += obs
+            kept = FrameObservation.from_dict(json.loads(json.dumps(obs[-1].as_dict())))
+            state = Continuation.after(kept, cap.frames[kept.index].bgr)
+        assert [o.as_dict() for o in parts] == [o.as_dict() for o in whole], (clip, start)
+        a = judge.judge(challenge, cap, observations=whole)
+        b = judge.judge(challenge, cap, observations=Observations.of(parts))
+        assert (a["live"], a["reasons"], a["actions"]) == (b["live"], b["reasons"], b["actions"]), (clip, start)

@@ -22,13 +22,29 @@ class Clock:
         return self.now
 
 
+class RecordedTracker:
+    """Stands in for the face tracker in store tests: one empty observation per frame, counted."""
+
+    def __init__(self):
+        self.seen = []
+
+    def observe_chunk(self, frames, start=None, first_index=0):
+        from facegate.liveness.tracker import Continuation, FrameObservation
+        out = [FrameObservation(i, t) for i, (t, _) in enumerate(frames, start=first_index)]
+        self.seen += [o.index for o in out]
+        return out, Continuation(out[-1] if out else (start.last if start else None))
+
+
 class RecordedJudge:
     """Stands in for the model judge in store tests: returns a fixed verdict."""
 
     def __init__(self, live: bool):
         self.live = live
+        self.tracker = RecordedTracker()
+        self.observations = None
 
-    def judge(self, challenge, capture):
+    def judge(self, challenge, capture, observations=None):
+        self.observations = observations
         return {"live": self.live, "score": 0.9 if self.live else 0.0, "reasons": [] if self.live else ["x"],
                 "embedding": np.ones(4, dtype=np.float32)}
 
@@ -171,7 +187,9 @@ def test_any_replica_continues_a_session_another_opened(sessions):
     seen = {}
 
     class Judge:
-        def judge(self, challenge, capture):
+        tracker = RecordedTracker()
+
+        def judge(self, challenge, capture, observations=None):
             seen["frames"] = [(f.t, f.bgr.shape) for f in capture.frames]
             return {"live": True, "score": 0.9, "reasons": [], "embedding": np.arange(4, dtype=np.float32)}
     assert a.complete(s.id, Judge(), s.nonce, "key-a")["live"]
@@ -231,3 +249,55 @@ def test_stored_frames_are_reduced_and_bounded():
     with pytest.raises(FacegateError) as e:
         stored_jpeg(big, 10_000_000, 1_000_000)
     assert e.value.code == "image_too_large"
+
+
+@BOTH
+def test_frames_are_tracked_as_they_arrive_on_any_replica(sessions):
+    """Chunks alternate between two replicas; each one tracks what arrived, continuing the
+    other's track, and completing only judges: every frame is observed once, in order, and the
+    judge gets the kept observations."""
+    a, b = shared_stores(sessions)
+    s = a.create(owner="key-a")
+    tracker = RecordedTracker()
+    for i, store in enumerate([a, b, a, b]):
+        store.add_frames(s.id, [(0.1 * (2 * i + k), tiny_jpeg(2 * i + k)) for k in range(2)], s.nonce, "key-a")
+        assert store.observe(s.id, tracker, "key-a") == 2 * (i + 1)
+    assert tracker.seen == list(range(8))
+    assert a.observe(s.id, tracker, "key-a") == 8 and tracker.seen == list(range(8))    # nothing left to do
+    judge = RecordedJudge(True)
+    assert b.complete(s.id, judge, s.nonce, "key-a")["live"]
+    assert judge.tracker.seen == []                     # completing tracked nothing again
+    assert [o.index for o in judge.observations] == list(range(8))
+    assert [o.t for o in judge.observations] == pytest.approx([0.1 * k for k in range(8)])
+
+
+@BOTH
+def test_a_capture_not_tracked_on_arrival_is_tracked_when_completed(sessions):
+    a, b = shared_stores(sessions)
+    s = a.create(owner="key-a")
+    a.add_frames(s.id, [(0.0, tiny_jpeg(0)), (0.1, tiny_jpeg(1))], s.nonce, "key-a")
+    a.observe(s.id, RecordedTracker(), "key-a")
+    b.add_frames(s.id, [(0.2, tiny_jpeg(2))], s.nonce, "key-a")          # this replica died before tracking it
+    judge = RecordedJudge(True)
+    assert a.complete(s.id, judge, s.nonce, "key-a")["live"]
+    assert judge.tracker.seen == [2] and [o.index for o in judge.observations] == [0, 1, 2]
+
+
+@BOTH
+def test_chunks_out_of_order_are_refused_and_a_retried_chunk_stores_nothing(sessions):
+    a, b = shared_stores(sessions)
+    s = a.create(owner="key-a")
+    first = [(0.0, tiny_jpeg(0)), (0.1, tiny_jpeg(1))]
+    second = [(0.2, tiny_jpeg(2)), (0.3, tiny_jpeg(3))]
+    assert a.add_frames(s.id, first, s.nonce, "key-a") == 2
+    assert b.add_frames(s.id, second, s.nonce, "key-a") == 4
+    assert a.add_frames(s.id, second, s.nonce, "key-a") == 4          # the same chunk again: a retry
+    for late in ([(0.1, tiny_jpeg(5))], [(0.25, tiny_jpeg(6)), (0.4, tiny_jpeg(7))], first):
+        with pytest.raises(FacegateError) as e:
+            b.add_frames(s.id, late, s.nonce, "key-a")
+        assert e.value.code == "frames_out_of_order" and e.value.detail["last_t"] == pytest.approx(0.3)
+    assert a.get(s.id).frames == 4 and not a.get(s.id).non_monotonic
+    a.complete(s.id, RecordedJudge(True), s.nonce, "key-a")
+    with pytest.raises(FacegateError) as e:                            # after /complete
+        b.add_frames(s.id, [(0.5, tiny_jpeg(8))], s.nonce, "key-a")
+    assert e.value.code == "liveness_session_closed"

@@ -78,3 +78,20 @@ def segment(capture: Capture, start: float, end: float) -> Capture:
         if start <= f.t < end:
             out.add(f.t - start, f.bgr)
     return out
+
+
+def as_page_sends(capture: Capture, fps: float = 20.0, side: int = 640, quality: int = 85,
+                  start: float = 0.0, end: float = float("inf")) -> Capture:
+    """``capture``'s frames in [start, end) as the capture page sends them: about ``fps`` of
+    them, long side at most ``side`` px, JPEG at ``quality``, kept as the service keeps them
+    (JPEG bytes, decoded when looked at), re-timed to start at 0."""
+    from facegate.liveness.capture import reduce_frame
+    out = Capture(max_frames=capture.max_frames, max_seconds=capture.max_seconds)
+    due = None
+    for f in capture.frames:
+        if not start <= f.t < end or (due is not None and f.t + 1e-6 < due):
+            continue
+        due = (f.t if due is None else due) + 1.0 / fps
+        ok, data = cv2.imencode(".jpg", reduce_frame(f.bgr, side), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        out.add_stored(f.t - start, data.tobytes())
+    return out

@@ -7,20 +7,23 @@ consistency, capture checks and passive PAD, fused into one result with machine-
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from facegate.liveness.actions import match_challenge
-from facegate.liveness.capture import Capture, capture_checks, face_difference, face_thumbnail
+from facegate.liveness.capture import Capture, capture_checks
 from facegate.liveness.eyes import EyeStateClassifier
+from facegate.liveness.landmark_box import LandmarkBox
 from facegate.liveness.landmarks import Landmarker68
 from facegate.liveness.pad import load_pad_models
 from facegate.liveness.pose import HeadPoseEstimator
-from facegate.liveness.tracker import FaceTracker, FrameObservation
+from facegate.liveness.tracker import FaceTracker, FrameObservation, fill_pose
 from facegate.matching.decisions import threshold
 from facegate.models.alignment import align_face
 from facegate.models.onnx import create_session
+from facegate.models.registry import build_detector
 
 MIN_FACE_FRACTION = 0.8           # of frames in which the one face must be found
 MAX_MULTI_FACE_FRAMES = 2
@@ -40,6 +43,10 @@ class Observations(list):
         super().__init__(observations)
         self.differences = differences
 
+    @classmethod
+    def of(cls, observations: list[FrameObservation]) -> "Observations":
+        return cls(observations, [o.difference for o in observations])
+
 
 class LivenessJudge:
     def __init__(self, engine, settings, tracker: FaceTracker, pad_models: list):
@@ -52,18 +59,18 @@ class LivenessJudge:
     def load(cls, engine, settings=None) -> "LivenessJudge":
         settings = settings or engine.settings
 
-        def session(name):
-            return create_session(engine.pack.verified_path(name), settings.providers, settings.intra_op_threads)
+        # One capture's frames are one request's work: the tracker's models run on one thread each
+        # (concurrent captures use the cores), with a detector of their own.
+        threads = dataclasses.replace(settings, intra_op_threads=settings.liveness_intra_op_threads)
+        detector = build_detector(engine.pack, threads)
 
-        # The action rules were tuned on MTCNN's boxes (the 68-point model is cropped from the box).
-        # The fast path's boxes run a few pixels taller, and with them a blink and a head turn of
-        # a live clip went unseen (benchmarks/results/liveness.md): tracking keeps full MTCNN where
-        # the engine's detector carries it as its fallback.
-        detector = getattr(engine.detector, "fallback", engine.detector)
+        def session(name):
+            return create_session(engine.pack.verified_path(name), threads.providers, threads.intra_op_threads)
+
         tracker = FaceTracker(detector, Landmarker68(session("fr_landmark")),
                               EyeStateClassifier(session("fr_eye")), HeadPoseEstimator(session("fr_pose")),
-                              detect_side=settings.liveness_detect_side,
-                              detect_every=settings.liveness_detect_every)
+                              LandmarkBox.shipped(), detect_side=settings.liveness_detect_side,
+                              detect_every=settings.liveness_detect_every, pose_every=settings.liveness_pose_every)
         return cls(engine, settings, tracker, load_pad_models(settings, engine.pack))
 
     @property
@@ -72,18 +79,8 @@ class LivenessJudge:
 
     # ---------------------------------------------------------------- pieces
     def observe(self, capture: Capture) -> "Observations":
-        """Every frame's observation, and how much each frame's face region differs from the
-        frame before (both measured in one pass, each frame decoded once)."""
-        differences: list[float | None] = []
-        previous = {"thumb": None, "box": None}
-
-        def measure(obs: FrameObservation, bgr: np.ndarray) -> None:
-            differences.append(face_difference(previous["thumb"], bgr, previous["box"]))
-            previous["box"] = obs.box
-            previous["thumb"] = None if obs.box is None else face_thumbnail(bgr, obs.box)
-
-        observations = self.tracker.observe_all(((f.t, f.bgr) for f in capture.frames), measure)
-        return Observations(observations, differences)
+        """Every frame's observation (each frame decoded once), the whole capture in one pass."""
+        return Observations.of(self.tracker.observe_all((f.t, f.bgr) for f in capture.frames))
 
     def _embed(self, capture: Capture, picks: list[FrameObservation]) -> np.ndarray:
         aligned = [align_face(capture.frames[o.index].bgr, o.landmarks5) for o in picks]
@@ -135,6 +132,7 @@ class LivenessJudge:
             return self._result(challenge, ["too_few_frames"], [], {"frames": len(capture.frames)},
                                 None, {"available": bool(self.pad_models), "status": "not_run"}, t0, {})
         obs = observations if observations is not None else self.observe(capture)
+        fill_pose(obs)
         t1 = time.perf_counter()
         faced = [o for o in obs if o.has_face]
         cap_reasons, cap = capture_checks(capture, obs, obs.differences)
@@ -191,7 +189,6 @@ class LivenessJudge:
 
 
 def _has_cut(faced: list[FrameObservation]) -> bool:
-    faced = [o for o in faced if o.detected]
     for a, b in zip(faced, faced[1:]):
         if b.t - a.t > 0.2:
             continue

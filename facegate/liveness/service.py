@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,8 @@ from facegate.liveness.judge import LivenessJudge
 from facegate.liveness.sessions import LivenessSessions
 from facegate.matching.decisions import capture_reasons
 from facegate.matching.operating_points import OperatingPoints
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,9 @@ class LivenessService:
         s = self.sessions.settings
         self.sessions.pending(session_id, nonce, owner)
         frames = [(t, stored_jpeg(data, s.max_image_bytes, s.liveness_max_frame_pixels)) for t, data in items]
-        return self.sessions.add_frames(session_id, frames, nonce, owner)
+        count = self.sessions.add_frames(session_id, frames, nonce, owner)
+        self.observe(session_id, owner)
+        return count
 
     def add_video(self, session_id: str, video: bytes, nonce: str, owner: str | None) -> int:
         """A short video's frames, reduced and appended after any frames already sent."""
@@ -73,7 +78,18 @@ class LivenessService:
         frames = [(offset + t, encode_frame(reduce_frame(bgr)))
                   for t, bgr in decode_video(video, s.liveness_max_frame_pixels, s.liveness_max_frames - session.frames,
                                              s.liveness_max_seconds)]
-        return self.sessions.add_frames(session_id, frames, nonce, owner)
+        count = self.sessions.add_frames(session_id, frames, nonce, owner)
+        self.observe(session_id, owner)
+        return count
+
+    def observe(self, session_id: str, owner: str | None) -> None:
+        """Track what arrived while the person acts, so that completing only finishes the rest.
+        A failure here loses nothing: completing observes whatever is not observed yet."""
+        try:
+            self.sessions.observe(session_id, self.judge.tracker, owner)
+        except Exception:        # noqa: BLE001 - the upload itself succeeded
+            log.exception("liveness session %s: tracking on arrival failed; it runs when the capture completes",
+                          session_id)
 
     def consume(self, session_id: str, key, subject_id: str | None = None) -> LivenessProof:
         """The passed session's verdict and face embedding, once; a session that did not pass

@@ -6,7 +6,12 @@ verdict, the live face's encrypted embedding) and, while it waits for its captur
 encrypted; deleted once judged). Every state change is one short transaction on the row:
 
 - appending frames locks the row (so two uploads of one session keep their order) and checks
-  the nonce, the deadline and the budgets (frames, seconds, bytes per session and per key);
+  the nonce, the deadline and the budgets (frames, seconds, bytes per session and per key); a
+  chunk that starts before the last stored frame is refused (``frames_out_of_order``), one that
+  repeats the last stored frames exactly (a retried upload) stores nothing;
+- tracking runs as the frames arrive (:meth:`LivenessSessions.observe`): each frame's observation is
+  kept, encrypted, beside it, and ``observed`` moves forward in one conditional UPDATE, so any
+  replica continues where another stopped, and a replica that dies mid-capture loses nothing;
 - judging moves ``pending -> judging`` in one conditional UPDATE, so a capture is judged once;
 - consuming moves ``passed -> consumed`` in one conditional UPDATE, so a passed session can
   never be used twice, even when two replicas race.
@@ -27,15 +32,21 @@ import sqlalchemy as sa
 
 from facegate.errors import FacegateError
 from facegate.liveness.actions import ACTIONS
-from facegate.liveness.capture import Capture
+from facegate.liveness.capture import Capture, CaptureFrame
+from facegate.liveness.judge import Observations
+from facegate.liveness.tracker import Continuation, FrameObservation
 from facegate.liveness.challenge import draw_challenge
 from facegate.liveness.tokens import capture_token, token_matches
-from facegate.storage.aad import frame_aad, live_embedding_aad
+from facegate.storage.aad import frame_aad, live_embedding_aad, observation_aad
 from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import write_transaction
 from facegate.storage.schema import liveness_frames, liveness_sessions
 
 log = logging.getLogger(__name__)
+
+
+class _Superseded(Exception):
+    """A write found its rows changed by another writer; it is rolled back and done again later."""
 
 PENDING, JUDGING, PASSED, FAILED, CONSUMED = "pending", "judging", "passed", "failed", "consumed"
 FRAME_READ_BATCH = 64
@@ -182,6 +193,11 @@ class LivenessSessions:
         with write_transaction(self.db) as conn:
             row = self._row(conn, session_id, owner, lock=True)
             self._check_pending(row, nonce)
+            if frames and row.last_t is not None and float(frames[0][0]) <= row.last_t:
+                if self._repeats_last(conn, row, [float(t) for t, _ in frames]):
+                    return row.frames
+                raise FacegateError("frames_out_of_order", "these frames start before the last frame already "
+                                    "received; send the chunks in capture order", last_t=row.last_t)
             if row.frames + len(frames) > s.liveness_max_frames:
                 raise FacegateError("invalid_request", f"a capture holds at most {s.liveness_max_frames} frames",
                                     max_frames=s.liveness_max_frames)
@@ -212,23 +228,83 @@ class LivenessSessions:
                 last_t=times[-1] if times else row.last_t, non_monotonic=non_monotonic))
             return row.frames + len(frames)
 
-    def capture_of(self, session_id: str) -> Capture:
-        """The stored capture, decrypted, holding JPEG bytes (decoded by the judge as it reads)."""
-        s = self.settings
-        capture = Capture(s.liveness_max_frames, s.liveness_max_seconds)
+    @staticmethod
+    def _repeats_last(conn, row, times: list[float]) -> bool:
+        """Whether ``times`` are exactly the timestamps of the last ``len(times)`` stored frames."""
+        f = liveness_frames
+        stored = conn.execute(sa.select(f.c.t).where(f.c.session_id == row.id, f.c.seq >= row.frames - len(times))
+                              .order_by(f.c.seq)).scalars().all()
+        return [float(t) for t in stored] == times
+
+    def _frames(self, session_id: str, first: int = 0):
+        """(seq, t, jpeg, observation or None) of the stored frames from ``first`` on, in order."""
         f = liveness_frames
         with self.db.connect() as conn:
-            last = -1
+            last = first - 1
             while True:
-                rows = conn.execute(sa.select(f.c.seq, f.c.t, f.c.data_enc, f.c.key_id)
+                rows = conn.execute(sa.select(f.c.seq, f.c.t, f.c.data_enc, f.c.observation_enc, f.c.key_id)
                                     .where(f.c.session_id == session_id, f.c.seq > last)
                                     .order_by(f.c.seq).limit(FRAME_READ_BATCH)).all()
-                for seq, t, data, key_id in rows:
-                    capture.add_stored(t, self.keys.decrypt(data, key_id, frame_aad(session_id, seq)))
+                for seq, t, data, obs, key_id in rows:
+                    jpeg = self.keys.decrypt(data, key_id, frame_aad(session_id, seq))
+                    observation = None if obs is None else FrameObservation.from_dict(
+                        json.loads(self.keys.decrypt(obs, key_id, observation_aad(session_id, seq))))
+                    yield seq, t, jpeg, observation
                 if len(rows) < FRAME_READ_BATCH:
-                    break
+                    return
                 last = rows[-1][0]
-        return capture
+
+    def capture_of(self, session_id: str) -> tuple[Capture, list[FrameObservation | None]]:
+        """The stored capture, decrypted, holding JPEG bytes (decoded by the judge as it reads),
+        and each frame's observation where it was tracked already."""
+        s = self.settings
+        capture = Capture(s.liveness_max_frames, s.liveness_max_seconds)
+        observations = []
+        for _, t, jpeg, observation in self._frames(session_id):
+            capture.add_stored(t, jpeg)
+            observations.append(observation)
+        return capture, observations
+
+    def observe(self, session_id: str, tracker, owner: str | None = None) -> int:
+        """Track the frames received since the last observed one, continuing its track, and keep
+        their observations; returns how many frames are observed. Safe to run on any replica at
+        any time: a replica that finds the frames observed meanwhile by another keeps nothing."""
+        with self.db.connect() as conn:
+            row = self._row(conn, session_id, owner)
+        start = row.observed
+        if row.status not in (PENDING, JUDGING) or start >= row.frames:
+            return start
+        frames = self._frames(session_id, max(start - 1, 0))
+        continuation = Continuation()
+        if start > 0:
+            _, _, jpeg, previous = next(frames)
+            if previous is None:             # the row says observed; its frame disagrees: start again later
+                return start
+            continuation = Continuation.after(previous, CaptureFrame(0.0, data=jpeg).bgr)
+        observed, _ = tracker.observe_chunk(((t, CaptureFrame(t, data=jpeg).bgr) for _, t, jpeg, _ in frames),
+                                            continuation, first_index=start)
+        return self._keep_observations(session_id, start, observed)
+
+    def _keep_observations(self, session_id: str, start: int, observed: list[FrameObservation]) -> int:
+        t, f = liveness_sessions.c, liveness_frames.c
+        try:
+            with write_transaction(self.db) as conn:
+                moved = conn.execute(liveness_sessions.update().where(t.id == session_id, t.observed == start)
+                                     .values(observed=start + len(observed))).rowcount
+                if moved != 1:
+                    return start
+                kids = dict(conn.execute(sa.select(f.seq, f.key_id).where(
+                    f.session_id == session_id, f.seq >= start, f.seq < start + len(observed))).all())
+                for o in observed:
+                    plain = json.dumps(o.as_dict()).encode()
+                    blob, kid = self.keys.encrypt(plain, observation_aad(session_id, o.index), kid=kids[o.index])
+                    if conn.execute(liveness_frames.update().where(
+                            f.session_id == session_id, f.seq == o.index, f.key_id == kid)
+                            .values(observation_enc=blob)).rowcount != 1:
+                        raise _Superseded()
+        except _Superseded:        # a key rotation re-encrypted the frame meanwhile: observed again later
+            return start
+        return start + len(observed)
 
     def complete(self, session_id: str, judge, nonce: str | None = None, owner: str | None = None) -> dict:
         """Judge the session's capture; the verdict is final (a failed session cannot be retried)."""
@@ -242,10 +318,14 @@ class LivenessSessions:
         if claimed != 1:                     # another request judged it, or the deadline passed meanwhile
             with self.db.connect() as conn:
                 self._check_pending(self._row(conn, session_id, owner), None)
-        capture = self.capture_of(session_id)
-        capture.non_monotonic = bool(row.non_monotonic)
         try:
-            result = judge.judge(json.loads(row.challenge), capture)
+            self.observe(session_id, judge.tracker)
+            capture, observations = self.capture_of(session_id)
+            capture.non_monotonic = bool(row.non_monotonic)
+            if any(o is None for o in observations):           # not all kept (a race lost): the whole capture
+                observations = None
+            result = judge.judge(json.loads(row.challenge), capture,
+                                 observations=None if observations is None else Observations.of(observations))
         except Exception:
             with write_transaction(self.db) as conn:
                 conn.execute(liveness_sessions.update().where(t.id == session_id).values(status=FAILED))

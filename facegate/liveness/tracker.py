@@ -1,36 +1,55 @@
 """Per-frame face observations for liveness: one face tracked through a capture, with its 68
-landmarks, eye state, head pose and mouth opening.
+landmarks, eye state, head pose, mouth opening and how much the face region changed.
 
-Cost per frame is kept low: MTCNN runs on a copy whose long side is ``detect_side`` pixels
-(faces in a liveness capture fill a good part of the frame), and only on every
-``detect_every``-th frame; in between, the box is carried along by the 68 landmarks' centroid
-(re-detecting when the face moved more than a quarter of its width). Landmarks, eyes and pose
-run on every full-resolution frame. Embeddings and passive PAD run only on sampled frames (see judge).
+Tracking can stop after any frame and go on later (on another replica): everything the next
+frame needs is the last frame's :class:`FrameObservation` and that frame's pixels
+(:class:`Continuation`), so a capture observed chunk by chunk gives exactly the observations
+of the whole capture observed at once.
+
+Cost per frame is kept low:
+- the face detector (the engine's, 1 thread) runs on a copy whose long side is
+  ``detect_side`` pixels, on the first frame and then every ``detect_every``-th frame (it
+  counts the faces in view and re-anchors the track), and whenever the face moved more than a
+  quarter of its width since the frame before;
+- every crop is cut from the box made from the face's own 68 points of the frame before
+  (:mod:`facegate.liveness.landmark_box`, fitted onto full MTCNN's boxes), so the models see the
+  same crops whichever detector found the face;
+- the 68 points and the eye state run on every frame (blinks last a few frames); the head
+  pose model every ``pose_every``-th frame, its angles interpolated in time in between
+  (:func:`fill_pose`: the rules ask for turns held over several frames).
+Embeddings and passive PAD run only on sampled frames (see the judge).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
 
+from facegate.liveness.capture import face_difference, face_thumbnail
 from facegate.liveness.eyes import EyeStateClassifier
+from facegate.liveness.landmark_box import LandmarkBox
 from facegate.liveness.landmarks import Landmarker68, eye_aspect_ratio, grey_of, mouth_aspect_ratio
 from facegate.liveness.pose import HeadPoseEstimator
 
 # Another face at least this fraction of the main face's size counts as a second person.
 SECOND_FACE_RATIO = 0.4
+# A face whose 68 points moved more than this fraction of its box width since the frame
+# before is looked for again by the detector.
+MAX_TRACKED_SHIFT = 0.25
+
+_ARRAYS = ("box", "landmarks5", "landmarks68")
 
 
 @dataclass
 class FrameObservation:
     index: int
     t: float
-    detected: bool = False              # box from the detector (else carried by the landmarks)
-    faces: int = 0                      # faces of a person's size in the frame
-    box: np.ndarray | None = None       # x1, y1, x2, y2 in frame pixels
-    landmarks5: np.ndarray | None = None
+    detected: bool = False              # the detector ran on this frame
+    faces: int = 0                      # faces of a person's size in the frame (detected frames)
+    box: np.ndarray | None = None       # x1, y1, x2, y2 in frame pixels, from the 68 points
+    landmarks5: np.ndarray | None = None    # the detector's five points (detected frames)
     landmarks68: np.ndarray | None = None
     eyes_open: tuple[float, float] = (1.0, 1.0)
     ear: float = float("nan")           # eye aspect ratio (both eyes' mean)
@@ -38,6 +57,10 @@ class FrameObservation:
     yaw: float = float("nan")
     pitch: float = float("nan")
     roll: float = float("nan")
+    pose_measured: bool = False         # yaw/pitch/roll from the pose model (else interpolated)
+    difference: float | None = None     # mean |difference| of the face region from the frame before
+    since_detect: int = 0               # frames since the detector last ran
+    since_pose: int = 0                 # frames since the pose model last ran
 
     @property
     def has_face(self) -> bool:
@@ -47,11 +70,46 @@ class FrameObservation:
     def both_eyes_closed(self) -> bool:
         return max(self.eyes_open) < 0.5
 
+    def as_dict(self) -> dict:
+        """JSON-safe and exact: arrays as lists of their own dtype's values, NaN as None."""
+        out = asdict(self)
+        for k in _ARRAYS:
+            v = getattr(self, k)
+            out[k] = None if v is None else [v.dtype.str, np.asarray(v).tolist()]
+        for k in ("ear", "mar", "yaw", "pitch", "roll"):
+            out[k] = None if not np.isfinite(out[k]) else out[k]
+        out["eyes_open"] = list(self.eyes_open)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrameObservation":
+        d = dict(d)
+        for k in _ARRAYS:
+            if d.get(k) is not None:
+                dtype, values = d[k]
+                d[k] = np.asarray(values, dtype=np.dtype(dtype))
+        for k in ("ear", "mar", "yaw", "pitch", "roll"):
+            d[k] = float("nan") if d.get(k) is None else float(d[k])
+        d["eyes_open"] = tuple(d["eyes_open"])
+        return cls(**d)
+
+
+@dataclass
+class Continuation:
+    """Where tracking stands after a frame: its observation and its face thumbnail."""
+    last: FrameObservation | None = None
+    thumb: np.ndarray | None = None
+
+    @classmethod
+    def after(cls, obs: FrameObservation, bgr: np.ndarray) -> "Continuation":
+        return cls(obs, None if obs.box is None else face_thumbnail(bgr, obs.box))
+
 
 @dataclass
 class TrackerTimes:
     frames: int = 0
     detections: int = 0
+    poses: int = 0
     detect: float = 0.0
     landmarks: float = 0.0
     eyes: float = 0.0
@@ -64,72 +122,101 @@ class TrackerTimes:
                 (("detect", self.detect), ("landmarks", self.landmarks), ("eyes", self.eyes), ("pose", self.pose))}
 
 
+def fill_pose(observations: list[FrameObservation]) -> None:
+    """Yaw, pitch and roll of faced frames without a pose measurement, linearly interpolated in
+    time between the measured frames around them (held beyond the first and last). In place."""
+    faced = [o for o in observations if o.has_face]
+    measured = [o for o in faced if o.pose_measured]
+    if not measured:
+        return
+    ts = np.array([o.t for o in measured])
+    for name in ("yaw", "pitch", "roll"):
+        values = np.array([getattr(o, name) for o in measured])
+        for o in faced:
+            if not o.pose_measured:
+                setattr(o, name, float(np.interp(o.t, ts, values)))
+
+
 class FaceTracker:
-    """Stateless between calls (one tracker serves concurrent requests): the tracking state of
-    one capture lives in :meth:`observe_all`. ``times`` holds the stage times of the last call."""
+    """Stateless between calls (one tracker serves concurrent requests): a capture's tracking
+    state is the :class:`Continuation` handed in and out. ``times`` holds the last call's stage times."""
 
     def __init__(self, detector, landmarker: Landmarker68, eyes: EyeStateClassifier, pose: HeadPoseEstimator,
-                 detect_side: int = 320, detect_every: int = 1, min_face_fraction: float = 0.12):
+                 box_model: LandmarkBox, detect_side: int = 320, detect_every: int = 5, pose_every: int = 2,
+                 min_face_fraction: float = 0.12):
         self.detector = detector
         self.landmarker = landmarker
         self.eyes = eyes
         self.pose = pose
+        self.box_model = box_model
         self.detect_side = detect_side
         self.min_face_fraction = min_face_fraction
         self.detect_every = max(1, int(detect_every))
+        self.pose_every = max(1, int(pose_every))
         self.times = TrackerTimes()
 
-    def observe_all(self, frames, on_frame=None) -> list[FrameObservation]:
-        """Observations for a sequence of (t, bgr) frames, tracking the face between detections.
-        ``on_frame(observation, bgr)`` sees each frame once, while it is decoded."""
+    def observe_all(self, frames, start: Continuation | None = None, first_index: int = 0) -> list[FrameObservation]:
+        """Observations for (t, bgr) frames, continuing ``start`` (a new track when None); the
+        first frame gets index ``first_index``. See :meth:`observe_chunk` for the continuation."""
+        return self.observe_chunk(frames, start, first_index)[0]
+
+    def observe_chunk(self, frames, start: Continuation | None = None,
+                      first_index: int = 0) -> tuple[list[FrameObservation], Continuation]:
         times = TrackerTimes()
         out: list[FrameObservation] = []
-        last: FrameObservation | None = None
-        since_detect = 0
-        for i, (t, bgr) in enumerate(frames):
+        state = start or Continuation()
+        for i, (t, bgr) in enumerate(frames, start=first_index):
+            last = state.last
+            grey = grey_of(bgr)
             obs = None
-            if last is not None and last.has_face and since_detect < self.detect_every - 1:
-                obs = self._track(i, t, bgr, last, times)
-                since_detect += 1
+            if last is not None and last.has_face and last.since_detect + 1 < self.detect_every:
+                obs = self._track(i, t, grey, last, times)
             if obs is None:
-                obs = self._detect(i, t, bgr, times)
-                since_detect = 0
+                obs = self._detect(i, t, bgr, grey, times)
+            if obs.has_face:
+                obs.since_pose = 0 if last is None or not last.has_face else last.since_pose + 1
+                if obs.detected or obs.since_pose >= self.pose_every:
+                    obs.since_pose = 0
+                    t0 = time.perf_counter()
+                    obs.yaw, obs.pitch, obs.roll = self.pose(bgr, obs.box)
+                    obs.pose_measured = True
+                    times.pose += time.perf_counter() - t0
+                    times.poses += 1
+            obs.difference = face_difference(state.thumb, bgr, last.box if last is not None else None)
             out.append(obs)
-            if on_frame is not None:
-                on_frame(obs, bgr)
-            last = obs
+            state = Continuation.after(obs, bgr)
         self.times = times
-        return out
+        return out, state
 
-    def _track(self, index: int, t: float, bgr: np.ndarray, last: FrameObservation,
-               times: TrackerTimes) -> FrameObservation | None:
-        """The face in the previous frame's box, the box moved with the landmarks' centroid."""
+    def _points(self, grey: np.ndarray, box: np.ndarray, times: TrackerTimes) -> tuple[np.ndarray, np.ndarray]:
+        """The 68 points found in ``box``, and the box made from them."""
         t0 = time.perf_counter()
-        grey = grey_of(bgr)
-        pts = self.landmarker(grey, last.box)
-        shift = pts.mean(axis=0) - last.landmarks68.mean(axis=0)
-        t1 = time.perf_counter()
-        times.landmarks += t1 - t0
+        pts = self.landmarker(grey, box)
+        times.landmarks += time.perf_counter() - t0
+        return pts, self.box_model(pts)
+
+    def _track(self, index: int, t: float, grey: np.ndarray, last: FrameObservation,
+               times: TrackerTimes) -> FrameObservation | None:
+        """The face found again in the box made from the previous frame's points."""
+        pts, box = self._points(grey, last.box, times)
         width = last.box[2] - last.box[0]
-        if np.linalg.norm(shift) > 0.25 * width:
+        if np.linalg.norm(pts.mean(axis=0) - last.landmarks68.mean(axis=0)) > MAX_TRACKED_SHIFT * width:
             return None          # moved too far to trust the carried box: detect instead
         times.frames += 1
-        obs = FrameObservation(index, t, detected=False, faces=last.faces, box=last.box + np.tile(shift, 2))
-        self._measure(obs, grey, bgr, pts, t1, times)
+        obs = FrameObservation(index, t, detected=False, faces=last.faces, box=box,
+                               since_detect=last.since_detect + 1)
+        self._measure(obs, grey, pts, times)
         return obs
 
-    def _measure(self, obs: FrameObservation, grey, bgr, pts, t1: float, times: TrackerTimes) -> None:
+    def _measure(self, obs: FrameObservation, grey, pts, times: TrackerTimes) -> None:
+        t0 = time.perf_counter()
         obs.landmarks68 = pts
         obs.ear = eye_aspect_ratio(pts)
         obs.mar = mouth_aspect_ratio(pts)
         obs.eyes_open = self.eyes.open_probabilities(grey, pts)
-        t2 = time.perf_counter()
-        obs.yaw, obs.pitch, obs.roll = self.pose(bgr, obs.box)
-        t3 = time.perf_counter()
-        times.eyes += t2 - t1
-        times.pose += t3 - t2
+        times.eyes += time.perf_counter() - t0
 
-    def _detect(self, index: int, t: float, bgr: np.ndarray, times: TrackerTimes) -> FrameObservation:
+    def _detect(self, index: int, t: float, bgr: np.ndarray, grey: np.ndarray, times: TrackerTimes) -> FrameObservation:
         obs = FrameObservation(index, t, detected=True)
         t0 = time.perf_counter()
         h, w = bgr.shape[:2]
@@ -138,20 +225,16 @@ class FaceTracker:
                                                     interpolation=cv2.INTER_AREA)
         min_face = max(12, int(self.min_face_fraction * min(small.shape[:2])))
         dets = self.detector.detect(small, min_face=min_face)
-        t1 = time.perf_counter()
         times.frames += 1
-        times.detect += t1 - t0
+        times.detect += time.perf_counter() - t0
         times.detections += 1
         if not dets:
             return obs
         sizes = [min(d.box[2] - d.box[0], d.box[3] - d.box[1]) for d in dets]
         main = dets[int(np.argmax(sizes))]
         obs.faces = int(sum(s >= SECOND_FACE_RATIO * max(sizes) for s in sizes))
-        obs.box = main.box / scale
         obs.landmarks5 = main.landmarks / scale
-        grey = grey_of(bgr)
-        pts = self.landmarker(grey, obs.box)
-        t2 = time.perf_counter()
-        times.landmarks += t2 - t1
-        self._measure(obs, grey, bgr, pts, t2, times)
+        _, box = self._points(grey, main.box / scale, times)
+        pts, obs.box = self._points(grey, box, times)
+        self._measure(obs, grey, pts, times)
         return obs

@@ -16,15 +16,19 @@ from facegate.models.onnx import create_session
 from facegate.models.pack import ModelPack
 
 
-def _facegate(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
-    """The default pack: YuNet's boxes with MTCNN's O-Net landmarks (full MTCNN when YuNet finds
-    nothing; plain MTCNN on a pack built before YuNet joined it), and the MobileFaceNet embedder
-    on BGR (p - 127) / 128."""
-    session = create_session(pack.verified_path("fr_feature"), settings.providers, settings.intra_op_threads)
+def _facegate_detector(pack: ModelPack, settings) -> Detector:
+    """YuNet's boxes with MTCNN's O-Net landmarks (full MTCNN when YuNet finds nothing; plain
+    MTCNN on a pack built before YuNet joined it)."""
     detector: Detector = mtcnn.load(pack, settings)
     if pack.has("yunet"):
         detector = fast_path.load(pack, settings, detector)
-    return detector, ArcFaceStyleEmbedder(session, mean=127.0, std=128.0, swap_rb=False)
+    return detector
+
+
+def _facegate(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
+    """The default pack: its detector, and the MobileFaceNet embedder on BGR (p - 127) / 128."""
+    session = create_session(pack.verified_path("fr_feature"), settings.providers, settings.intra_op_threads)
+    return _facegate_detector(pack, settings), ArcFaceStyleEmbedder(session, mean=127.0, std=128.0, swap_rb=False)
 
 
 BUILDERS: dict[str, Callable[[ModelPack, object], tuple[Detector, Embedder]]] = {
@@ -33,9 +37,21 @@ BUILDERS: dict[str, Callable[[ModelPack, object], tuple[Detector, Embedder]]] = 
 }
 
 
-def build(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
+def _kind(pack: ModelPack) -> str:
     kind = pack.manifest.get("kind", "facegate")
     if kind not in BUILDERS:
         raise FacegateError("model_unavailable", f"pack {pack.path} is of kind {kind!r}; this facegate knows "
                             f"{', '.join(sorted(BUILDERS))}")
-    return BUILDERS[kind](pack, settings)
+    return kind
+
+
+def build(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
+    return BUILDERS[_kind(pack)](pack, settings)
+
+
+def build_detector(pack: ModelPack, settings) -> Detector:
+    """The pack's detector alone (e.g. a second instance with other thread settings)."""
+    kind = _kind(pack)
+    if kind == "facegate":
+        return _facegate_detector(pack, settings)
+    return BUILDERS[kind](pack, settings)[0]

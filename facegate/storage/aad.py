@@ -38,6 +38,10 @@ def frame_aad(session_id: str, seq: int) -> bytes:
     return f"facegate:frame:v1:{session_id}:{seq}".encode()
 
 
+def observation_aad(session_id: str, seq: int) -> bytes:
+    return f"facegate:observation:v1:{session_id}:{seq}".encode()
+
+
 @dataclass(frozen=True)
 class EncryptedTable:
     """A table with ciphertext columns. Each row names its data key in ``key_id``; ``aad`` maps
@@ -57,7 +61,8 @@ ENCRYPTED: tuple[EncryptedTable, ...] = (
         "embedding_enc": lambda r: capture_aad(r["subject_id"], r["pack_id"]),
     }),
     EncryptedTable(liveness_sessions, "id", {"embedding_enc": lambda r: live_embedding_aad(r["id"])}),
-    EncryptedTable(liveness_frames, "id", {"data_enc": lambda r: frame_aad(r["session_id"], r["seq"])}),
+    EncryptedTable(liveness_frames, "id", {"data_enc": lambda r: frame_aad(r["session_id"], r["seq"]),
+                                           "observation_enc": lambda r: observation_aad(r["session_id"], r["seq"])}),
 )
 
 

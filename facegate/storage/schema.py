@@ -227,6 +227,7 @@ liveness_sessions = sa.Table(
     sa.Column("first_t", sa.Float),
     sa.Column("last_t", sa.Float),
     sa.Column("non_monotonic", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("observed", sa.Integer, nullable=False, server_default="0"),   # frames tracked so far (0004)
     sa.Column("completed_at", sa.Float),
     sa.Column("valid_until", sa.Float),                  # a passed session may be consumed until then
     sa.Column("consumed_at", sa.Float),
@@ -248,6 +249,7 @@ liveness_frames = sa.Table(
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("t", sa.Float, nullable=False),
     sa.Column("data_enc", sa.LargeBinary, nullable=False),   # JPEG, AES-GCM
+    sa.Column("observation_enc", sa.LargeBinary),            # the tracker's JSON observation, AES-GCM (0004)
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.UniqueConstraint("session_id", "seq", name="uq_liveness_frames_session_seq"),
     sqlite_autoincrement=True,
