@@ -89,7 +89,8 @@ class ServerProcess:
     """
 
     def __init__(self, data_dir: Path | str, workers: int = 1, *, env: dict | None = None,
-                 serve_args: tuple[str, ...] = (), log_path: Path | str | None = "server.log", **settings):
+                 serve_args: tuple[str, ...] = (), log_path: Path | str | None = "server.log",
+                 checkout: Path | str = REPO, **settings):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "FACEGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
@@ -97,6 +98,7 @@ class ServerProcess:
         self.env.pop("FACEGATE_DATABASE_URL", None)
         self.workers = workers
         self.serve_args = tuple(serve_args)
+        self.checkout = Path(checkout)        # the facegate served (another checkout's, to compare)
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(data_dir) / log_path if log_path is not None else None
         self._log = None
@@ -107,7 +109,7 @@ class ServerProcess:
         output = {"stdout": self._log, "stderr": subprocess.STDOUT} if self._log else {}
         self.proc = subprocess.Popen([*FACEGATE, "serve", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--workers", str(self.workers), "--log-level", "warning", *self.serve_args],
-                                     env=self.env, cwd=REPO, **output)
+                                     env=self.env, cwd=self.checkout, **output)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -73,10 +73,12 @@ class Settings:
     cert_failure_window_h: float = 24.0
     kiosk_require_liveness: bool = True   # kiosk: no passed liveness session -> manual_review, never a match
     liveness_pad: str = "auto"            # passive PAD: auto | none | comma list of fr_liveness, minifasnet
-    liveness_pad_threshold: float = 0.5   # P(live) of the weakest PAD family needed to pass
+    liveness_pad_threshold: float = 0.5   # fused P(live) needed to pass: mean over PAD families of each one's median
     liveness_pad_frames: int = 4          # frames of a capture scored by passive PAD
     liveness_require_passive: bool = True  # no PAD model installed -> not live ("passive: unavailable")
-    liveness_identity_fmr: float = 1e-3   # same face throughout a capture: threshold at this FMR
+    liveness_identity_fmr: float = 1e-3   # the still photo sent with a capture shows its face: 1:1 threshold at this FMR
+    liveness_identity_threshold: float = 0.35   # same face throughout one capture (lowest pairwise cosine); calibrated
+                                                # on genuine vs swapped captures, benchmarks/results/liveness_calibration.md
     liveness_session_ttl_s: int = 45      # time to send the capture after the challenge is issued
     liveness_result_ttl_s: int = 120      # a passed session can be used (once) this long
     liveness_max_frames: int = 450

@@ -134,3 +134,47 @@ def test_a_capture_token_opens_its_own_session_and_nothing_else(client):
         assert r.status_code == 401 and r.json()["code"] == "unauthorized", (path, r.text)
     forged = {"Authorization": f"Bearer fgc_{made['session_id']}.not-the-secret"}
     assert client.get(f"/v1/liveness/sessions/{made['session_id']}", headers=forged).status_code == 401
+
+
+def _session_with(client, wanted) -> dict:
+    for _ in range(200):
+        body = client.post("/v1/liveness/sessions", headers=h(client, "kiosk")).json()
+        if wanted(body["challenge"]):
+            return body
+    pytest.fail("no such challenge drawn in 200 sessions")
+
+
+def _send(client, body, frames, **extra):
+    files = [("frames", (f"{i}.jpg", data, "image/jpeg")) for i, (_, data) in enumerate(frames)]
+    return client.post(f"/v1/liveness/sessions/{body['session_id']}/frames", headers=h(client, "kiosk"), files=files,
+                       data={"nonce": body["nonce"], "timestamps": ",".join(f"{t:.4f}" for t, _ in frames), **extra})
+
+
+def test_a_live_capture_replayed_against_another_challenge_fails(client):
+    """A recording of a live person (d18 1-7.2 s opens the mouth and blinks, nothing else)
+    replayed to a session whose random challenge asks for a head movement: the recording cannot
+    answer a challenge drawn after it was made."""
+    body = _session_with(client, lambda ch: any(a in ch for a in ("turn_left", "turn_right", "nod")))
+    frames = clip_frames("d18", 1.0, 7.2)
+    assert _send(client, body, frames[:100]).status_code == 200
+    r = _send(client, body, frames[100:], complete="true")
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert not result["live"]
+    asked = [a for a in body["challenge"] if a in ("turn_left", "turn_right", "nod")]
+    assert {f"action_not_detected:{a}" for a in asked} & set(result["reasons"]), result["reasons"]
+
+
+def test_chunks_out_of_order_answer_409_and_the_capture_is_judged_once(client):
+    body = _session_with(client, lambda ch: True)
+    frames = clip_frames("d0", 0.0, 1.0)
+    assert _send(client, body, frames[:10]).json()["frames_received"] == 10
+    assert _send(client, body, frames[10:20]).json()["frames_received"] == 20
+    assert _send(client, body, frames[10:20]).json()["frames_received"] == 20       # a retried chunk
+    late = _send(client, body, frames[5:8])
+    assert late.status_code == 409 and late.json()["code"] == "frames_out_of_order", late.text
+    sid = body["session_id"]
+    done = client.post(f"/v1/liveness/sessions/{sid}/complete", headers=h(client, "kiosk"), json={"nonce": body["nonce"]})
+    assert done.status_code == 200 and done.json()["capture"]["frames"] == 20
+    after = _send(client, body, frames[20:])
+    assert after.status_code == 409 and after.json()["code"] == "liveness_session_closed"

@@ -20,7 +20,6 @@ from facegate.liveness.landmarks import Landmarker68
 from facegate.liveness.pad import load_pad_models
 from facegate.liveness.pose import HeadPoseEstimator
 from facegate.liveness.tracker import FaceTracker, FrameObservation, fill_pose
-from facegate.matching.decisions import threshold
 from facegate.models.alignment import align_face
 from facegate.models.onnx import create_session
 from facegate.models.registry import build_detector
@@ -88,7 +87,6 @@ class LivenessJudge:
 
     def identity(self, capture: Capture, faced: list[FrameObservation], actions: list[dict]) -> dict:
         """Embeddings on evenly spaced frames plus the frames at each detected action's edges."""
-        point = threshold(self.engine.operating_points, self.settings.liveness_identity_fmr)   # same face throughout
         faced = [o for o in faced if o.detected] or faced
         step = max(1, int(np.ceil(len(faced) / MAX_IDENTITY_SAMPLES)))
         picks = {o.index: o for o in faced[::step]}
@@ -103,9 +101,9 @@ class LivenessJudge:
         worst = float(sims.min())
         frontal = [i for i, o in enumerate(picks) if abs(o.yaw) < FRONTAL_DEGREES] or list(range(len(picks)))
         mean = emb[frontal].mean(axis=0)
-        return {"samples": len(picks), "min_similarity": round(worst, 4),
-                "threshold": round(point.threshold, 4),
-                "consistent": point.matches(worst),
+        limit = self.settings.liveness_identity_threshold
+        return {"samples": len(picks), "min_similarity": round(worst, 4), "threshold": limit,
+                "consistent": worst >= limit,
                 "embedding": (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)}
 
     def passive(self, capture: Capture, faced: list[FrameObservation]) -> dict:
@@ -116,8 +114,10 @@ class LivenessJudge:
         picks = [calm[int(i)] for i in np.linspace(0, len(calm) - 1, n).round()] if n else []
         per_model = {}
         for m in self.pad_models:
-            per_model[m.name] = round(float(np.mean([m.score(capture.frames[o.index].bgr, o.box) for o in picks])), 4)
-        score = min(per_model.values()) if per_model else 0.0
+            per_model[m.name] = round(float(np.median([m.score(capture.frames[o.index].bgr, o.box) for o in picks])), 4)
+        # Neither one family nor one frame decides alone: each family's median over the sampled
+        # frames, averaged over the families (benchmarks/results/liveness_calibration.md).
+        score = float(np.mean(list(per_model.values()))) if per_model else 0.0
         return {"available": True, "status": "ok", "score": round(score, 4), "models": per_model,
                 "threshold": self.settings.liveness_pad_threshold,
                 "frames": [round(o.t, 3) for o in picks], "live": score >= self.settings.liveness_pad_threshold}

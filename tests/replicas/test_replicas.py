@@ -195,20 +195,41 @@ def _pensioner(topo) -> dict:
     return topo["pensioner"]
 
 
-def _live_session(topo, open_on, frames_on, complete_on) -> str:
+def _judged(topo, open_on, frames_on, complete_on, chunk: int = 100) -> dict:
+    """A capture of the pensioner sent in chunks of ``chunk`` frames, chunk i to
+    ``frames_on[i % len(frames_on)]``; the verdict."""
     kiosk = {"X-API-Key": topo["kiosk"]}
     frames = _pensioner(topo)["frames"]
     s = httpx.post(open_on.url + "/v1/liveness/sessions", headers=kiosk, json={"subject_id": "PEN-LIVE"}).json()
-    for start in range(0, len(frames), 100):
-        part = frames[start:start + 100]
-        r = httpx.post(frames_on.url + f"/v1/liveness/sessions/{s['session_id']}/frames", headers=kiosk, timeout=120,
+    replicas = frames_on if isinstance(frames_on, (list, tuple)) else [frames_on]
+    for n, start in enumerate(range(0, len(frames), chunk)):
+        part = frames[start:start + chunk]
+        r = httpx.post(replicas[n % len(replicas)].url + f"/v1/liveness/sessions/{s['session_id']}/frames",
+                       headers=kiosk, timeout=120,
                        files=[("frames", (f"{i}.jpg", data, "image/jpeg")) for i, (_, data) in enumerate(part)],
                        data={"nonce": s["nonce"], "timestamps": ",".join(f"{t:.4f}" for t, _ in part)})
         assert r.status_code == 200, r.text
     r = httpx.post(complete_on.url + f"/v1/liveness/sessions/{s['session_id']}/complete", headers=kiosk,
                    json={"nonce": s["nonce"]}, timeout=120)
-    assert r.status_code == 200 and r.json()["live"], r.text
-    return s["session_id"]
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _live_session(topo, open_on, frames_on, complete_on) -> str:
+    result = _judged(topo, open_on, frames_on, complete_on)
+    assert result["live"], result
+    return result["session_id"]
+
+
+def test_a_capture_split_over_two_replicas_is_judged_as_on_one(topo):
+    """Chunks of 10 frames alternate between the replicas, each tracking what it received and
+    continuing the other's track; the verdict is the one the same capture gets on one replica."""
+    a, b = topo["a"], topo["b"]
+    alone = _judged(topo, open_on=a, frames_on=[a], complete_on=a, chunk=10)
+    split = _judged(topo, open_on=a, frames_on=[a, b], complete_on=b, chunk=10)
+    assert alone["live"], alone
+    for key in ("live", "reasons", "actions", "passive", "capture", "identity", "score"):
+        assert split[key] == alone[key], key
 
 
 def _verify(replica, topo, session_id):

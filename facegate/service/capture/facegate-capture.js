@@ -345,7 +345,7 @@ class CaptureRun {
         return this.verdict(await deliver());
       } catch (err) {
         if (!(err instanceof ApiError)) throw err;
-        if (err.code === "liveness_session_closed") { resync = true; if (attempt < 3) continue; }
+        if (err.code === "liveness_session_closed" || err.code === "frames_out_of_order") { resync = true; if (attempt < 3) continue; }
         if (!TRANSIENT.includes(err.code)) throw err;
         resync = resync || err.unsure || err.code === "network";
         if (attempt < 2) {

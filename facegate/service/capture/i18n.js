@@ -235,6 +235,7 @@ const ERRORS = {
   unauthorized: ["link", false],
   forbidden: ["link", false],
   liveness_session_closed: ["closed", false],
+  frames_out_of_order: ["rejected", false],
   liveness_session_unknown: ["unknown", false],
   not_found: ["unknown", false],
   network: ["network", true],
