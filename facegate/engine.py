@@ -26,7 +26,7 @@ from facegate.models import registry
 from facegate.models.alignment import align_face
 from facegate.models.base import Detection, Detector, Embedder
 from facegate.models.pack import ModelPack, load_pack
-from facegate.models.quality import FaceQuality, assess
+from facegate.models.quality import FaceQuality, assess, normalise_exposure
 from facegate.vocab import FACE_POLICIES, FacePolicy
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Face:
     det_score: float
     quality: FaceQuality
     embedding: np.ndarray | None = None
-    aligned: np.ndarray | None = field(default=None, repr=False)
+    aligned: np.ndarray | None = field(default=None, repr=False)   # as embedded: dark faces brightened
     times: StageTimes = field(default_factory=StageTimes, repr=False)   # of the call that found it
 
     def as_dict(self, with_embedding: bool = False) -> dict:
@@ -149,7 +149,7 @@ class FaceEngine:
             people = sum(s >= SECOND_FACE_RATIO * biggest for s in size)
             if people > 1:
                 raise FacegateError("multiple_faces", f"{people} faces found; exactly one is required",
-                                    faces=int(people))
+                                    faces=int(people), cause="second_face")
             return [dets[int(np.argmax(size))]]
         if policy == "largest":
             return [dets[int(np.argmax(size))]]
@@ -185,7 +185,9 @@ class FaceEngine:
             for d in dets:
                 aligned = align_face(bgr, d.landmarks)
                 box, points = d.box / scale, d.landmarks / scale
-                faces.append(Face(box, points, d.score, assess(box, points, aligned), aligned=aligned, times=times))
+                quality = assess(box, points, aligned)
+                faces.append(Face(box, points, d.score, quality, aligned=normalise_exposure(aligned, quality.brightness),
+                                  times=times))
             times.align = time.perf_counter() - t2
             if embed:
                 self._embed(faces)
@@ -221,10 +223,10 @@ class FaceEngine:
         if face.quality.face_size < need:
             raise FacegateError("face_too_small", f"the face is {face.quality.face_size:.0f} px; "
                                 f"at least {need} px is required", face_px=round(face.quality.face_size),
-                                min_face_px=need)
+                                min_face_px=need, cause="too_far")
         if min_quality is not None and face.quality.score < min_quality:
             raise FacegateError("low_quality", f"face quality {face.quality.score:.2f} is below {min_quality}",
-                                quality=face.quality.as_dict())
+                                quality=face.quality.as_dict(), cause=face.quality.cause)
         self._embed([face])
         return face
 
