@@ -88,6 +88,38 @@ def test_low_quality(engine, sorkin):
     with pytest.raises(FacegateError) as err:                     # ... but refused for matching
         engine.face(_jpeg(blurred))
     assert err.value.code == "low_quality"
+    assert err.value.detail["cause"] == "blurred"
+
+
+def test_refusal_cause_is_the_weakest_aspect():
+    from facegate.models.quality import FaceQuality, aspect_scores
+
+    def quality(inter_eye=40.0, sharpness=200.0, brightness=128.0, yaw=0.0, pitch=0.0):
+        score = min(aspect_scores(inter_eye, sharpness, brightness, yaw, pitch).values())
+        return FaceQuality(100.0, inter_eye, sharpness, brightness, 0.0, yaw, pitch, 0.0, score)
+
+    assert quality(brightness=250).cause == "too_bright" and quality(brightness=20).cause == "too_dark"
+    assert quality(sharpness=5).cause == "blurred" and quality(yaw=55).cause == "turned"
+    assert quality(pitch=-58).cause == "turned" and quality(inter_eye=10).cause == "too_far"
+    # the bright side is fitted to the embedder: an over-exposed webcam face (brightness ~220)
+    # is acquired (it was refused at 0.16 before), a nearly white one is not
+    assert 0.35 < quality(brightness=220).score < 0.45 and quality(brightness=252).score < 0.2
+
+
+def test_only_dark_faces_are_normalised_so_other_templates_do_not_change(engine, sorkin):
+    from facegate.models.alignment import align_face
+    from facegate.models.quality import DARK_BRIGHTNESS, normalise_exposure
+
+    face = engine.face(_jpeg(sorkin[0]))
+    assert face.quality.brightness >= DARK_BRIGHTNESS
+    decoded, _ = engine.decode(_jpeg(sorkin[0]))
+    assert np.array_equal(face.aligned, align_face(decoded, face.landmarks))   # embedded as before normalisation
+    dark = (sorkin[0] * 0.35).astype(np.uint8)
+    dim = engine.face(_jpeg(dark))
+    assert dim.quality.brightness < DARK_BRIGHTNESS
+    assert cv2.cvtColor(dim.aligned, cv2.COLOR_BGR2GRAY)[24:104, 24:88].mean() > DARK_BRIGHTNESS   # brightened
+    crop = align_face(dark, dim.landmarks)
+    assert normalise_exposure(crop, 120.0) is crop
 
 
 def test_unsupported_image(engine):
