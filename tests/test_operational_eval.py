@@ -163,8 +163,9 @@ def nuaa_captures(tmp_path_factory):
 
 
 def test_nuaa_sessions_decided_as_captures(engine, nuaa_captures):
-    """Subject 0004's over-exposed session (every frame refused by the old quality score) is
-    acquired as a capture, matches 0004's other sessions and no other person."""
+    """Subject 0004's over-exposed session (13 of its 15 frames were refused by the quality score
+    before its exposure aspect was re-fitted) is acquired as a capture, matches 0004's other
+    sessions and no other person."""
     from facegate.evaluation.captures import acquire_captures, capture_frames, decide_captures
 
     full = read_pairs(nuaa_captures / "nuaa-capture-pairs.csv")
