@@ -26,7 +26,7 @@ from facegate.models import registry
 from facegate.models.alignment import align_face
 from facegate.models.base import Detection, Detector, Embedder
 from facegate.models.pack import ModelPack, load_pack
-from facegate.models.quality import FaceQuality, assess, normalise_exposure
+from facegate.models.quality import FaceQuality, assess, centre_brightness, normalise_exposure
 from facegate.vocab import FACE_POLICIES, FacePolicy
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,12 @@ class FaceEngine:
         for f, e in zip(faces, self.embedder.embed([f.aligned for f in faces])):
             f.embedding = e
         faces[0].times.embed = time.perf_counter() - t0
+
+    def embed_aligned(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Embeddings of aligned 112x112 crops made outside :meth:`faces` (e.g. a liveness
+        capture's frames), normalised as :meth:`faces` normalises them (dark faces brightened),
+        so that they score on the scale the operating points were calibrated on."""
+        return self.embedder.embed([normalise_exposure(c, centre_brightness(c)) for c in crops])
 
     def face(self, image: bytes | np.ndarray, policy: Policy = "single", min_face_px: int | None = None,
              min_quality: float | None = MIN_QUALITY, detect_min_face: int | None = None) -> Face:

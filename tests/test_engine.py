@@ -118,8 +118,11 @@ def test_only_dark_faces_are_normalised_so_other_templates_do_not_change(engine,
     dim = engine.face(_jpeg(dark))
     assert dim.quality.brightness < DARK_BRIGHTNESS
     assert cv2.cvtColor(dim.aligned, cv2.COLOR_BGR2GRAY)[24:104, 24:88].mean() > DARK_BRIGHTNESS   # brightened
-    crop = align_face(dark, dim.landmarks)
+    crop = align_face(engine.decode(_jpeg(dark))[0], dim.landmarks)
     assert normalise_exposure(crop, 120.0) is crop
+    # crops aligned elsewhere (a liveness capture's frames) are embedded on the same scale
+    assert similarity(engine.embed_aligned([crop])[0], dim.embedding) > 0.9999
+    assert similarity(engine.embedder.embed([crop])[0], dim.embedding) < 0.999
 
 
 def test_unsupported_image(engine):

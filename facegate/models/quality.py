@@ -76,6 +76,11 @@ def aspect_scores(inter_eye: float, sharpness: float, brightness: float, yaw: fl
     }
 
 
+def centre_brightness(aligned_bgr: np.ndarray) -> float:
+    """Mean grey level of the aligned crop's centre (the face without hair and background)."""
+    return float(cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY)[24:104, 24:88].mean())
+
+
 def normalise_exposure(aligned_bgr: np.ndarray, brightness: float) -> np.ndarray:
     """The aligned crop to embed: a dark face (centre under ``DARK_BRIGHTNESS``) brightened by
     the gamma that brings its centre's mean grey to mid-grey; any other face unchanged."""
