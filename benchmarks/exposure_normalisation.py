@@ -11,7 +11,8 @@ over ~200 with a third or more clipped) or ``dark`` (centre brightness under 80)
 cross-person frame pairs as impostors, same-person pairs across sessions as genuine; lfw-dev's
 cross-identity pairs of the pair photos as impostors, its genuine pairs.txt pairs as genuine.
 Reported per variant: the lowest and mean genuine score and the highest impostor score of pairs
-with a face of the group, and the highest impostor score overall.
+with a face of the group, and the highest impostor score overall; per group, the cosine between a
+face's raw and gamma embeddings (what a template enrolled before the normalisation is worth).
 """
 from __future__ import annotations
 
@@ -91,6 +92,9 @@ def measure(engine, f: dict, genuine: np.ndarray, impostor: np.ndarray) -> dict:
                            "impostor_max": round(float(scores[i & touches].max()), 3),
                            "impostor_max_all": round(float(scores[i].max()), 3)}
         out[gname] = rows
+        # what a template enrolled before the normalisation is worth: the same face, raw against gamma
+        same = np.sum(raw[sel] * engine.embedder.embed([gamma(c) for c, s in zip(f["crops"], sel) if s]), axis=1)
+        out[gname + "_raw_vs_gamma_cosine"] = {"min": round(float(same.min()), 3), "mean": round(float(same.mean()), 3)}
     return out
 
 

@@ -5,15 +5,19 @@ line, yaw from the nose's offset from the eye midpoint, pitch from the nose's he
 the eyes and the mouth. They are coarse (a few degrees near frontal, saturating as the nose reaches the eye) but
 enough to refuse profile shots.
 
-Exposure (benchmarks/results/operating_points.md, "Exposure"): on NUAA's webcam frames the
-embedder is as right on over-exposed faces (centre brightness 200-226, 30-50 % of it clipped) as
-on dark ones (under 60): genuine scores' 5th percentile 0.485 against 0.481, the highest impostor
-score 0.303 against 0.488. The bright side of the exposure aspect is fitted to that (it falls
-from 1 at mid-grey to 0 at brightness 281, so those frames score 0.36-0.52 as the dark ones
-score 0.36-0.44); the dark side is unchanged. Dark faces are brightened (a per-face gamma,
-:func:`normalise_exposure`) before embedding: it lowered NUAA's highest impostor score from
-0.488 to 0.466 and left lfw-dev unchanged. Over-exposed faces are embedded as they are: a gamma
-or CLAHE made their genuine scores lower and their impostor scores higher.
+Exposure (``python -m benchmarks.exposure_normalisation``; benchmarks/results/operating_points.md):
+on NUAA's webcam frames the embedder is as right on the over-exposed faces the old exposure aspect
+refused (centre brightness 217-226, 37-49 % of it clipped) as on the dark ones it
+accepted (under 80): genuine scores lowest 0.458 and mean 0.655 against 0.423 and 0.715, the
+highest impostor score 0.302 against 0.488. The bright side of the exposure aspect is fitted to
+that: it falls from 1 at mid-grey to 0 at brightness 281 (``BRIGHT_SPAN``), so those frames score
+0.36-0.42 instead of 0.12-0.19; the dark side is unchanged (less its clipped-pixel factor:
+dark faces have almost none). Dark faces are brightened before
+embedding (:func:`normalise_exposure`, a per-face gamma): NUAA's highest impostor score fell from
+0.488 to 0.467 and its lowest genuine score rose from 0.423 to 0.438; on lfw-dev's 59 dark faces
+the highest impostor score fell from 0.462 to 0.448, the mean genuine score 0.623 -> 0.620. Over-exposed faces
+are embedded as they are: a gamma or CLAHE lowered their genuine scores and raised their impostor
+scores.
 """
 from __future__ import annotations
 
