@@ -303,6 +303,12 @@ def test_refusals_carry_their_cause(enrolled):
     assert "cause" not in problem(r, 422, "no_face")
     schema = httpx.get(enrolled.url + "/openapi.json").json()["components"]["schemas"]["Problem"]["properties"]
     assert schema["cause"]["anyOf"][0]["enum"] == ["too_bright", "too_dark", "blurred", "turned", "too_far", "second_face"]
+    # the capture page knows the same causes (it says each in words: tests/browser)
+    import re
+    from benchmarks._common import REPO
+    page = (REPO / "facegate" / "service" / "capture" / "i18n.js").read_text()
+    listed = re.search(r"export const CAUSE_CODES = \[([^\]]*)\]", page).group(1)
+    assert re.findall(r'"(\w+)"', listed) == schema["cause"]["anyOf"][0]["enum"]
 
 
 def test_request_and_image_too_large(server):
