@@ -11,6 +11,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import sqlite3
 
 import httpx
@@ -22,8 +23,8 @@ from conftest import need_shared
 from facegate.config import Settings
 from facegate.storage.db import open_database
 from facegate.storage import apikeys
-from service_support import (Server, blurred, chip_photo, cli, create_key, encode, gradient_png, png_with_size,
-                             shrunk, side_by_side)
+from service_support import (REPO, Server, blurred, chip_photo, cli, create_key, encode, gradient_png,
+                             png_with_size, shrunk, side_by_side)
 
 PEOPLE = ("Colin_Powell", "Andre_Agassi", "Abdullah_Gul", "Amelia_Vega", "Ann_Veneman")
 
@@ -304,8 +305,6 @@ def test_refusals_carry_their_cause(enrolled):
     schema = httpx.get(enrolled.url + "/openapi.json").json()["components"]["schemas"]["Problem"]["properties"]
     assert schema["cause"]["anyOf"][0]["enum"] == ["too_bright", "too_dark", "blurred", "turned", "too_far", "second_face"]
     # the capture page knows the same causes (it says each in words: tests/browser)
-    import re
-    from benchmarks._common import REPO
     page = (REPO / "facegate" / "service" / "capture" / "i18n.js").read_text()
     listed = re.search(r"export const CAUSE_CODES = \[([^\]]*)\]", page).group(1)
     assert re.findall(r'"(\w+)"', listed) == schema["cause"]["anyOf"][0]["enum"]
