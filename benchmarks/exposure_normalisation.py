@@ -12,7 +12,8 @@ cross-person frame pairs as impostors, same-person pairs across sessions as genu
 cross-identity pairs of the pair photos as impostors, its genuine pairs.txt pairs as genuine.
 Reported per variant: the lowest and mean genuine score and the highest impostor score of pairs
 with a face of the group, and the highest impostor score overall; per group, the cosine between a
-face's raw and gamma embeddings (what a template enrolled before the normalisation is worth).
+face's raw and gamma embeddings, and the group's raw embeddings (templates enrolled before the
+normalisation) against every face embedded the new way.
 """
 from __future__ import annotations
 
@@ -93,8 +94,17 @@ def measure(engine, f: dict, genuine: np.ndarray, impostor: np.ndarray) -> dict:
                            "impostor_max_all": round(float(scores[i].max()), 3)}
         out[gname] = rows
         # what a template enrolled before the normalisation is worth: the same face, raw against gamma
-        same = np.sum(raw[sel] * engine.embedder.embed([gamma(c) for c, s in zip(f["crops"], sel) if s]), axis=1)
+        new = raw.copy()
+        new[sel] = engine.embedder.embed([gamma(c) for c, s in zip(f["crops"], sel) if s])
+        same = np.sum(raw[sel] * new[sel], axis=1)
         out[gname + "_raw_vs_gamma_cosine"] = {"min": round(float(same.min()), 3), "mean": round(float(same.mean()), 3)}
+        # an old template (raw) of a group face against probes embedded the new way (gamma on the group)
+        mixed = raw[sel] @ new.T
+        g, i = genuine[sel], impostor[sel]
+        out[gname + "_old_template_vs_new_probe"] = {
+            "genuine_min": round(float(mixed[g].min()), 3) if g.any() else None,
+            "genuine_mean": round(float(mixed[g].mean()), 3) if g.any() else None,
+            "impostor_max": round(float(mixed[i].max()), 3)}
     return out
 
 

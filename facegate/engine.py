@@ -26,7 +26,7 @@ from facegate.models import registry
 from facegate.models.alignment import align_face
 from facegate.models.base import Detection, Detector, Embedder
 from facegate.models.pack import ModelPack, load_pack
-from facegate.models.quality import FaceQuality, assess, centre_brightness, normalise_exposure
+from facegate.models.quality import FaceQuality, assess
 from facegate.vocab import FACE_POLICIES, FacePolicy
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Face:
     det_score: float
     quality: FaceQuality
     embedding: np.ndarray | None = None
-    aligned: np.ndarray | None = field(default=None, repr=False)   # as embedded: dark faces brightened
+    aligned: np.ndarray | None = field(default=None, repr=False)
     times: StageTimes = field(default_factory=StageTimes, repr=False)   # of the call that found it
 
     def as_dict(self, with_embedding: bool = False) -> dict:
@@ -185,9 +185,7 @@ class FaceEngine:
             for d in dets:
                 aligned = align_face(bgr, d.landmarks)
                 box, points = d.box / scale, d.landmarks / scale
-                quality = assess(box, points, aligned)
-                faces.append(Face(box, points, d.score, quality, aligned=normalise_exposure(aligned, quality.brightness),
-                                  times=times))
+                faces.append(Face(box, points, d.score, assess(box, points, aligned), aligned=aligned, times=times))
             times.align = time.perf_counter() - t2
             if embed:
                 self._embed(faces)
@@ -201,12 +199,6 @@ class FaceEngine:
         for f, e in zip(faces, self.embedder.embed([f.aligned for f in faces])):
             f.embedding = e
         faces[0].times.embed = time.perf_counter() - t0
-
-    def embed_aligned(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Embeddings of aligned 112x112 crops made outside :meth:`faces` (e.g. a liveness
-        capture's frames), normalised as :meth:`faces` normalises them (dark faces brightened),
-        so that they score on the scale the operating points were calibrated on."""
-        return self.embedder.embed([normalise_exposure(c, centre_brightness(c)) for c in crops])
 
     def face(self, image: bytes | np.ndarray, policy: Policy = "single", min_face_px: int | None = None,
              min_quality: float | None = MIN_QUALITY, detect_min_face: int | None = None) -> Face:

@@ -7,17 +7,15 @@ enough to refuse profile shots.
 
 Exposure (``python -m benchmarks.exposure_normalisation``; benchmarks/results/operating_points.md):
 on NUAA's webcam frames the embedder is as right on the over-exposed faces the old exposure aspect
-refused (centre brightness 217-226, 37-49 % of it clipped) as on the dark ones it
-accepted (under 80): genuine scores lowest 0.458 and mean 0.655 against 0.423 and 0.715, the
-highest impostor score 0.302 against 0.488. The bright side of the exposure aspect is fitted to
-that: it falls from 1 at mid-grey to 0 at brightness 281 (``BRIGHT_SPAN``), so those frames score
-0.36-0.42 instead of 0.12-0.19; the dark side is unchanged (less its clipped-pixel factor:
-dark faces have almost none). Dark faces are brightened before
-embedding (:func:`normalise_exposure`, a per-face gamma): NUAA's highest impostor score fell from
-0.488 to 0.467 and its lowest genuine score rose from 0.423 to 0.438; on lfw-dev's 59 dark faces
-the highest impostor score fell from 0.462 to 0.448, the mean genuine score 0.623 -> 0.620. Over-exposed faces
-are embedded as they are: a gamma or CLAHE lowered their genuine scores and raised their impostor
-scores.
+refused (centre brightness 217-226, 37-49 % of it clipped) as on the dark ones it accepted (under
+80): genuine scores lowest 0.458 and mean 0.655 against 0.423 and 0.715, the highest impostor
+score 0.302 against 0.488. The bright side of the exposure aspect is fitted to that: it falls
+from 1 at mid-grey to 0 at brightness 281 (``BRIGHT_SPAN``), so those frames score 0.36-0.42
+instead of 0.12-0.19; the dark side is unchanged (less its clipped-pixel factor: dark faces have
+almost none). No face is normalised before embedding, so enrolled templates stay valid: a gamma
+or CLAHE made over-exposed faces' genuine scores lower and impostor scores higher, and a gamma on
+dark faces, though it lowered their impostor scores, makes a template enrolled before it score up
+to 0.473 against a look-alike's new probe (over the threshold it would allow).
 """
 from __future__ import annotations
 
@@ -28,10 +26,7 @@ import numpy as np
 
 from facegate.vocab import RefusalCause
 
-# Faces whose aligned centre is darker than this are brightened before embedding (measured:
-# module docstring); brighter ones are embedded as they are, so their templates do not change.
-DARK_BRIGHTNESS = 80.0
-# Mid-grey the dark faces are brought to.
+# Mid-grey: the exposure aspect's best brightness.
 TARGET_BRIGHTNESS = 128.0
 # The bright side of the exposure aspect reaches 0 this far above mid-grey (the dark side: 128).
 BRIGHT_SPAN = 153.0
@@ -78,22 +73,6 @@ def aspect_scores(inter_eye: float, sharpness: float, brightness: float, yaw: fl
         "exposure": float(np.clip(1 - (over / BRIGHT_SPAN if over > 0 else -over / TARGET_BRIGHTNESS), 0, 1)),
         "pose": float(np.clip((60 - max(abs(yaw), abs(pitch))) / 30, 0, 1)),  # full to 30 degrees, none past 60
     }
-
-
-def centre_brightness(aligned_bgr: np.ndarray) -> float:
-    """Mean grey level of the aligned crop's centre (the face without hair and background)."""
-    return float(cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY)[24:104, 24:88].mean())
-
-
-def normalise_exposure(aligned_bgr: np.ndarray, brightness: float) -> np.ndarray:
-    """The aligned crop to embed: a dark face (centre under ``DARK_BRIGHTNESS``) brightened by
-    the gamma that brings its centre's mean grey to mid-grey; any other face unchanged."""
-    if brightness >= DARK_BRIGHTNESS:
-        return aligned_bgr
-    level = min(max(brightness / 255.0, 1e-3), 0.999)
-    gamma = np.log(TARGET_BRIGHTNESS / 255.0) / np.log(level)
-    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(aligned_bgr, lut)
 
 
 def estimate_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
