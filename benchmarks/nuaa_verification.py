@@ -81,6 +81,33 @@ def write_pairs(root: Path, out_dir: Path) -> Path:
                            ids)
 
 
+def capture_name(f: Frame) -> str:
+    """A NUAA session as one capture: its frames share subject, glasses, place and session."""
+    return f"{f.subject}_{f.glasses}_{f.place}_{f.session}"
+
+
+def write_captures(root: Path, out_dir: Path) -> Path:
+    """``out_dir/<capture>/`` (links to the session's frames, nothing copied) per NUAA session and
+    ``out_dir/nuaa-capture-pairs.csv`` for ``facegate eval --operational --captures --images out_dir``:
+    every ordered pair of captures of different people, and of one person's different sessions."""
+    from facegate.evaluation.pairs import write_pairs_csv
+
+    frames = nuaa_frames(root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = {}
+    for f in frames:
+        folder = out_dir / capture_name(f)
+        folder.mkdir(exist_ok=True)
+        link = folder / f.path.name
+        if not link.is_symlink():
+            link.symlink_to(f.path.resolve())
+        ids[capture_name(f)] = f.subject
+    sessions = {capture_name(f): f.session for f in frames}
+    pairs = [(a, b) for a in sorted(ids) for b in sorted(ids)
+             if a != b and (ids[a] != ids[b] or sessions[a] != sessions[b])]
+    return write_pairs_csv(out_dir / "nuaa-capture-pairs.csv", pairs, ids)
+
+
 def embed_frames(engine: FaceEngine, frames: list[Frame], gated: bool = True
                  ) -> tuple[dict[Frame, np.ndarray], dict[Frame, str]]:
     """Embeddings of the frames the verification path accepts, and the refusal codes of the rest.
@@ -190,11 +217,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "nuaa_verification.json"))
     ap.add_argument("--write-pairs", metavar="DIR", help="only write DIR/nuaa-live-pairs.csv (never into the "
                     "repository) for `facegate eval|calibrate --pairs ... --images <nuaa/live>`, and exit")
+    ap.add_argument("--write-captures", metavar="DIR", help="only write DIR/<session>/ (links to the frames) and "
+                    "DIR/nuaa-capture-pairs.csv for `facegate eval --operational --captures --images DIR`, and exit")
     args = ap.parse_args(argv)
     root = Path(args.shared) / "data" / "nuaa" / "live"
     if not root.is_dir():
         print(f"NUAA live frames not found at {root}; nothing to check", file=sys.stderr)
         return 2
+    if args.write_captures:
+        path = write_captures(root, Path(args.write_captures))
+        print(f"{path} ({sum(1 for _ in open(path)) - 1} capture pairs; captures: {path.parent})")
+        return 0
     if args.write_pairs:
         path = write_pairs(root, Path(args.write_pairs))
         print(f"{path} ({sum(1 for _ in open(path)) - 1} pairs; images: {root})")

@@ -149,7 +149,7 @@ class FaceEngine:
             people = sum(s >= SECOND_FACE_RATIO * biggest for s in size)
             if people > 1:
                 raise FacegateError("multiple_faces", f"{people} faces found; exactly one is required",
-                                    faces=int(people))
+                                    faces=int(people), cause="second_face")
             return [dets[int(np.argmax(size))]]
         if policy == "largest":
             return [dets[int(np.argmax(size))]]
@@ -221,10 +221,10 @@ class FaceEngine:
         if face.quality.face_size < need:
             raise FacegateError("face_too_small", f"the face is {face.quality.face_size:.0f} px; "
                                 f"at least {need} px is required", face_px=round(face.quality.face_size),
-                                min_face_px=need)
+                                min_face_px=need, cause="too_far")
         if min_quality is not None and face.quality.score < min_quality:
             raise FacegateError("low_quality", f"face quality {face.quality.score:.2f} is below {min_quality}",
-                                quality=face.quality.as_dict())
+                                quality=face.quality.as_dict(), cause=face.quality.cause)
         self._embed([face])
         return face
 

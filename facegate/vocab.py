@@ -58,6 +58,12 @@ INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 FacePolicy = Literal["largest", "central", "single", "all"]
 FACE_POLICIES: tuple[str, ...] = get_args(FacePolicy)
 
+# Why a photo was refused, in words a person in front of the camera can act on (the refusal's
+# ``cause``): no_face has none; face_too_small is too_far; multiple_faces is second_face;
+# low_quality names the quality score's weakest aspect.
+RefusalCause = Literal["too_bright", "too_dark", "blurred", "turned", "too_far", "second_face"]
+REFUSAL_CAUSES: tuple[str, ...] = get_args(RefusalCause)
+
 # Certification periods.
 PeriodKind = Literal["year", "half", "quarter", "month"]
 PERIOD_KINDS: tuple[str, ...] = get_args(PeriodKind)

@@ -108,6 +108,8 @@ def test_calibrate_several_sets_for_a_population(tmp_path):
         assert p["threshold"] == max(v["own_threshold"] for v in p["by_set"].values())
         assert all(v["measured_fmr"] <= p["fmr"] or not v["reliable"] for v in p["by_set"].values())
     assert [(b["min_quality"], b["max_quality"]) for b in table["quality_bands"]] == [(0.0, 0.5), (0.5, None)]
+    for band in table["quality_bands"]:      # a band no probe falls in answers with the all-probes points
+        assert band["ordered_impostor_pairs"] > 0 or band["points"] == table["points"]
     assert json.loads(out.read_text())["points"] == table["points"]
 
 

@@ -88,6 +88,35 @@ def test_low_quality(engine, sorkin):
     with pytest.raises(FacegateError) as err:                     # ... but refused for matching
         engine.face(_jpeg(blurred))
     assert err.value.code == "low_quality"
+    assert err.value.detail["cause"] == "blurred"
+
+
+def test_refusal_cause_is_the_weakest_aspect():
+    from facegate.models.quality import FaceQuality, aspect_scores
+
+    def quality(inter_eye=40.0, sharpness=200.0, brightness=128.0, yaw=0.0, pitch=0.0):
+        score = min(aspect_scores(inter_eye, sharpness, brightness, yaw, pitch).values())
+        return FaceQuality(100.0, inter_eye, sharpness, brightness, 0.0, yaw, pitch, 0.0, score)
+
+    assert quality(brightness=250).cause == "too_bright" and quality(brightness=20).cause == "too_dark"
+    assert quality(sharpness=5).cause == "blurred" and quality(yaw=55).cause == "turned"
+    assert quality(pitch=-58).cause == "turned" and quality(inter_eye=10).cause == "too_far"
+    # the bright side is fitted to the embedder: an over-exposed webcam face (brightness ~220)
+    # is acquired (it was refused at 0.16 before), a nearly white one is not
+    assert 0.35 < quality(brightness=220).score < 0.45 and quality(brightness=252).score < 0.2
+
+
+def test_no_face_is_normalised_so_enrolled_templates_stay_valid(engine, sorkin):
+    """The exposure work changed the quality score, not what is embedded: bright, normal and dark
+    faces are embedded from the plain aligned crop, as templates enrolled before it were."""
+    from facegate.models.alignment import align_face
+
+    for gain in (1.0, 0.35, 1.6):
+        photo = _jpeg(np.clip(sorkin[0] * gain, 0, 255).astype(np.uint8))
+        face = engine.face(photo, min_quality=None)
+        decoded, _ = engine.decode(photo)
+        assert np.array_equal(face.aligned, align_face(decoded, face.landmarks)), gain
+        assert similarity(face.embedding, engine.embedder.embed([align_face(decoded, face.landmarks)])[0]) > 0.9999
 
 
 def test_unsupported_image(engine):

@@ -148,3 +148,41 @@ def test_plot_data_and_png(tmp_path):
     assert back["points"] == data["points"] and back["active"] == data["active"]
     assert back["histogram"] == data["histogram"] and len(back["det"]["fmr"]) <= 60
     assert png.stat().st_size < 200_000
+
+
+# ---------------------------------------------------------------- captures
+@pytest.fixture(scope="module")
+def nuaa_captures(tmp_path_factory):
+    from conftest import need_shared
+    from benchmarks.nuaa_verification import write_captures
+
+    root = need_shared("data", "nuaa", "live")
+    out = tmp_path_factory.mktemp("captures")
+    write_captures(root, out)
+    return out
+
+
+def test_nuaa_sessions_decided_as_captures(engine, nuaa_captures):
+    """Subject 0004's over-exposed session (13 of its 15 frames were refused by the quality score
+    before its exposure aspect was re-fitted) is acquired as a capture, matches 0004's other
+    sessions and no other person."""
+    from facegate.evaluation.captures import acquire_captures, capture_frames, decide_captures
+
+    full = read_pairs(nuaa_captures / "nuaa-capture-pairs.csv")
+    mine = {"0004_01_00_01", "0004_01_00_02", "0004_01_06_03", "0001_00_00_01", "0001_00_00_02"}
+    pairset = PairSet([p for p in full.pairs if p.a in mine and p.b in mine], 1, full.identities)
+    frames = capture_frames(nuaa_captures / "0004_01_06_03")
+    assert len(frames) == 15 and frames[0].name.endswith("_24.jpg")         # numeric frame order
+    samples, infos = acquire_captures(engine, nuaa_captures, pairset)
+    r = decide_captures(engine, pairset, samples, infos)
+    assert r["pairs"] == 20 and r["genuine_pairs"] == 8 and r["fta_rate"] == 0
+    assert r["false_matches"] == 0 and r["false_non_matches"] == 0 and r["true_non_matches"] == 12
+    assert infos[("0004_01_06_03", "probe")]["used_frames"] > 1               # a fused template
+    assert r["captures"]["probe"]["captures"] == 5 and r["captures"]["probe"]["acquired"] == 5
+
+
+def test_cli_captures_needs_operational(nuaa_captures):
+    proc = subprocess.run([sys.executable, "-m", "facegate", "eval", "--captures", "--pairs",
+                           str(nuaa_captures / "nuaa-capture-pairs.csv"), "--images", str(nuaa_captures)],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert proc.returncode != 0 and "--captures needs --operational" in proc.stdout + proc.stderr

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
+import re
 import sqlite3
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import need_shared
 from facegate.config import Settings
 from facegate.storage.db import open_database
 from facegate.storage import apikeys
-from service_support import (Server, blurred, chip_photo, cli, create_key, gradient_png, png_with_size,
-                             shrunk, side_by_side)
+from service_support import (REPO, Server, blurred, chip_photo, cli, create_key, encode, gradient_png,
+                             png_with_size, shrunk, side_by_side)
 
 PEOPLE = ("Colin_Powell", "Andre_Agassi", "Abdullah_Gul", "Amelia_Vega", "Ann_Veneman")
 
@@ -272,6 +276,38 @@ def test_image_errors(enrolled):
         r = call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": sid},
                  files={"image": ("x.jpg", data, "image/jpeg")})
         problem(r, status, code)
+
+
+def _levels(photo_bytes: bytes, gain: float, offset: float = 0) -> bytes:
+    pixels = np.asarray(Image.open(io.BytesIO(photo_bytes)).convert("RGB"), dtype=np.float64)
+    return encode(Image.fromarray(np.clip(pixels * gain + offset, 0, 255).astype(np.uint8)))
+
+
+def test_refusals_carry_their_cause(enrolled):
+    """A refused photo's problem says why in a stable ``cause`` the capture page puts in words."""
+    sid = subject_id("Colin_Powell")
+    genuine = photo("Colin_Powell", 2)
+    cases = [
+        (side_by_side(genuine, photo("Andre_Agassi", 1)), "multiple_faces", "second_face"),
+        (shrunk(genuine), "face_too_small", "too_far"),
+        (blurred(genuine, 5), "low_quality", "blurred"),
+        (_levels(genuine, 0.15), "low_quality", "too_dark"),          # centre brightness ~20
+        (_levels(genuine, 1.0, 170), "low_quality", "too_bright"),    # ~250, nearly white
+    ]
+    for data, code, cause in cases:
+        r = call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": sid},
+                 files={"image": ("x.jpg", data, "image/jpeg")})
+        body = problem(r, 422, code)
+        assert body["cause"] == cause, (code, body)
+    r = call(enrolled, "kiosk", "POST", "/v1/verify", data={"subject_id": sid},
+             files={"image": ("x.jpg", gradient_png(), "image/jpeg")})
+    assert "cause" not in problem(r, 422, "no_face")
+    schema = httpx.get(enrolled.url + "/openapi.json").json()["components"]["schemas"]["Problem"]["properties"]
+    assert schema["cause"]["anyOf"][0]["enum"] == ["too_bright", "too_dark", "blurred", "turned", "too_far", "second_face"]
+    # the capture page knows the same causes (it says each in words: tests/browser)
+    page = (REPO / "facegate" / "service" / "capture" / "i18n.js").read_text()
+    listed = re.search(r"export const CAUSE_CODES = \[([^\]]*)\]", page).group(1)
+    assert re.findall(r'"(\w+)"', listed) == schema["cause"]["anyOf"][0]["enum"]
 
 
 def test_request_and_image_too_large(server):

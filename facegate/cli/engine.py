@@ -35,6 +35,10 @@ def register(sub) -> None:
     p.add_argument("--operational", action="store_true",
                    help="decide each pair as POST /v1/verify would (first photo enrolled, second the probe; "
                         "quality gate, review band): FTA, FMR/FNMR, review rate, GFAR/GFRR")
+    p.add_argument("--captures", action="store_true",
+                   help="with --operational: the pair file names capture folders (consecutive frames of one attempt) "
+                        "under --images; the enrolment is a capture's best frame, the probe its fused frames "
+                        "(facegate.evaluation.captures): FTA, FMR/FNMR and review per capture pair")
     p.add_argument("--plot", metavar="FILE.png", help="write the DET curve and the score histograms (needs the "
                    "eval extra: matplotlib)")
     p.set_defaults(func=cmd_eval)
@@ -184,11 +188,19 @@ def cmd_eval(args) -> int:
     pairset = read_pairs(args.pairs)
     title = (f"{Path(args.pairs).parent.name}/{Path(args.pairs).name} "
              f"({engine.operating_points.source if engine.operating_points else 'uncalibrated'})")
+    if args.captures and not args.operational:
+        raise FacegateError("invalid_request", "--captures needs --operational")
     if args.operational:
         from facegate.evaluation.operational import decide_pairs
 
-        samples = _samples(engine, pairset, args.images, args.cache)
-        result = decide_pairs(engine, pairset, samples)
+        if args.captures:
+            from facegate.evaluation.captures import acquire_captures, decide_captures
+
+            samples, infos = acquire_captures(engine, Path(args.images), pairset)
+            result = decide_captures(engine, pairset, samples, infos)
+        else:
+            samples = _samples(engine, pairset, args.images, args.cache)
+            result = decide_pairs(engine, pairset, samples)
         result["command"] = _command()
         if args.plot:
             from facegate.matching.scores import similarity

@@ -254,6 +254,10 @@ def calibrate_sets(sets: list[tuple[str, PairSet, dict, dict | None]], quality_s
             per_set = [(n, _probe_band(sc, "genuine", lo, hi), _probe_band(sc, "impostor", lo, hi))
                        for n, sc in scored]
             per_set = [x for x in per_set if x[2].size]
+            if not per_set:     # nothing to calibrate the band on: its probes get the all-probes points
+                bands.append({"min_quality": lo, "max_quality": hi, "ordered_impostor_pairs": 0,
+                              "points": out["points"], "note": "no impostor pair has its probe in this band"})
+                continue
             bands.append({"min_quality": lo, "max_quality": hi,
                           "ordered_impostor_pairs": int(sum(x[2].size for x in per_set)),
                           "points": combine_tables(per_set, fmrs)})

@@ -4,6 +4,18 @@ Pose is estimated geometrically from the five landmarks (no extra model): roll f
 line, yaw from the nose's offset from the eye midpoint, pitch from the nose's height between
 the eyes and the mouth. They are coarse (a few degrees near frontal, saturating as the nose reaches the eye) but
 enough to refuse profile shots.
+
+Exposure (``python -m benchmarks.exposure_normalisation``; benchmarks/results/operating_points.md):
+on NUAA's webcam frames the embedder is as right on the over-exposed faces the old exposure aspect
+refused (centre brightness 217-226, 37-49 % of it clipped) as on the dark ones it accepted (under
+80): genuine scores lowest 0.458 and mean 0.655 against 0.423 and 0.715, the highest impostor
+score 0.302 against 0.488. The bright side of the exposure aspect is fitted to that: it falls
+from 1 at mid-grey to 0 at brightness 281 (``BRIGHT_SPAN``), so those frames score 0.36-0.42
+instead of 0.12-0.19; the dark side is unchanged (less its clipped-pixel factor: dark faces have
+almost none). No face is normalised before embedding, so enrolled templates stay valid: a gamma
+or CLAHE made over-exposed faces' genuine scores lower and impostor scores higher, and a gamma on
+dark faces, though it lowered their impostor scores, makes a template enrolled before it score up
+to 0.473 against a look-alike's new probe (over the threshold it would allow).
 """
 from __future__ import annotations
 
@@ -11,6 +23,13 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from facegate.vocab import RefusalCause
+
+# Mid-grey: the exposure aspect's best brightness.
+TARGET_BRIGHTNESS = 128.0
+# The bright side of the exposure aspect reaches 0 this far above mid-grey (the dark side: 128).
+BRIGHT_SPAN = 153.0
 
 # Nose height between eye line and mouth line on the ArcFace template: a frontal face.
 _FRONTAL_NOSE_RATIO = (71.7366 - 51.5989) / (92.2848 - 51.5989)
@@ -30,6 +49,30 @@ class FaceQuality:
 
     def as_dict(self) -> dict:
         return {k: round(float(v), 3) for k, v in asdict(self).items()}
+
+    def aspects(self) -> dict[str, float]:
+        """Each aspect's score, 0..1 (``score`` is the weakest)."""
+        return aspect_scores(self.inter_eye, self.sharpness, self.brightness, self.yaw, self.pitch)
+
+    @property
+    def cause(self) -> RefusalCause:
+        """The weakest aspect as what a person can change: ``too_far``, ``blurred``,
+        ``too_bright``, ``too_dark`` or ``turned``."""
+        aspects = self.aspects()
+        weakest = min(aspects, key=aspects.get)
+        if weakest == "exposure":
+            return "too_bright" if self.brightness >= TARGET_BRIGHTNESS else "too_dark"
+        return {"size": "too_far", "sharpness": "blurred", "pose": "turned"}[weakest]
+
+
+def aspect_scores(inter_eye: float, sharpness: float, brightness: float, yaw: float, pitch: float) -> dict[str, float]:
+    over = brightness - TARGET_BRIGHTNESS
+    return {
+        "size": float(np.clip((inter_eye - 8) / 24, 0, 1)),                  # 8 px -> 0, 32 px and up -> 1
+        "sharpness": float(np.clip(sharpness / 60, 0, 1)),
+        "exposure": float(np.clip(1 - (over / BRIGHT_SPAN if over > 0 else -over / TARGET_BRIGHTNESS), 0, 1)),
+        "pose": float(np.clip((60 - max(abs(yaw), abs(pitch))) / 30, 0, 1)),  # full to 30 degrees, none past 60
+    }
 
 
 def estimate_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
@@ -58,10 +101,5 @@ def assess(box: np.ndarray, landmarks: np.ndarray, aligned_bgr: np.ndarray) -> F
     brightness = float(centre.mean())
     clipped = float(((centre <= 5) | (centre >= 250)).mean())
     yaw, pitch, roll = estimate_pose(landmarks)
-
-    size_q = np.clip((inter_eye - 8) / 24, 0, 1)                 # 8 px -> 0, 32 px and up -> 1
-    sharp_q = np.clip(sharpness / 60, 0, 1)
-    exposure_q = np.clip(1 - abs(brightness - 128) / 128, 0, 1) * (1 - clipped)
-    pose_q = np.clip((60 - max(abs(yaw), abs(pitch))) / 30, 0, 1)   # full to 30 degrees, none past 60
-    score = float(min(size_q, sharp_q, exposure_q, pose_q))         # the weakest aspect decides
+    score = min(aspect_scores(inter_eye, sharpness, brightness, yaw, pitch).values())   # the weakest decides
     return FaceQuality(face_size, inter_eye, sharpness, brightness, clipped, yaw, pitch, roll, score)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facegate.errors import ERROR_CODES
-from facegate.vocab import (CertMethod, CertOutcome, CertStatus, Decision, Identification, KioskMode,
+from facegate.vocab import (CertMethod, CertOutcome, CertStatus, Decision, Identification, KioskMode, RefusalCause,
                             SignalKind, SubjectStatus)
 
 
@@ -375,6 +375,10 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     request_id: str | None = None
+    cause: RefusalCause | None = Field(
+        None, description="why a photo was refused, in terms the person in front of the camera can act on: "
+        "`multiple_faces` -> `second_face`, `face_too_small` -> `too_far`, `low_quality` -> the quality's weakest "
+        "aspect (`too_bright`, `too_dark`, `blurred`, `turned`, `too_far`); absent for other codes")
 
 
 PROBLEM_STATUSES: tuple[int, ...] = tuple(sorted({status for status, _ in ERROR_CODES.values()

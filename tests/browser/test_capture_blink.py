@@ -275,6 +275,8 @@ def test_texts_exist_in_both_languages_for_every_code(server, playwright_api):
                              'action_not_detected:turn_right', 'action_not_detected:open_mouth', 'action_not_detected:nod'];
             for (const r of reasons) { const keys = m.reasonTexts([r]); if (!keys.length) missing.push('reason:' + r);
                 for (const loc of m.LOCALES) for (const k of keys) if (!(k in m.TEXTS[loc])) missing.push(loc + ':' + k); }
+            for (const c of m.CAUSE_CODES) { const k = m.causeText(c); if (!k) missing.push('cause:' + c);
+                else for (const loc of m.LOCALES) if (!(k in m.TEXTS[loc])) missing.push(loc + ':' + k); }
             return {en, zh, missing, picks: [m.pickLocale(undefined, ['zh-TW']), m.pickLocale(undefined, ['de-DE', 'en-US']),
                                              m.pickLocale('zh-CN', []), m.pickLocale(undefined, ['fr'])]};
         }""")

@@ -109,8 +109,13 @@ def test_the_page_says_when_the_session_has_expired(server, playwright_api):
     browser = launch(playwright_api, camera="none")
     try:
         page = new_page(browser, "phone", "en")
-        page.goto(capture_url(server.url, server.session("app")))
-        follow(page, until=("intro",))
+        # a retry after the service refused the person's photo as too bright: said before they start again
+        page.goto(capture_url(server.url, server.session("app"), cause="too_bright"))
+        intro = follow(page, until=("intro",))
+        assert intro["text"].startswith("The last photo of your face was too bright."), intro
+        page.click("button.fg-lang")
+        assert state(page)["text"].startswith("上一张照片中您的脸太亮了。"), state(page)
+        page.click("button.fg-lang")
         # the person waits too long before pressing Start: the page notices the deadline by itself
         end = follow(page, shots="phone-en-expired-session", until=("error",), timeout=TTL + 10)
         assert end["code"] == "liveness_session_expired" and end["title"] == "The time for this check has run out", end

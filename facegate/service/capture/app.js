@@ -8,7 +8,11 @@
 //   page -> parent/opener: {type: "facegate:ready"}             ready for a session
 //                          {type: "facegate:session-request"}   kiosk: a person pressed Start
 //                          {type: "facegate:result", summary}   to the origin that sent the session
-//   parent/opener -> page: {type: "facegate:start", sessionId, token, locale?, upload?}
+//   parent/opener -> page: {type: "facegate:start", sessionId, token, locale?, upload?, cause?}
+//
+// ``cause`` (also ``#...&cause=`` in the fragment): why the service refused the person's last
+// photo (the refusal's problem ``cause``: too_bright, too_dark, blurred, turned, too_far,
+// second_face); the page says it in words before the person starts again.
 
 import { start, pickLocale } from "./facegate-capture.js";
 import { translator } from "./i18n.js";
@@ -33,7 +37,8 @@ function fromFragment() {
   const sessionId = p.get("session") || p.get("session_id");
   const token = p.get("token");
   if (!sessionId || !token) return null;
-  return { sessionId, token, locale: p.get("lang") || query.get("lang"), upload: p.get("upload") || query.get("upload") };
+  return { sessionId, token, locale: p.get("lang") || query.get("lang"), upload: p.get("upload") || query.get("upload"),
+           cause: p.get("cause") };
 }
 
 function tell(message, origin) {
@@ -49,7 +54,8 @@ async function run(session, { autoStart = false } = {}) {
   clearTimeout(resetTimer);
   locale = pickLocale(session.locale || locale);
   const summary = await start({ sessionId: session.sessionId, token: session.token, element: root, locale,
-                                upload: session.upload || "frames", kiosk, autoStart }).catch((err) => {
+                                upload: session.upload || "frames", kiosk, autoStart,
+                                cause: session.cause || null }).catch((err) => {
     // a malformed session id or token: nothing was started
     console.error("facegate capture:", err);
     screen("err_link_title", "err_link_text", "error");
@@ -177,7 +183,8 @@ window.addEventListener("message", (e) => {
   if (typeof sessionId !== "string" || typeof token !== "string") return;
   replyOrigin = e.origin;
   // a session sent after a person pressed Start (kiosk) or by an integrator's own page
-  run({ sessionId, token, locale: e.data.locale, upload: e.data.upload }, { autoStart: kiosk || e.data.autoStart === true });
+  run({ sessionId, token, locale: e.data.locale, upload: e.data.upload, cause: e.data.cause },
+      { autoStart: kiosk || e.data.autoStart === true });
 });
 
 window.addEventListener("hashchange", () => {

@@ -17,7 +17,7 @@
 // States: intro -> camera -> positioning -> capturing -> checking -> passed | failed, and error
 // from any of them ("Try again" where the same session can still be used).
 
-import { errorText, pickLocale, reasonTexts, translator } from "./i18n.js";
+import { causeText, errorText, pickLocale, reasonTexts, translator } from "./i18n.js";
 import { CameraError, closeCamera, FrameSampler, openCamera, WebmRecorder, webmType } from "./camera.js";
 import { Guidance, GuidanceFilter } from "./guidance.js";
 import { ApiError, CaptureApi, FrameUploader } from "./uploader.js";
@@ -51,7 +51,7 @@ export function start(options) {
  * Show facegate's capture page in an iframe inside ``element`` and hand it the session by
  * postMessage (only to facegate's origin); resolves with the page's summary.
  */
-export function embed({ sessionId, token, element, locale, upload, kiosk = false, pageUrl = HERE.href, title = "Face check" }) {
+export function embed({ sessionId, token, element, locale, upload, cause = null, kiosk = false, pageUrl = HERE.href, title = "Face check" }) {
   const url = new URL(pageUrl, location.href);
   if (kiosk) url.searchParams.set("mode", "kiosk");
   const frame = document.createElement("iframe");
@@ -67,7 +67,7 @@ export function embed({ sessionId, token, element, locale, upload, kiosk = false
     const onMessage = (e) => {
       if (e.source !== frame.contentWindow || e.origin !== url.origin || !e.data) return;
       if (e.data.type === "facegate:ready") {
-        frame.contentWindow.postMessage({ type: "facegate:start", sessionId, token, locale, upload }, url.origin);
+        frame.contentWindow.postMessage({ type: "facegate:start", sessionId, token, locale, upload, cause }, url.origin);
       } else if (e.data.type === "facegate:result") {
         window.removeEventListener("message", onMessage);
         resolve(e.data.summary);
@@ -95,7 +95,7 @@ class Expired extends Error {}
 
 class CaptureRun {
   constructor({ sessionId, token, element, locale, baseUrl, upload = "frames", kiosk = false, autoStart = false,
-                stepSeconds = {}, signal, onEvent } = {}) {
+                stepSeconds = {}, signal, onEvent, cause = null } = {}) {
     if (!element || !element.ownerDocument) throw new TypeError("start: element is required");
     if (typeof sessionId !== "string" || !/^[A-Za-z0-9_-]{4,128}$/.test(sessionId)) {
       throw new TypeError("start: sessionId is not a liveness session id");
@@ -106,6 +106,8 @@ class CaptureRun {
     this.t = translator(this.locale);
     this.kiosk = !!kiosk;
     this.autoStart = !!autoStart;
+    // why the service refused this person's last photo (a problem's ``cause``): said before they try again
+    this.causeKey = causeText(cause);
     this.upload = upload === "video" && webmType() ? "video" : "frames";
     this.seconds = { ...STEP_SECONDS, ...stepSeconds };
     this.signal = signal;
@@ -129,7 +131,7 @@ class CaptureRun {
     }
     try {
       await this.load();
-      if (!this.autoStart) await this.intro();
+      if (!this.autoStart || this.causeKey) await this.intro();
       await this.cameraOn();
       await this.position();
       await this.capture();
@@ -208,6 +210,7 @@ class CaptureRun {
     this.view.screen({
       titleKey: "title", textKey: "intro", values: { seconds: Math.ceil(this.captureSeconds() + 3) },
       listTitleKey: "introSteps", list: steps, tips: ["tipLight", "tipFace", this.kiosk ? "tipKiosk" : "tipPhone"],
+      reasons: this.causeKey ? [this.causeKey] : [],
       buttons: [{ key: "start", primary: true, value: "start" }], language: true,
     });
     await this.waitFor();
@@ -394,7 +397,9 @@ class CaptureRun {
     this.summary.error = { code, httpStatus };
     this.emit("error", { code });
     const e = errorText(code);
-    this.view.screen({ titleKey: e.titleKey, textKey: e.textKey, outcome: "error", code, language: true });
+    const cause = err instanceof ApiError ? causeText(err.cause) : null;
+    this.view.screen({ titleKey: e.titleKey, textKey: e.textKey, outcome: "error", code, language: true,
+                       reasons: cause ? [cause] : [] });
     await nextPaint();
   }
 
@@ -403,7 +408,8 @@ class CaptureRun {
     const code = err.code || "network";
     this.emit("error", { code, retry: true });
     const e = errorText(code);
-    this.view.screen({ titleKey: e.titleKey, textKey: e.textKey, outcome: "error", code,
+    const cause = causeText(err.cause);
+    this.view.screen({ titleKey: e.titleKey, textKey: e.textKey, outcome: "error", code, reasons: cause ? [cause] : [],
                        buttons: [{ key: "tryAgain", primary: true, value: "retry" }], language: true });
     await this.waitFor();
   }

@@ -103,6 +103,12 @@ const en = {
   err_interrupted_text: "Please keep this page open until the check is finished, and start again.",
   err_generic_title: "Something went wrong",
   err_generic_text: "Please start the check again.",
+  cause_too_bright: "The last photo of your face was too bright. Turn away from the window or the lamp, or move out of direct sunlight.",
+  cause_too_dark: "The last photo of your face was too dark. Move to a brighter place, with the light in front of you, not behind you.",
+  cause_blurred: "The last photo of your face was blurred. Hold still, hold the device steady, and wipe the camera lens.",
+  cause_turned: "Your face was turned away in the last photo. Look straight into the camera.",
+  cause_too_far: "Your face was too small in the last photo. Come closer to the camera.",
+  cause_second_face: "There was a second face in the last photo. Only the person checked should be in the picture.",
 };
 
 const zhCN = {
@@ -198,6 +204,12 @@ const zhCN = {
   err_rejected_text: "请重新开始核验。",
   err_interrupted_title: "核验被中断",
   err_interrupted_text: "核验完成前请不要离开本页面，请重新开始。",
+  cause_too_bright: "上一张照片中您的脸太亮了。请背对窗户或灯光，或避开阳光直射。",
+  cause_too_dark: "上一张照片中您的脸太暗了。请到更亮的地方，让光线照在您的前面，而不是身后。",
+  cause_blurred: "上一张照片中您的脸模糊不清。请保持不动，拿稳设备，并擦拭摄像头镜头。",
+  cause_turned: "上一张照片中您的脸没有正对摄像头。请直视摄像头。",
+  cause_too_far: "上一张照片中您的脸太小了。请靠近摄像头。",
+  cause_second_face: "上一张照片中出现了另一张脸。只有被核验的人可以在画面中。",
   err_generic_title: "出现了问题",
   err_generic_text: "请重新开始核验。",
 };
@@ -272,6 +284,14 @@ const REASONS = {
 };
 
 export const REASON_CODES = Object.keys(REASONS);
+
+// Why the service refused a photo (a problem's ``cause``, docs/service.md): what the person can change.
+export const CAUSE_CODES = ["too_bright", "too_dark", "blurred", "turned", "too_far", "second_face"];
+
+/** The text key for a refusal's ``cause`` (null for none or an unknown one). */
+export function causeText(cause) {
+  return CAUSE_CODES.includes(cause) ? `cause_${cause}` : null;
+}
 
 /** The text keys explaining a failed verdict's ``reasons`` (most telling first, no repeats). */
 export function reasonTexts(reasons = []) {

@@ -7,13 +7,14 @@ export class ApiError extends Error {
    * ``code``: the problem's code, ``network`` (no answer) or ``http_<status>``; ``unsure``: the
    * request may have reached the server although no answer came back.
    */
-  constructor({ code, status = 0, detail = "", retryAfter = null, unsure = false }) {
+  constructor({ code, status = 0, detail = "", retryAfter = null, unsure = false, cause = null }) {
     super(`${code}${status ? ` (${status})` : ""}${detail ? `: ${detail}` : ""}`);
     this.code = code;
     this.status = status;
     this.detail = detail;
     this.retryAfter = retryAfter;
     this.unsure = unsure;
+    this.cause = cause;    // a refused photo's cause (too_bright, ...), when the problem names one
   }
 }
 
@@ -55,7 +56,8 @@ export class CaptureApi {
       const retry = Number(res.headers.get("Retry-After") || (payload && payload.retry_after));
       throw new ApiError({ code: (payload && payload.code) || STATUS_CODES[res.status] || `http_${res.status}`,
                            status: res.status, detail: (payload && payload.detail) || "",
-                           retryAfter: Number.isFinite(retry) ? retry : null });
+                           retryAfter: Number.isFinite(retry) ? retry : null,
+                           cause: (payload && typeof payload.cause === "string" && payload.cause) || null });
     }
     return payload;
   }
