@@ -14,6 +14,11 @@ FMR and FNMR at it are recorded under ``by_set``).
 deployment's ``population`` setting (``FACEGATE_POPULATION``) selects it, and the unnamed table
 is used when it is empty.
 
+**Fused tables** (``<pack>-fused-<model>.json``, loaded with ``variant="fused-<model>"``): the
+points of the 1:N rule that rescores a shortlist with the mean of the pack's embedder's and its
+second opinion's cosines (``benchmarks/sface_fused_table.py`` makes it). They are a separate file
+so the 1:1 table's entries are never touched by it.
+
 **Quality bands** (``calibrate --quality-split Q``): the table also holds ``quality_bands``, a
 table for probes of quality under Q and one for the rest, each calibrated on the ordered
 (enrolment, probe) pairs whose probe falls in the band. A lookup that gives the probe's quality
@@ -179,4 +184,4 @@ def populations(pack) -> list[str]:
     for entry in (resources.files("facegate") / "calibration").iterdir():
         if entry.name.startswith(prefix) and entry.name.endswith(".json"):
             names.add(entry.name[len(prefix):-len(".json")])
-    return sorted(names - {"document"})
+    return sorted(n for n in names - {"document"} if not n.startswith("fused-"))
