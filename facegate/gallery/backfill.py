@@ -1,4 +1,5 @@
-"""Second opinions for templates enrolled before them: ``facegate templates backfill``.
+"""Templates made again from photos: second opinions for templates enrolled before them
+(``facegate templates backfill``) and a new pack's templates (``facegate index reenrol``).
 
 For each template of the engine's pack without a second-opinion template (oldest first), the
 photo it was made from (stored with ``FACEGATE_STORE_IMAGES=1``, else the imported file when it
@@ -73,3 +74,22 @@ def _second_of(engine, store, row: dict, main: np.ndarray | None, pack_id: str, 
         return "face_not_found"
     items.append((row["face_id"], engine.second_embedding(faces[best])))
     return None
+
+
+def reenrol_from_photos(gallery, subject_id: str | None = None, actor: str = "system") -> dict:
+    """After a model-pack change: embed the stored photos (FACEGATE_STORE_IMAGES=1) of
+    templates made by other packs with this engine and enrol them as this pack's templates
+    (source ``reenrol:<old face id>``; a re-run skips those done). Old templates stay until
+    erased; they are never compared with this pack's."""
+    done, failed = 0, []
+    for old_id, sid, photo in gallery.store.foreign_pack_photos(gallery.pack_id, subject_id):
+        try:
+            face = gallery.engine.face(photo, policy="largest", min_face_px=gallery.settings.min_enrol_face_px)
+            gallery.enrol_embedding(sid, face.embedding, face.quality, source=f"reenrol:{old_id}",
+                                    allow_duplicate=True, image=photo, actor=actor,
+                                    second=gallery.engine.second_embedding(face))
+            done += 1
+        except FacegateError as exc:
+            failed.append({"face_id": old_id, "subject_id": sid, "code": exc.code})
+    without = {p: n for p, n in gallery.store.pack_counts().items() if p != gallery.pack_id}
+    return {"reenrolled": done, "failed": failed, "pack_id": gallery.pack_id, "other_pack_templates": without}

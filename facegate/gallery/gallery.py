@@ -34,6 +34,7 @@ import numpy as np
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.storage.store import Store
+from facegate.gallery.second_opinion import Ranking, points_for, rescore
 from facegate.gallery.vectors import VectorIndex
 from facegate.matching.decisions import Candidate, Identification, OperatingPoint, decide_1toN, threshold
 from facegate.matching.scores import exact_scores
@@ -64,15 +65,6 @@ class _DuplicateFound(Exception):
     def __init__(self, found: list[dict]):
         super().__init__("duplicate found under the write lock")
         self.found = found
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """Subjects ranked best first, and which scores rank them: ``single`` (the pack's embedder)
-    or ``fused`` (mean of its and the second opinion's cosines); ``note``: why not fused."""
-    candidates: list[Candidate]
-    rule: str = "single"
-    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,16 +246,8 @@ class Gallery:
         rows = self.store.embeddings_for_subjects_of(face_ids, self.pack_id)
         if not rows:
             return Ranking([])
-        scores = exact_scores([r["embedding"] for r in rows], embedding)
-        rule, note = self._second_opinion(second)
-        if rule == "fused":
-            family = self.store.family_embeddings([r["face_id"] for r in rows], self.pack_id, self.engine.second_model)
-            missing = sum(r["face_id"] not in family for r in rows)
-            if missing:
-                rule, note = "single", (f"{missing} shortlisted template(s) have no {self.engine.second_model} "
-                                        "template yet (facegate templates backfill)")
-            else:
-                scores = (scores + exact_scores([family[r["face_id"]] for r in rows], second)) / 2
+        scores, rule, note = rescore(self.store, self.engine, rows,
+                                     exact_scores([r["embedding"] for r in rows], embedding), second)
         best: dict[str, Candidate] = {}
         for r, s in zip(rows, scores):
             cur = best.get(r["subject_id"])
@@ -271,25 +255,13 @@ class Gallery:
                 best[r["subject_id"]] = Candidate(r["subject_id"], float(s), r["face_id"], r["status"])
         return Ranking(sorted(best.values(), key=lambda c: -c.score), rule, note)
 
-    def _second_opinion(self, second: np.ndarray | None) -> tuple[str, str | None]:
-        if self.engine.second_model is None:
-            return "single", None
-        if self.engine.fused_points is None:
-            return "single", f"no fused calibration table for {self.engine.second_model}"
-        if second is None:
-            return "single", f"the probe has no {self.engine.second_model} embedding"
-        return "fused", None
-
-    def _points(self, rule: str):
-        return self.engine.fused_points if rule == "fused" else self.engine.operating_points
-
     def duplicates(self, embedding: np.ndarray, exclude_subject: str | None = None, fmr: float | None = None,
                    quality: float | None = None, second: np.ndarray | None = None) -> list[dict]:
         """Subjects other than ``exclude_subject`` whose templates match the face at the 1:N
         operating point (``identify_fmr`` unless ``fmr`` is given; ``quality``: the photo's quality
         score, for a table with quality bands; ``second``: its second-opinion embedding)."""
         ranking = self._rank_subjects(embedding, 5, second)
-        point = threshold(self._points(ranking.rule), fmr or self.settings.identify_fmr, quality)
+        point = threshold(points_for(self.engine, ranking.rule), fmr or self.settings.identify_fmr, quality)
         return [{"subject_id": c.subject_id, "score": round(c.score, 6), "face_id": c.face_id,
                  "threshold": round(point.threshold, 6), "rule": ranking.rule}
                 for c in ranking.candidates if c.subject_id != exclude_subject and point.matches(c.score)]
@@ -385,27 +357,15 @@ class Gallery:
         threshold(self.engine.operating_points, fmr or self.settings.identify_fmr, quality)   # model_unavailable first
         self._sync_if_stale()
         ranking = self._rank_subjects(embedding, max(int(top_k), 2), second)
-        point = threshold(self._points(ranking.rule), fmr or self.settings.identify_fmr, quality)
+        point = threshold(points_for(self.engine, ranking.rule), fmr or self.settings.identify_fmr, quality)
         return decide_1toN(ranking.candidates, point, float(self.settings.identify_margin), int(top_k),
                            ranking.rule, ranking.note)
 
     def reenrol_from_photos(self, subject_id: str | None = None, actor: str = "system") -> dict:
-        """After a model-pack change: embed the stored photos (FACEGATE_STORE_IMAGES=1) of
-        templates made by other packs with this engine and enrol them as this pack's templates
-        (source ``reenrol:<old face id>``; a re-run skips those done). Old templates stay until
-        erased; they are never compared with this pack's."""
-        done, failed = 0, []
-        for old_id, sid, photo in self.store.foreign_pack_photos(self.pack_id, subject_id):
-            try:
-                face = self.engine.face(photo, policy="largest", min_face_px=self.settings.min_enrol_face_px)
-                self.enrol_embedding(sid, face.embedding, face.quality, source=f"reenrol:{old_id}",
-                                     allow_duplicate=True, image=photo, actor=actor,
-                                     second=self.engine.second_embedding(face))
-                done += 1
-            except FacegateError as exc:
-                failed.append({"face_id": old_id, "subject_id": sid, "code": exc.code})
-        without = {p: n for p, n in self.store.pack_counts().items() if p != self.pack_id}
-        return {"reenrolled": done, "failed": failed, "pack_id": self.pack_id, "other_pack_templates": without}
+        """After a model-pack change: re-embed the stored photos of other packs' templates
+        (:func:`facegate.gallery.backfill.reenrol_from_photos`)."""
+        from facegate.gallery.backfill import reenrol_from_photos
+        return reenrol_from_photos(self, subject_id, actor)
 
     def erase(self, subject_id: str, actor: str = "system", reason: str | None = None) -> dict:
         """Erase a subject: templates, index entries (and the snapshot on disk), journal rows."""
