@@ -34,7 +34,7 @@ import numpy as np
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.storage.store import Store
-from facegate.gallery.second_opinion import Ranking, points_for, rescore
+from facegate.gallery.second_opinion import Ranking, decision_fmr, points_for, rescore
 from facegate.gallery.vectors import VectorIndex
 from facegate.matching.decisions import Candidate, Identification, OperatingPoint, decide_1toN, threshold
 from facegate.matching.scores import exact_scores
@@ -261,7 +261,8 @@ class Gallery:
         operating point (``identify_fmr`` unless ``fmr`` is given; ``quality``: the photo's quality
         score, for a table with quality bands; ``second``: its second-opinion embedding)."""
         ranking = self._rank_subjects(embedding, 5, second)
-        point = threshold(points_for(self.engine, ranking.rule), fmr or self.settings.identify_fmr, quality)
+        point = threshold(points_for(self.engine, ranking.rule),
+                          decision_fmr(self.engine, ranking.rule, fmr or self.settings.identify_fmr), quality)
         return [{"subject_id": c.subject_id, "score": round(c.score, 6), "face_id": c.face_id,
                  "threshold": round(point.threshold, 6), "rule": ranking.rule}
                 for c in ranking.candidates if c.subject_id != exclude_subject and point.matches(c.score)]
@@ -357,7 +358,8 @@ class Gallery:
         threshold(self.engine.operating_points, fmr or self.settings.identify_fmr, quality)   # model_unavailable first
         self._sync_if_stale()
         ranking = self._rank_subjects(embedding, max(int(top_k), 2), second)
-        point = threshold(points_for(self.engine, ranking.rule), fmr or self.settings.identify_fmr, quality)
+        point = threshold(points_for(self.engine, ranking.rule),
+                          decision_fmr(self.engine, ranking.rule, fmr or self.settings.identify_fmr), quality)
         return decide_1toN(ranking.candidates, point, float(self.settings.identify_margin), int(top_k),
                            ranking.rule, ranking.note)
 

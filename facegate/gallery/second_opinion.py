@@ -49,3 +49,11 @@ def rescore(store, engine, rows: list[dict], scores: np.ndarray,
 def points_for(engine, rule: str) -> OperatingPoints | None:
     """The table a rule's scores are decided with."""
     return engine.fused_points if rule == "fused" else engine.operating_points
+
+
+def decision_fmr(engine, rule: str, fmr: float) -> float:
+    """The FMR a search asked at ``fmr`` is decided at: the fused table's own 1:N default
+    (its ``identify_fmr`` key) when that is stricter, else ``fmr`` (never looser than asked)."""
+    if rule == "fused" and engine.fused_points is not None and engine.fused_points.identify_fmr:
+        return min(float(fmr), float(engine.fused_points.identify_fmr))
+    return fmr
