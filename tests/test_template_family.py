@@ -227,3 +227,23 @@ def test_the_second_opinion_turns_a_false_identification_into_no_match(env, engi
         probe = engine.face(photos(lfw_images, "Colin_Powell", 2)[1])
         found = g.identify(probe.embedding, second=engine.second_embedding(probe))
         assert (found.rule, found.subject_id) == ("fused", "Colin_Powell")
+
+
+def test_templates_cli_reports_and_backfills(env, single_engine, lfw_images, capsys, monkeypatch):
+    import json
+
+    from facegate.cli import main
+    from facegate.gallery.gallery import Gallery
+    settings, backend = env
+    if backend != "sqlite":
+        pytest.skip("the CLI reads FACEGATE_DATA_DIR; the store logic is covered on both backends above")
+    monkeypatch.setenv("FACEGATE_DATA_DIR", settings.data_dir)
+    monkeypatch.setenv("FACEGATE_STORE_IMAGES", "1")
+    with Gallery(dataclasses.replace(settings, store_images=True), single_engine) as old:
+        old.store.add_subject("P-1")
+        old.enrol("P-1", photos(lfw_images, "Colin_Powell", 1)[0])
+    assert main(["templates", "stats", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["without_second"] == 1
+    assert main(["templates", "backfill", "--batch", "10", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["written"], res["after"]["without_second"]) == (1, 0)
