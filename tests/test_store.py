@@ -281,7 +281,7 @@ def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path
         assert got[0][0] == f[0]["face_id"]
         np.testing.assert_array_equal(got[0][1], embeddings[0])
         target.add_subject("P-3")
-        assert target.add_template("P-3", embeddings[2], "pack-A")["face_id"] > f[1]["face_id"]
+        assert target.add_template("P-3", embeddings[2], "pack-A", family={"sface": second})["face_id"] > f[1]["face_id"]
         target.close()
 
 
