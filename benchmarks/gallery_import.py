@@ -17,7 +17,14 @@ check on) from the embeddings the import made. Identities are sorted by name; th
 % 5 == 0 are HELD OUT (never enrolled): all their photos are non-mated probes (FPIR). Each other
 identity enrols its FIRST photo (sorted by file name; the first that yielded a face); its other
 photos are mated probes (rank-1 accuracy, FNIR). Each probe runs ``Gallery.identify`` at the
-default operating point (``FACEGATE_TARGET_FMR``) with the margin rule.
+1:N default operating point (``FACEGATE_IDENTIFY_FMR``) with the margin rule, with its SFace
+embedding: every template has its SFace template (the import makes both), so the search is
+decided by the fused rule (the shortlist rescored with the mean of the two cosines, at the fused
+table's point); the single-model rule (fr_feature alone, the 1:1 table) is replayed from the same
+search beside it.
+
+Part 3, memory: the resident size of an engine with and without the second opinion, and the
+database bytes per enrolled photo.
 """
 from __future__ import annotations
 
@@ -52,8 +59,8 @@ def run_import(images: Path, data_dir: Path, workers: int, limit: int | None) ->
     return summary
 
 
-def photo_embeddings(data_dir: Path, engine) -> dict[str, np.ndarray]:
-    """path -> embedding, read back (decrypted) from the import's store."""
+def photo_embeddings(data_dir: Path, engine) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """path -> (embedding, SFace embedding), read back (decrypted) from the import's store."""
     import sqlalchemy as sa
 
     from facegate.config import Settings
@@ -65,8 +72,9 @@ def photo_embeddings(data_dir: Path, engine) -> dict[str, np.ndarray]:
                             .where(import_items.c.status == "done")).all()
     ids, vecs = store.embeddings_by_id([r.template_id for r in rows], engine.pack_id)
     by_id = dict(zip(ids.tolist(), vecs))
+    second = store.family_embeddings(ids.tolist(), engine.pack_id, engine.second_model) if engine.second_model else {}
     store.close()
-    return {r.path: by_id[r.template_id] for r in rows if r.template_id in by_id}
+    return {r.path: (by_id[r.template_id], second.get(r.template_id)) for r in rows if r.template_id in by_id}
 
 
 def identification(images: Path, data_dir: Path, engine, limit: int | None) -> dict:
@@ -94,27 +102,75 @@ def identification(images: Path, data_dir: Path, engine, limit: int | None) -> d
     t0 = time.perf_counter()
     flagged = 0
     for n in enrolled:
-        rec = g.enrol_embedding(n, emb[photos[n][0]], source="benchmark", allow_duplicate=True)
+        fr, sf = emb[photos[n][0]]
+        rec = g.enrol_embedding(n, fr, source="benchmark", allow_duplicate=True, second=sf)
         flagged += bool(rec["duplicate_of"])
     enrol_s = time.perf_counter() - t0
 
     mated = [(n, p) for n in enrolled for p in photos[n][1:]]
     nonmated = [(n, p) for n in sorted(held_out) for p in photos[n]]
-    # Identify every probe once through the product path (timed) at the default operating point
-    # (FACEGATE_TARGET_FMR, passed explicitly: Gallery.identify's own default is the stricter
-    # FACEGATE_IDENTIFY_FMR), keeping the exact ranked subject list so the decision can be
-    # replayed at other operating points.
-    default_fmr = threshold(engine.operating_points, engine.settings.target_fmr).fmr
-    lat, ranked = [], {}
+    # Identify every probe once through the product path (timed) at the 1:N default operating
+    # point (FACEGATE_IDENTIFY_FMR, Gallery.identify's own default), keeping the exact ranked
+    # subject lists of both rules so the decisions can be replayed at other operating points.
+    default_fmr = threshold(engine.operating_points, engine.settings.identify_fmr).fmr
+    lat, ranked, rules = [], {}, {}
     for n, p in mated + nonmated:
+        fr, sf = emb[p]
         t = time.perf_counter()
-        res = g.identify(emb[p], top_k=5, fmr=default_fmr)
+        res = g.identify(fr, top_k=5, second=sf)
         lat.append(time.perf_counter() - t)
-        ranked[p] = (res, [(c.subject_id, c.score) for c in g._rank_subjects(emb[p], 5)])
+        rules[res.rule] = rules.get(res.rule, 0) + 1
+        ranked[p] = {"answer": res,
+                     "single": [(c.subject_id, c.score) for c in g._rank_subjects(fr, 5).candidates],
+                     "fused": [(c.subject_id, c.score) for c in g._rank_subjects(fr, 5, sf).candidates]}
     margin = settings.identify_margin
+    points = {rule: _replay(rule, table, ranked, mated, nonmated, margin,
+                            table.identify_fmr if rule == "fused" and table.identify_fmr else default_fmr)
+              for rule, table in (("single", engine.operating_points), ("fused", engine.fused_points))
+              if table is not None}
+    g.close()
+    dump = {p: {"kind": kind, "who": n, "single": ranked[p]["single"][:2], "fused": ranked[p]["fused"][:2]}
+            for kind, probes in (("mated", mated), ("nonmated", nonmated)) for n, p in probes}
+    (data_dir.parent / "ranked.json").write_text(json.dumps(dump))
+    nmt = max(len(mated), 1)
+    closed = {}
+    for rule in points:
+        closed[rule] = {"rank1": round(sum(bool(ranked[p][rule]) and ranked[p][rule][0][0] == n
+                                           for n, p in mated) / nmt, 4),
+                        "rank5": round(sum(n in [s for s, _ in ranked[p][rule][:5]] for n, p in mated) / nmt, 4)}
+    best_nonmated = [ranked[p]["single"][0][1] for _, p in nonmated if ranked[p]["single"]]
+    lat_ms = np.asarray(lat) * 1000
+    return {
+        "identities": len(people), "enrolled_identities": len(enrolled), "held_out_identities": len(held_out),
+        "gallery_templates": len(enrolled), "enrol_duplicate_flagged": flagged,
+        "enrol_per_s": round(len(enrolled) / enrol_s, 1), "identify_margin": margin,
+        "mated_probes": len(mated), "nonmated_probes": len(nonmated), "rules_used": rules,
+        "rank1_closed_set": closed["single"]["rank1"], "rank5_closed_set": closed["single"]["rank5"],
+        "closed_set": closed,
+        "operating_points": points["single"], "fused_operating_points": points.get("fused", []),
+        "nonmated_best_score_p99": round(pct(best_nonmated, 99), 4) if best_nonmated else None,
+        "identify_ms_p50": round(pct(lat_ms, 50), 2) if len(lat_ms) else None,
+        "identify_ms_p99": round(pct(lat_ms, 99), 2) if len(lat_ms) else None,
+    }
+
+
+# Non-mated probes that are in fact an enrolled person (looked at side by side, 2026-12-04): one
+# person under two names in LFW (Noer Muis / Noer Moeis, Hassan Wirajuda / Hasan Wirayuda x2,
+# Chyung Dai-chul / Dai Chul Chyung, William Pryor Jr / Bill Pryor), an identical photo under
+# another name (Eva Amurri / Emmy Rossum), a mislabelled photo (the "Anja Paerson" photo shows
+# Janica Kostelic's HT headband) and one person in one session under two names (Takahiro Mori /
+# Shinya Taniguchi). Every model "identifies" them; the FPIR column "without these" leaves them out.
+SAME_PERSON_NONMATED = {"Noer_Muis_0001.jpg", "Hassan_Wirajuda_0001.jpg", "Hassan_Wirajuda_0002.jpg",
+                        "Chyung_Dai-chul_0001.jpg", "William_Pryor_Jr_0001.jpg", "Eva_Amurri_0001.jpg",
+                        "Janica_Kostelic_0002.jpg", "Takahiro_Mori_0001.jpg"}
+
+
+def _replay(rule: str, table, ranked: dict, mated: list, nonmated: list, margin: float, default_fmr: float) -> list:
+    """The margin rule replayed on ``rule``'s ranked lists at the table's points."""
+    from facegate.matching.decisions import threshold
     points = []
-    for fmr in (1e-3, 1e-4, 1e-5):
-        thr = round(threshold(engine.operating_points, fmr).threshold, 6)
+    for fmr in sorted({p["fmr"] for p in table.points if p["fmr"] <= 1e-3}, reverse=True):
+        thr = round(threshold(table, fmr).threshold, 6)
 
         def decide(rk):
             if not rk or rk[0][1] < thr:
@@ -125,48 +181,89 @@ def identification(images: Path, data_dir: Path, engine, limit: int | None) -> d
 
         m = {"tpir": 0, "wrong": 0, "ambiguous": 0, "no_match": 0}
         for n, p in mated:
-            d, who = decide(ranked[p][1])
+            d, who = decide(ranked[p][rule])
             if d == "match":
                 m["tpir" if who == n else "wrong"] += 1
             else:
                 m[d] += 1
         nm = {"match": 0, "ambiguous": 0, "no_match": 0}
+        clean_matches = clean = 0
         for n, p in nonmated:
-            nm[decide(ranked[p][1])[0]] += 1
-        if fmr == default_fmr:   # the replay must agree with Gallery.identify itself
-            agree = sum(decide(ranked[p][1])[0] == ranked[p][0].decision for _, p in mated + nonmated)
-            assert agree == len(mated) + len(nonmated), "replayed decisions differ from Gallery.identify"
+            d = decide(ranked[p][rule])[0]
+            nm[d] += 1
+            if Path(p).name not in SAME_PERSON_NONMATED:
+                clean += 1
+                clean_matches += d == "match"
+        if fmr == default_fmr:   # the replay must agree with Gallery.identify itself where it used this rule
+            used = [p for _, p in mated + nonmated if ranked[p]["answer"].rule == rule]
+            agree = sum(decide(ranked[p][rule])[0] == ranked[p]["answer"].decision for p in used)
+            assert agree == len(used), "replayed decisions differ from Gallery.identify"
         nmt, nnm = max(len(mated), 1), max(len(nonmated), 1)
         points.append({"fmr": fmr, "threshold": thr, "default": fmr == default_fmr,
                        "tpir": round(m["tpir"] / nmt, 4), "fnir": round(1 - m["tpir"] / nmt, 4),
                        "mated_wrong": m["wrong"], "mated_ambiguous": m["ambiguous"], "mated_no_match": m["no_match"],
                        "fpir": round(nm["match"] / nnm, 4), "nonmated_ambiguous": nm["ambiguous"],
-                       "fpir_any_candidate": round((nm["match"] + nm["ambiguous"]) / nnm, 4)})
-    g.close()
-    nmt = max(len(mated), 1)
-    rank1 = sum(bool(ranked[p][1]) and ranked[p][1][0][0] == n for n, p in mated) / nmt
-    rank5 = sum(n in [s for s, _ in ranked[p][1][:5]] for n, p in mated) / nmt
-    best_nonmated = [ranked[p][1][0][1] for _, p in nonmated if ranked[p][1]]
-    lat_ms = np.asarray(lat) * 1000
-    return {
-        "identities": len(people), "enrolled_identities": len(enrolled), "held_out_identities": len(held_out),
-        "gallery_templates": len(enrolled), "enrol_duplicate_flagged": flagged,
-        "enrol_per_s": round(len(enrolled) / enrol_s, 1), "identify_margin": margin,
-        "mated_probes": len(mated), "nonmated_probes": len(nonmated),
-        "rank1_closed_set": round(rank1, 4), "rank5_closed_set": round(rank5, 4),
-        "operating_points": points,
-        "nonmated_best_score_p99": round(pct(best_nonmated, 99), 4) if best_nonmated else None,
-        "identify_ms_p50": round(pct(lat_ms, 50), 2) if len(lat_ms) else None,
-        "identify_ms_p99": round(pct(lat_ms, 99), 2) if len(lat_ms) else None,
-    }
+                       "fpir_any_candidate": round((nm["match"] + nm["ambiguous"]) / nnm, 4),
+                       "nonmated_matches": nm["match"], "fpir_without_same_person": round(clean_matches / max(clean, 1), 4),
+                       "nonmated_matches_without_same_person": clean_matches})
+    return points
 
 
-def write_markdown(path: Path, imp: dict, ident: dict, load_before: str, load_after: str, argv: list[str]) -> None:
+MEMORY_PROBE = """
+import glob, json, sys
+from facegate.config import Settings
+from facegate.engine import FaceEngine
+def rss():
+    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024
+e = FaceEngine.load(Settings.load(second_opinion=sys.argv[1] == 'on', intra_op_threads=1))
+loaded = rss()
+for p in sorted(glob.glob(sys.argv[2] + '/*/*.jpg'))[:30]:
+    f = e.face(open(p, 'rb').read(), policy='central')
+    e.second_embedding(f)
+print(json.dumps({'loaded_mb': round(loaded, 1), 'after_30_faces_mb': round(rss(), 1)}))
+"""
+
+
+def engine_memory(images: Path) -> dict:
+    """Resident size of one engine process with and without the second opinion."""
+    out = {}
+    for mode in ("off", "on"):
+        proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, mode, str(images)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True, check=True)
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def store_bytes(data_dir: Path) -> dict:
+    """Bytes of the import's database per enrolled photo, and of the second-opinion rows."""
+    import sqlalchemy as sa
+
+    from facegate.config import Settings
+    from facegate.storage.store import Store
+    store = Store.open(Settings.load(data_dir=str(data_dir)))
+    with store.db.connect() as conn:
+        n = conn.execute(sa.text("SELECT COUNT(*) FROM templates")).scalar()
+        fam = conn.execute(sa.text("SELECT COUNT(*), COALESCE(SUM(LENGTH(embedding_enc)), 0) FROM template_family")).one()
+        tmpl = conn.execute(sa.text("SELECT COALESCE(SUM(LENGTH(embedding_enc)), 0) FROM templates")).scalar()
+    store.checkpoint()
+    store.close()
+    size = (data_dir / "facegate.db").stat().st_size
+    return {"templates": int(n), "family_rows": int(fam[0]), "template_ciphertext_bytes": int(tmpl),
+            "family_ciphertext_bytes": int(fam[1]), "db_file_bytes": size,
+            "db_bytes_per_template": round(size / max(int(n), 1))}
+
+
+def write_markdown(path: Path, imp: dict, ident: dict, load_before: str, load_after: str, argv: list[str],
+                   memory: dict | None = None, storage: dict | None = None) -> None:
     st = imp["ms_per_photo_by_stage"]
     total_stage = sum(v for k, v in st.items() if k != "db")
     rows = "\n".join(f"| {k} | {v} | {100 * v / max(total_stage, 1e-9):.0f}% of worker time |" for k, v in st.items()
                      if k != "db")
     point_rows = _point_rows(ident["operating_points"])
+    fused_rows = _point_rows(ident.get("fused_operating_points") or [])
+    closed = ident.get("closed_set", {})
+    mem = memory or {}
+    sto = storage or {}
     text = f"""## Gallery: bulk import and 1:N identification on LFW (dev half)
 
 Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} with
@@ -215,9 +312,35 @@ Open-set decisions (margin rule {ident['identify_margin']}) at the calibrated op
 **FPIR** = share of non-mated probes answered `match` (a wrong identity), TPIR = mated probes
 answered `match` with the right subject:
 
-| FMR point | threshold | TPIR | FNIR | mated: wrong / ambiguous / below | **FPIR** | non-mated ambiguous | FPIR incl. ambiguous |
-|---|---|---|---|---|---|---|---|
+| FMR point | threshold | TPIR | FNIR | mated: wrong / ambiguous / below | **FPIR** (probes) | FPIR without the 8 same-person probes | non-mated ambiguous | FPIR incl. ambiguous |
+|---|---|---|---|---|---|---|---|---|
 {point_rows}
+
+### The second opinion: the same searches decided by the fused rule
+
+Every enrolled template has its SFace template (made by the import); each probe brings its SFace
+embedding. `Gallery.identify` used the rules {ident.get('rules_used')}. The fused rule ranks the
+same index shortlist by the mean of the two cosines and decides at the fused table's point
+(`facegate/calibration/default-fused-sface.json`), margin rule {ident['identify_margin']} kept.
+Closed-set rank-1 / rank-5: fused {closed.get('fused', {}).get('rank1')} / {closed.get('fused', {}).get('rank5')},
+single {closed.get('single', {}).get('rank1')} / {closed.get('single', {}).get('rank5')}.
+
+| FMR point (fused table) | threshold | TPIR | FNIR | mated: wrong / ambiguous / below | **FPIR** (probes) | FPIR without the 8 same-person probes | non-mated ambiguous | FPIR incl. ambiguous |
+|---|---|---|---|---|---|---|---|---|
+{fused_rows}
+
+### Memory with two templates
+
+| | without SFace | with SFace |
+|---|---|---|
+| engine process, loaded (MB resident) | {mem.get('off', {}).get('loaded_mb')} | {mem.get('on', {}).get('loaded_mb')} |
+| engine process after 30 faces (MB resident) | {mem.get('off', {}).get('after_30_faces_mb')} | {mem.get('on', {}).get('after_30_faces_mb')} |
+
+The vector index is unchanged (fr_feature templates only: SFace templates are read from the
+database for the shortlist, never held in memory). Database: {sto.get('templates')} templates and
+{sto.get('family_rows')} SFace rows; ciphertext {sto.get('template_ciphertext_bytes')} B of templates and
+{sto.get('family_ciphertext_bytes')} B of SFace templates; the file is {sto.get('db_file_bytes')} B,
+{sto.get('db_bytes_per_template')} B per enrolled photo (the import journal and audit rows included).
 
 Notes: LFW's dev half has 3,554 people but most have one photo, so only people with 2+
 photos give mated probes; low-quality photos are not filtered (the import's quality gate only
@@ -245,7 +368,8 @@ def expected(fmr: float, n: int) -> str:
 def _point_rows(points: list[dict]) -> str:
     return "\n".join(
         f"| {p['fmr']:g}{' (default)' if p['default'] else ''} | {p['threshold']} | {p['tpir']} | {p['fnir']} | "
-        f"{p['mated_wrong']} / {p['mated_ambiguous']} / {p['mated_no_match']} | **{p['fpir']}** | "
+        f"{p['mated_wrong']} / {p['mated_ambiguous']} / {p['mated_no_match']} | **{p['fpir']}** ({p['nonmated_matches']}) | "
+        f"{p['fpir_without_same_person']} ({p['nonmated_matches_without_same_person']}) | "
         f"{p['nonmated_ambiguous']} | {p['fpir_any_candidate']} |" for p in points)
 
 
@@ -279,9 +403,13 @@ def main() -> int:
     engine = FaceEngine.load(Settings.load())
     ident = identification(args.lfw, data_dir, engine, args.limit)
     print(json.dumps(ident, indent=2))
+    memory = engine_memory(args.lfw)
+    storage = store_bytes(data_dir)
+    print(json.dumps({"memory": memory, "storage": storage}, indent=2))
     load_after = uptime()
-    (args.work_dir / "identification.json").write_text(json.dumps(ident, indent=2))
-    write_markdown(args.out, imp, ident, load_before, load_after, sys.argv[1:])
+    (args.work_dir / "identification.json").write_text(json.dumps(ident | {"memory": memory, "storage": storage},
+                                                                  indent=2))
+    write_markdown(args.out, imp, ident, load_before, load_after, sys.argv[1:], memory, storage)
     print(f"wrote {args.out}")
     return 0
 

@@ -42,6 +42,9 @@ class Settings:
     data_key: str = ""                    # base64 AES key for templates at rest
     data_key_file: str = ""
     store_images: bool = False
+    second_opinion: bool = True           # 1:N: rescore the shortlist with the pack's second embedder (SFace) where
+                                          # the subjects have its templates; enrolment and import store both
+                                          # (benchmarks/results/gallery.md, "second opinion")
     index_kind: str = "auto"              # auto | flat | ivf_sq | ivf_pq | ivf_pq_refine | hnsw_sq
     index_early_stop: float = 0.6         # ivf_pq_refine: a candidate at this cosine in the nearest cells ends a
                                           # 1:N search early (<= 0: always full depth); see docs/gallery.md

@@ -54,6 +54,7 @@ class StageTimes:
     detect: float = 0.0
     align: float = 0.0
     embed: float = 0.0
+    second: float = 0.0     # the second opinion's embedding, when one was asked for
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Face:
     det_score: float
     quality: FaceQuality
     embedding: np.ndarray | None = None
+    second_embedding: np.ndarray | None = field(default=None, repr=False)   # by the pack's second opinion
     aligned: np.ndarray | None = field(default=None, repr=False)
     times: StageTimes = field(default_factory=StageTimes, repr=False)   # of the call that found it
 
@@ -82,12 +84,18 @@ class FaceEngine:
     """Detection, alignment, quality and embedding on one model pack."""
 
     def __init__(self, pack: ModelPack, detector: Detector, embedder: Embedder, settings: Settings,
-                 operating_points: OperatingPoints | None):
+                 operating_points: OperatingPoints | None, second: Embedder | None = None,
+                 second_model: str | None = None, fused_points: OperatingPoints | None = None):
         self.pack = pack
         self.detector = detector
         self.embedder = embedder
         self.settings = settings
         self.operating_points = operating_points
+        # The second opinion (SFace in the default pack): embedded on demand from the same aligned
+        # crop; its fused table (mean of the two cosines) holds the 1:N points that use it.
+        self.second = second
+        self.second_model = second_model if second is not None else None
+        self.fused_points = fused_points if second is not None else None
         self.last_times = StageTimes()      # of the latest call, for single-threaded tools
 
     # ---------------------------------------------------------------- construction
@@ -98,7 +106,9 @@ class FaceEngine:
         detector, embedder = registry.build(pack, settings)
         # the deployment's population table (FACEGATE_POPULATION) when it names one
         points = OperatingPoints.for_pack(pack, population=settings.population or None)
-        return cls(pack, detector, embedder, settings, points)
+        second_model, second = registry.second_opinion(pack, settings)
+        fused = OperatingPoints.for_pack(pack, variant=f"fused-{second_model}") if second is not None else None
+        return cls(pack, detector, embedder, settings, points, second, second_model, fused)
 
     @property
     def pack_id(self) -> str:
@@ -199,6 +209,17 @@ class FaceEngine:
         for f, e in zip(faces, self.embedder.embed([f.aligned for f in faces])):
             f.embedding = e
         faces[0].times.embed = time.perf_counter() - t0
+
+    def second_embedding(self, face: Face) -> np.ndarray | None:
+        """The face's embedding by the pack's second opinion (computed once, from the aligned
+        crop); None when the engine has none or the face has no crop."""
+        if self.second is None or face.aligned is None:
+            return None
+        if face.second_embedding is None:
+            t0 = time.perf_counter()
+            face.second_embedding = self.second.embed([face.aligned])[0]
+            face.times.second = time.perf_counter() - t0
+        return face.second_embedding
 
     def face(self, image: bytes | np.ndarray, policy: Policy = "single", min_face_px: int | None = None,
              min_quality: float | None = MIN_QUALITY, detect_min_face: int | None = None) -> Face:

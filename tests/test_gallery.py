@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from facegate.errors import FacegateError
+from facegate.gallery.second_opinion import decision_fmr, points_for
 from facegate.matching.decisions import threshold
 from facegate.matching.scores import similarity
 from gallery_support import BACKENDS, fresh_database, make_settings
@@ -98,8 +99,11 @@ def test_enrol_photo_and_duplicate_identity_is_blocked(gallery_env, faces):
     assert e.value.detail["duplicate_of"][0]["subject_id"] == "P-1"
     with pytest.raises(FacegateError) as e:
         g.enrol("P-2", faces["Colin_Powell"][2][0], duplicate_fmr=1e-5)   # a stricter duplicate check
-    strict = threshold(g.engine.operating_points, 1e-5).threshold
-    assert e.value.detail["duplicate_of"][0]["threshold"] == strict > threshold(g.engine.operating_points, 1e-4).threshold
+    rule = e.value.detail["duplicate_of"][0]["rule"]          # with the second opinion: its fused table
+    assert rule == ("fused" if g.engine.fused_points is not None else "single")
+    table = points_for(g.engine, rule)
+    strict = threshold(table, decision_fmr(g.engine, rule, 1e-5)).threshold
+    assert e.value.detail["duplicate_of"][0]["threshold"] == strict > threshold(table, 1e-4).threshold
     assert len(g.store.list_templates("P-2")) == 0
     allowed = g.enrol("P-2", faces["Colin_Powell"][2][0], allow_duplicate=True)
     assert allowed["duplicate_of"][0]["subject_id"] == "P-1"

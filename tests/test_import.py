@@ -88,11 +88,11 @@ def test_subject_and_enrol_commands_round_trip(data_dir, capsys, lfw_images, tmp
     assert st["subjects"] == 0 and st["templates_in_index"] == 0
 
     rc, res = run_json(capsys, "restore", str(backup))
-    assert res == {"subjects": 2, "templates": 3, "key_ids": ex["key_ids"]}
+    assert res == {"subjects": 2, "templates": 3, "family_templates": 3, "key_ids": ex["key_ids"]}   # + SFace
     rc, st = run_json(capsys, "index", "stats")
     assert st["templates_in_index"] == 3 and st["consistent"]
     rc, rot = run_json(capsys, "keys", "rotate-data-key")
-    assert rot["reencrypted"] == 3 and rot["key_id"] not in ex["key_ids"]
+    assert rot["reencrypted"] == 6 and rot["key_id"] not in ex["key_ids"]         # 3 templates, 3 SFace templates
     rc, r = run_json(capsys, "enrol", "P-1", str(colin[3]))   # P-2 holds Colin too (allowed above)
     assert rc == 1 and r["results"][0]["error"]["duplicate_of"][0]["subject_id"] == "P-2"
     rc, r = run_json(capsys, "enrol", "P-1", str(colin[3]), "--allow-duplicate")

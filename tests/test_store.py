@@ -251,12 +251,16 @@ def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path
     store, settings = store_env
     store.add_subject("P-1", name="Ana", consent={"who": "clerk", "purpose": "pension"})
     store.add_subject("P-2", status="suspended")
-    f = [store.add_template("P-1", embeddings[0], "pack-A"), store.add_template("P-2", embeddings[1], "pack-A")]
+    second = embeddings[2][:128] / np.linalg.norm(embeddings[2][:128])      # a second opinion's template
+    f = [store.add_template("P-1", embeddings[0], "pack-A", family={"sface": second}),
+         store.add_template("P-2", embeddings[1], "pack-A")]
     out = tmp_path / "backup.fgx"
     res = export(store, out)
-    assert res == {"path": str(out), "subjects": 2, "templates": 2, "key_ids": [store.keys.current_id]}
+    assert res == {"path": str(out), "subjects": 2, "templates": 2, "family_templates": 1,
+                   "key_ids": [store.keys.current_id]}
     import gzip
     assert embeddings[0].astype("<f4").tobytes() not in gzip.open(out).read()
+    assert second.astype("<f4").tobytes() not in gzip.open(out).read()
     with pytest.raises(FacegateError) as e:
         restore(store, out)                      # not empty
     assert e.value.code == "invalid_request"
@@ -268,14 +272,16 @@ def test_export_restore_round_trip_needs_the_key(store_env, embeddings, tmp_path
         assert e.value.code == "data_key_unavailable"
         no_key.close()
         target = Store.open(make_settings(tmp_path / "other2", url, data_key_file=key_file))
-        assert restore(target, out)["templates"] == 2
+        assert restore(target, out)["family_templates"] == 1
+        np.testing.assert_array_equal(target.family_embeddings([f[0]["face_id"]], "pack-A", "sface")[f[0]["face_id"]],
+                                      second.astype(np.float32))
         assert target.get_subject("P-2")["status"] == "suspended"
         assert target.get_subject("P-1")["consent"]["purpose"] == "pension"
         got = target.subject_templates("P-1", "pack-A")
         assert got[0][0] == f[0]["face_id"]
         np.testing.assert_array_equal(got[0][1], embeddings[0])
         target.add_subject("P-3")
-        assert target.add_template("P-3", embeddings[2], "pack-A")["face_id"] > f[1]["face_id"]
+        assert target.add_template("P-3", embeddings[2], "pack-A", family={"sface": second})["face_id"] > f[1]["face_id"]
         target.close()
 
 

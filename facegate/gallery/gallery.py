@@ -5,6 +5,12 @@
     gallery.verify("P-1001", probe.embedding)         # 1:1, best over the subject's templates
     gallery.identify(probe.embedding, top_k=5)        # 1:N, top subjects with a margin rule
 
+With the pack's second opinion (SFace) every enrolment also stores the photo's SFace template
+beside the main one (``template_family``), and a 1:N search whose probe brings its SFace embedding
+rescores the index's shortlist with the mean of the two cosines, decided at the fused table's
+point (``rule: fused``); a shortlist holding a subject without an SFace template yet (enrolled
+before, backfill not done) is decided by the main model alone (``rule: single``, with the reason).
+
 The database is the truth. The index is a cache of the engine pack's templates, persisted as a
 snapshot that records the change-log ``seq`` it reflects; opening loads the snapshot and
 replays newer change-log rows, and rebuilds from the database when there is no snapshot, it
@@ -28,6 +34,7 @@ import numpy as np
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.storage.store import Store
+from facegate.gallery.second_opinion import Ranking, decision_fmr, points_for, rescore
 from facegate.gallery.vectors import VectorIndex
 from facegate.matching.decisions import Candidate, Identification, OperatingPoint, decide_1toN, threshold
 from facegate.matching.scores import exact_scores
@@ -222,38 +229,43 @@ class Gallery:
         self.close()
 
     # ------------------------------------------------------------------ 1:N core
-    def _rank_subjects(self, embedding: np.ndarray, n_subjects: int) -> list[Candidate]:
+    def _rank_subjects(self, embedding: np.ndarray, n_subjects: int, second: np.ndarray | None = None) -> Ranking:
         """Subjects ranked by their best EXACT score (decrypted templates, cosine) against the
-        probe: the index only proposes candidates."""
+        probe: the index only proposes candidates. With ``second`` (the probe's second-opinion
+        embedding) and every shortlisted template's second template, the score is the mean of
+        the two cosines (``rule`` fused)."""
         q = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         with self._lock:
             if len(self.index) == 0:
-                return []
+                return Ranking([])
             k = min(len(self.index), max(4 * n_subjects + 8, 16))
             stop = float(self.settings.index_early_stop)
             _, ids = self.index.search(q, k, stop_score=stop if stop > 0 else None)
         face_ids = [int(i) for i in ids[0] if i >= 0]
         rows = self.store.embeddings_for_subjects_of(face_ids, self.pack_id)
         if not rows:
-            return []
-        scores = exact_scores([r["embedding"] for r in rows], embedding)
+            return Ranking([])
+        scores, rule, note = rescore(self.store, self.engine, rows,
+                                     exact_scores([r["embedding"] for r in rows], embedding), second)
         best: dict[str, Candidate] = {}
         for r, s in zip(rows, scores):
             cur = best.get(r["subject_id"])
             if cur is None or s > cur.score:
                 best[r["subject_id"]] = Candidate(r["subject_id"], float(s), r["face_id"], r["status"])
-        return sorted(best.values(), key=lambda c: -c.score)
+        return Ranking(sorted(best.values(), key=lambda c: -c.score), rule, note)
 
     def duplicates(self, embedding: np.ndarray, exclude_subject: str | None = None, fmr: float | None = None,
-                   quality: float | None = None) -> list[dict]:
+                   quality: float | None = None, second: np.ndarray | None = None) -> list[dict]:
         """Subjects other than ``exclude_subject`` whose templates match the face at the 1:N
         operating point (``identify_fmr`` unless ``fmr`` is given; ``quality``: the photo's quality
-        score, for a table with quality bands)."""
-        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr, quality)
+        score, for a table with quality bands; ``second``: its second-opinion embedding)."""
+        ranking = self._rank_subjects(embedding, 5, second)
+        point = threshold(points_for(self.engine, ranking.rule),
+                          decision_fmr(self.engine, ranking.rule, fmr or self.settings.identify_fmr), quality)
         return [{"subject_id": c.subject_id, "score": round(c.score, 6), "face_id": c.face_id,
-                 "threshold": round(point.threshold, 6)}
-                for c in self._rank_subjects(embedding, 5) if c.subject_id != exclude_subject and point.matches(c.score)]
+                 "threshold": round(point.threshold, 6), "rule": ranking.rule}
+                for c in ranking.candidates if c.subject_id != exclude_subject and point.matches(c.score)]
 
     # ------------------------------------------------------------------ operations
     def enrol(self, subject_id: str, image_bytes: bytes, source: str = "api", allow_duplicate: bool = False,
@@ -262,12 +274,14 @@ class Gallery:
         face = self.engine.face(image_bytes, policy="single", min_face_px=self.settings.min_enrol_face_px)
         return self.enrol_embedding(subject_id, face.embedding, face.quality, source=source,
                                     allow_duplicate=allow_duplicate, image=image_bytes, actor=actor,
-                                    duplicate_fmr=duplicate_fmr)
+                                    duplicate_fmr=duplicate_fmr, second=self.engine.second_embedding(face))
 
     def enrol_embedding(self, subject_id: str, embedding: np.ndarray, quality=None, source: str = "api",
                         allow_duplicate: bool = False, image: bytes | None = None, actor: str = "system",
-                        import_item: dict | None = None, duplicate_fmr: float | None = None) -> dict:
-        """Enrol an embedding made by this gallery's engine (pack) from a checked photo.
+                        import_item: dict | None = None, duplicate_fmr: float | None = None,
+                        second: np.ndarray | None = None) -> dict:
+        """Enrol an embedding made by this gallery's engine (pack) from a checked photo, with
+        ``second``, the same face by the pack's second opinion, stored beside it when given.
 
         The duplicate check uses the 1:N operating point unless ``duplicate_fmr`` names a
         stricter one (a 1:N check against N subjects false-alarms at about N x FMR). Check and
@@ -279,7 +293,7 @@ class Gallery:
         self.sync()
         synced = self.applied_seq
         # the all-probes 1:N point, not the photo's quality band (see docs/engine.md)
-        dups = self.duplicates(embedding, exclude_subject=subject_id, fmr=duplicate_fmr)
+        dups = self.duplicates(embedding, exclude_subject=subject_id, fmr=duplicate_fmr, second=second)
         if dups and not allow_duplicate:
             self._refuse_duplicate(subject_id, dups, actor, source)
         point = threshold(self.engine.operating_points, duplicate_fmr or self.settings.identify_fmr)
@@ -298,12 +312,18 @@ class Gallery:
             rec = self.store.add_template(subject_id, embedding, self.pack_id, quality=score, quality_detail=detail,
                                           source=source, image=image, import_item=import_item, actor=actor,
                                           audit_detail={"duplicate_of": [d["subject_id"] for d in dups]} if dups else None,
-                                          check=None if allow_duplicate else no_late_duplicate)
+                                          check=None if allow_duplicate else no_late_duplicate,
+                                          family=self._family(second))
         except _DuplicateFound as late:
             self._refuse_duplicate(subject_id, late.found, actor, source)
         self.sync()
         return {"face_id": rec["face_id"], "subject_id": subject_id, "quality": detail, "pack_id": self.pack_id,
-                "duplicate_of": dups}
+                "duplicate_of": dups, "second_opinions": sorted(self._family(second) or ())}
+
+    def _family(self, second: np.ndarray | None) -> dict[str, np.ndarray] | None:
+        if second is None or self.engine.second_model is None:
+            return None
+        return {self.engine.second_model: second}
 
     def _refuse_duplicate(self, subject_id: str, dups: list[dict], actor: str, source: str):
         top = dups[0]
@@ -329,32 +349,25 @@ class Gallery:
         return SubjectMatch(subject_id, float(scores[i]), tmpl[i][0], len(tmpl), point)
 
     def identify(self, embedding: np.ndarray, top_k: int = 5, fmr: float | None = None,
-                 quality: float | None = None) -> Identification:
+                 quality: float | None = None, second: np.ndarray | None = None) -> Identification:
         """1:N: subjects ranked by exact score, decided by the margin rule
         (:func:`facegate.matching.decisions.decide_1toN`) at ``fmr`` or the 1:N operating point
         ``identify_fmr`` (stricter than 1:1's, since a search of N subjects makes about N chances
-        of a false match); ``quality``: the probe's quality score, as for :meth:`verify`."""
-        point = threshold(self.engine.operating_points, fmr or self.settings.identify_fmr, quality)
+        of a false match); ``quality``: the probe's quality score, as for :meth:`verify`;
+        ``second``: the probe's second-opinion embedding, for the fused rule (module docstring)."""
+        threshold(self.engine.operating_points, fmr or self.settings.identify_fmr, quality)   # model_unavailable first
         self._sync_if_stale()
-        ranked = self._rank_subjects(embedding, max(int(top_k), 2))
-        return decide_1toN(ranked, point, float(self.settings.identify_margin), int(top_k))
+        ranking = self._rank_subjects(embedding, max(int(top_k), 2), second)
+        point = threshold(points_for(self.engine, ranking.rule),
+                          decision_fmr(self.engine, ranking.rule, fmr or self.settings.identify_fmr), quality)
+        return decide_1toN(ranking.candidates, point, float(self.settings.identify_margin), int(top_k),
+                           ranking.rule, ranking.note)
 
     def reenrol_from_photos(self, subject_id: str | None = None, actor: str = "system") -> dict:
-        """After a model-pack change: embed the stored photos (FACEGATE_STORE_IMAGES=1) of
-        templates made by other packs with this engine and enrol them as this pack's templates
-        (source ``reenrol:<old face id>``; a re-run skips those done). Old templates stay until
-        erased; they are never compared with this pack's."""
-        done, failed = 0, []
-        for old_id, sid, photo in self.store.foreign_pack_photos(self.pack_id, subject_id):
-            try:
-                face = self.engine.face(photo, policy="largest", min_face_px=self.settings.min_enrol_face_px)
-                self.enrol_embedding(sid, face.embedding, face.quality, source=f"reenrol:{old_id}",
-                                     allow_duplicate=True, image=photo, actor=actor)
-                done += 1
-            except FacegateError as exc:
-                failed.append({"face_id": old_id, "subject_id": sid, "code": exc.code})
-        without = {p: n for p, n in self.store.pack_counts().items() if p != self.pack_id}
-        return {"reenrolled": done, "failed": failed, "pack_id": self.pack_id, "other_pack_templates": without}
+        """After a model-pack change: re-embed the stored photos of other packs' templates
+        (:func:`facegate.gallery.backfill.reenrol_from_photos`)."""
+        from facegate.gallery.backfill import reenrol_from_photos
+        return reenrol_from_photos(self, subject_id, actor)
 
     def erase(self, subject_id: str, actor: str = "system", reason: str | None = None) -> dict:
         """Erase a subject: templates, index entries (and the snapshot on disk), journal rows."""
@@ -383,7 +396,9 @@ class Gallery:
             self.sync()
             in_db = self.store.count_templates(self.pack_id)
             return {
-                "pack_id": self.pack_id, "backend": self.store.backend, "store_id": self.store.store_id,
+                "pack_id": self.pack_id, "backend": self.store.backend,
+                "second_opinion": None if self.engine.second_model is None else
+                self.store.family_counts(self.pack_id, self.engine.second_model) | {"model": self.engine.second_model}, "store_id": self.store.store_id,
                 "subjects": self.store.count_subjects(), "templates_in_db": in_db, "templates_in_index": len(self.index),
                 "consistent": len(self.index) == in_db, "applied_seq": self.applied_seq,
                 "last_seq": self.store.last_seq(), "other_packs": {p: n for p, n in self.store.pack_counts().items()

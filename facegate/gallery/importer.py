@@ -1,7 +1,7 @@
 """Bulk enrolment: ``facegate import DIR|MANIFEST.csv``.
 
 Photos are embedded in parallel worker processes (each with its own engine, one onnxruntime
-thread); the parent does the duplicate search and the database writes, one photo at a time, so
+thread), by the pack's embedder and its second opinion (SFace: both templates are stored); the parent does the duplicate search and the database writes, one photo at a time, so
 the gallery stays consistent. Each photo has a key, sha256(subject id + photo bytes), recorded in
 ``import_items`` in the same transaction as its template: a re-run (after a crash or kill -9)
 skips photos already done and retries the ones that failed. Failures never stop the batch; each
@@ -28,7 +28,7 @@ from facegate.gallery.vectors import set_threads
 from facegate.storage.private import open_private, private_dir
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-STAGES = ("read", "decode", "detect", "align", "embed")
+STAGES = ("read", "decode", "detect", "align", "embed", "second")
 
 
 @dataclass
@@ -103,9 +103,11 @@ def embed_photo(engine, path: Path, policy: str, min_face_px: int) -> dict:
         return {"ok": False, "code": exc.code, "message": exc.message, "times": {"read": t_read}}
     except Exception as exc:                # a corrupt file must not stop the batch
         return {"ok": False, "code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "times": {}}
+    second = engine.second_embedding(face)       # the second opinion (SFace), stored beside the template
     lt = face.times
-    return {"ok": True, "embedding": face.embedding, "quality": face.quality.as_dict(),
-            "times": {"read": t_read, "decode": lt.decode, "detect": lt.detect, "align": lt.align, "embed": lt.embed}}
+    return {"ok": True, "embedding": face.embedding, "second": second, "quality": face.quality.as_dict(),
+            "times": {"read": t_read, "decode": lt.decode, "detect": lt.detect, "align": lt.align, "embed": lt.embed,
+                      "second": lt.second}}
 
 
 def _work(task: tuple[int, str, int]) -> tuple[int, dict]:
@@ -190,7 +192,8 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
                     rec = gallery.enrol_embedding(it.subject_id, res["embedding"], res["quality"],
                                             source=f"import:{it.path.name}", allow_duplicate=allow_duplicate,
                                             image=image, actor=actor, duplicate_fmr=duplicate_fmr,
-                                            import_item={"item_key": it.item_key, "path": str(it.path)})
+                                            import_item={"item_key": it.item_key, "path": str(it.path)},
+                                            second=res.get("second"))
                     counts["enrolled"] += 1
                     counts["duplicates_allowed"] += bool(rec["duplicate_of"])
                 except FacegateError as exc:

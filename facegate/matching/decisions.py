@@ -148,6 +148,8 @@ class Identification:
     margin: float | None            # best minus second-best score (None with fewer than two)
     required_margin: float
     point: OperatingPoint
+    rule: str = "single"            # "fused": scores are the mean of two models' cosines (a second opinion)
+    rule_note: str | None = None    # why the single-model rule was used where a second opinion exists
 
     @property
     def subject_id(self) -> str | None:
@@ -159,13 +161,16 @@ class Identification:
                 "threshold": round(self.point.threshold, 6), "fmr": self.point.fmr,
                 "margin": None if self.margin is None else round(self.margin, 6),
                 "required_margin": self.required_margin,
-                "best_score": None if self.best is None else round(self.best.score, 6)}
+                "best_score": None if self.best is None else round(self.best.score, 6),
+                "rule": self.rule, "rule_note": self.rule_note}
 
 
 def decide_1toN(ranked: Sequence[Candidate], point: OperatingPoint, required_margin: float,
-                top_k: int) -> Identification:
+                top_k: int, rule: str = "single", rule_note: str | None = None) -> Identification:
     """The margin rule over subjects ranked best first.
 
+    ``rule`` names the scores: ``single`` (the pack's embedder) or ``fused`` (the mean of its and
+    the second opinion's cosines), and ``point`` must come from the matching table.
     ``match`` when the best subject is at or above the threshold and beats the second-best
     (above the threshold or not) by at least ``required_margin``; ``ambiguous`` when it is above
     the threshold but the margin is smaller; ``no_match`` when nobody reaches the threshold."""
@@ -178,7 +183,7 @@ def decide_1toN(ranked: Sequence[Candidate], point: OperatingPoint, required_mar
     else:
         decision = "match"
     return Identification(decision, tuple(above[:top_k]), ranked[0] if ranked else None, margin,
-                          float(required_margin), point)
+                          float(required_margin), point, rule, rule_note)
 
 
 def review_search(found: Identification, quality: float, rules: ReviewRules) -> Decision:

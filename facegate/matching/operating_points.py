@@ -14,6 +14,13 @@ FMR and FNMR at it are recorded under ``by_set``).
 deployment's ``population`` setting (``FACEGATE_POPULATION``) selects it, and the unnamed table
 is used when it is empty.
 
+**Fused tables** (``<pack>-fused-<model>.json``, loaded with ``variant="fused-<model>"``): the
+points of the 1:N rule that rescores a shortlist with the mean of the pack's embedder's and its
+second opinion's cosines (``benchmarks/sface_fused_table.py`` makes it). They are a separate file
+so the 1:1 table's entries are never touched by it. Their ``identify_fmr`` key is the fused rule's
+1:N default point: a search at the service's 1:N point (``Settings.identify_fmr``) is decided at
+the stricter of the two (``facegate.gallery.second_opinion.decision_fmr``).
+
 **Quality bands** (``calibrate --quality-split Q``): the table also holds ``quality_bands``, a
 table for probes of quality under Q and one for the rest, each calibrated on the ordered
 (enrolment, probe) pairs whose probe falls in the band. A lookup that gives the probe's quality
@@ -109,6 +116,7 @@ class OperatingPoints:
     points: list[dict]
     source: str
     quality_bands: tuple[dict, ...] = ()   # {"min_quality", "max_quality" (exclusive, None: open), "points"}
+    identify_fmr: float | None = None      # a fused table's 1:N default point (its "identify_fmr" key)
 
     def band_for(self, quality: float | None) -> dict | None:
         """The quality band a probe of ``quality`` falls in (None: no bands, or no quality given)."""
@@ -143,7 +151,7 @@ class OperatingPoints:
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> "OperatingPoints":
-        return cls(data["points"], source, tuple(data.get("quality_bands", ())))
+        return cls(data["points"], source, tuple(data.get("quality_bands", ())), data.get("identify_fmr"))
 
     @classmethod
     def from_file(cls, path: Path | str) -> "OperatingPoints":
@@ -179,4 +187,4 @@ def populations(pack) -> list[str]:
     for entry in (resources.files("facegate") / "calibration").iterdir():
         if entry.name.startswith(prefix) and entry.name.endswith(".json"):
             names.add(entry.name[len(prefix):-len(".json")])
-    return sorted(names - {"document"})
+    return sorted(n for n in names - {"document"} if not n.startswith("fused-"))

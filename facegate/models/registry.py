@@ -37,6 +37,25 @@ BUILDERS: dict[str, Callable[[ModelPack, object], tuple[Detector, Embedder]]] = 
 }
 
 
+# A pack's second-opinion embedders (name in the pack -> how it wants its pixels): the 1:N
+# shortlist is rescored with the mean of the main and the second model's cosines.
+SECOND_OPINIONS: dict[str, dict] = {
+    "sface": {"mean": 0.0, "std": 1.0, "swap_rb": True},      # OpenCV zoo SFace 2021dec: RGB 0..255
+}
+
+
+def second_opinion(pack: ModelPack, settings) -> tuple[str, Embedder] | tuple[None, None]:
+    """(model name, embedder) of the pack's second opinion, or (None, None) when the pack has none
+    or ``settings.second_opinion`` is off."""
+    if not getattr(settings, "second_opinion", False) or pack.manifest.get("kind", "facegate") != "facegate":
+        return None, None
+    for name, pixels in SECOND_OPINIONS.items():
+        if pack.has(name):
+            session = create_session(pack.verified_path(name), settings.providers, settings.intra_op_threads)
+            return name, ArcFaceStyleEmbedder(session, **pixels)
+    return None, None
+
+
 def _kind(pack: ModelPack) -> str:
     kind = pack.manifest.get("kind", "facegate")
     if kind not in BUILDERS:

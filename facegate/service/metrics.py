@@ -17,7 +17,7 @@ REQUESTS = Counter("facegate_requests_total", "HTTP requests answered", ["method
 REQUEST_SECONDS = Histogram("facegate_request_seconds", "HTTP request latency", ["route"],
                             buckets=(.005, .01, .025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10))
 STAGE_SECONDS = Histogram("facegate_stage_seconds", "Latency of one pipeline stage",
-                          ["stage"],  # decode | detect | align | embed | search | queue | auth | audit
+                          ["stage"],  # decode | detect | align | embed | second_opinion | search | queue | auth | audit
                           buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
 ERRORS = Counter("facegate_errors_total", "Error answers by stable code", ["code"])
 DECISIONS = Counter("facegate_decisions_total", "Match decisions", ["operation", "decision"])
@@ -78,6 +78,8 @@ class StageObserver:
     def face(self, face) -> None:
         for name in ("decode", "detect", "align", "embed"):
             STAGE_SECONDS.labels(name).observe(getattr(face.times, name))
+        if face.second_embedding is not None:          # a 1:N search's second opinion (SFace)
+            STAGE_SECONDS.labels("second_opinion").observe(face.times.second)
 
 
 def render() -> tuple[bytes, str]:

@@ -190,6 +190,10 @@ class IdentifyOut(BaseModel):
     threshold: float
     fmr: float
     quality: dict[str, Any]
+    rule: str = Field(default="single", description="the scores decided on: 'fused' (the mean of the pack's embedder's "
+                      "and its second opinion's cosines, at the fused table's point) or 'single' (the embedder alone)")
+    rule_note: str | None = Field(default=None, description="why 'single' where a second opinion exists (e.g. a "
+                                  "shortlisted subject has no second-opinion template yet)")
     decision_id: str
     request_id: str | None = None
     pack_id: str
@@ -244,6 +248,8 @@ class KioskOut(BaseModel):
     candidates: list[Candidate] | None = Field(default=None, description="mode search")
     margin: float | None = None
     required_margin: float | None = None
+    rule: str | None = Field(default=None, description="mode search: 'fused' or 'single' (as /v1/identify)")
+    rule_note: str | None = None
     mode: KioskMode
     kiosk_id: str
     liveness: dict[str, Any] | None = None

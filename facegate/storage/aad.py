@@ -15,11 +15,16 @@ from typing import Callable, Mapping
 import sqlalchemy as sa
 
 from facegate.storage.schema import (certification_captures, liveness_frames, liveness_sessions, subjects,
-                                     templates)
+                                     template_family, templates)
 
 
 def embedding_aad(subject_id: str, pack_id: str) -> bytes:
     return f"facegate:template:v1:{subject_id}:{pack_id}".encode()
+
+
+def family_aad(subject_id: str, pack_id: str, model: str, template_id: int) -> bytes:
+    """A second opinion is bound to its subject, pack and model and to the template it sits beside."""
+    return f"facegate:template-family:v1:{subject_id}:{pack_id}:{model}:{int(template_id)}".encode()
 
 
 def image_aad(subject_id: str, pack_id: str) -> bytes:
@@ -57,6 +62,9 @@ ENCRYPTED: tuple[EncryptedTable, ...] = (
         "embedding_enc": lambda r: embedding_aad(r["subject_id"], r["pack_id"]),
         "image_enc": lambda r: image_aad(r["subject_id"], r["pack_id"]),
     }),
+    EncryptedTable(template_family, "id", {
+        "embedding_enc": lambda r: family_aad(r["subject_id"], r["pack_id"], r["model"], r["template_id"]),
+    }),
     EncryptedTable(certification_captures, "certification_id", {
         "embedding_enc": lambda r: capture_aad(r["subject_id"], r["pack_id"]),
     }),
@@ -71,7 +79,7 @@ def rows_to_reencrypt(entry: EncryptedTable, not_key: str, limit: int) -> sa.Sel
     what their AAD needs."""
     t = entry.table
     cols = [t.c[entry.key], t.c.key_id, *(t.c[name] for name in entry.aad)]
-    cols += [t.c[name] for name in ("pack_id", "session_id", "seq") if name in t.c]
+    cols += [t.c[name] for name in ("pack_id", "model", "template_id", "session_id", "seq") if name in t.c]
     q = sa.select(*cols)
     if "subject_pk" in t.c:
         q = sa.select(*cols, subjects.c.subject_id).join(subjects, subjects.c.pk == t.c.subject_pk)

@@ -1,4 +1,5 @@
-"""Backups: subjects and their still-encrypted templates to a gzip JSON-lines file, and back.
+"""Backups: subjects and their still-encrypted templates (with each template's family, its
+second-opinion templates) to a gzip JSON-lines file, and back.
 
 The data key is NOT in the file (only its id): keep the key file separately, a restore needs
 it. Line 1 is a header; then one line per subject with its templates.
@@ -16,18 +17,20 @@ import sqlalchemy as sa
 from facegate.clock import iso, utcnow
 from facegate.errors import FacegateError
 from facegate.storage import audit
-from facegate.storage.aad import embedding_aad
+from facegate.storage.aad import embedding_aad, family_aad
 from facegate.storage.db import head_revision, write_transaction
 from facegate.storage.private import open_private
-from facegate.storage.schema import subjects, templates
+from facegate.storage.schema import subjects, template_family, templates
 from facegate.storage.store import Store, json_in, json_out, log_changes, subject_dict
 
 EXPORT_FORMAT = "facegate-export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2          # 2: templates carry their "family"; version 1 files (without it) still restore
+READABLE_VERSIONS = (1, 2)
 
 
 def _template_key_ids(conn: sa.Connection) -> list[str]:
-    return list(conn.execute(sa.select(templates.c.key_id).distinct()).scalars())
+    return sorted(set(conn.execute(sa.select(templates.c.key_id).distinct()).scalars())
+                  | set(conn.execute(sa.select(template_family.c.key_id).distinct()).scalars()))
 
 
 def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
@@ -36,7 +39,7 @@ def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
     The data key is NOT in the file (only its id): keep the key file separately, a restore
     needs it. Line 1 is a header; then one line per subject with its templates."""
     path = Path(path)
-    n_subj = n_tmpl = 0
+    n_subj = n_tmpl = n_family = 0
     with store.snapshot() as conn, open_private(path) as raw, gzip.open(raw, "wt", encoding="utf-8") as fh:
         header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": iso(utcnow()),
                   "store_id": store.store_id, "schema": head_revision(), "key_ids": sorted(_template_key_ids(conn)),
@@ -52,6 +55,12 @@ def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
             last = subs[-1].pk
             tm = conn.execute(sa.select(templates).where(templates.c.subject_pk.in_([s.pk for s in subs]))
                               .order_by(templates.c.id)).mappings().all()
+            family: dict[int, list] = {}
+            for f in conn.execute(sa.select(template_family).where(template_family.c.subject_pk.in_(
+                    [s.pk for s in subs])).order_by(template_family.c.id)).mappings():
+                family.setdefault(f["template_id"], []).append({
+                    "model": f["model"], "key_id": f["key_id"],
+                    "embedding_enc": base64.b64encode(f["embedding_enc"]).decode(), "created_at": iso(f["created_at"])})
             by_subject: dict[int, list] = {}
             for t in tm:
                 by_subject.setdefault(t["subject_pk"], []).append({
@@ -59,15 +68,17 @@ def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
                     "embedding_enc": base64.b64encode(t["embedding_enc"]).decode(),
                     "image_enc": base64.b64encode(t["image_enc"]).decode() if t["image_enc"] else None,
                     "quality": t["quality"], "quality_detail": json_out(t["quality_detail"]),
-                    "source": t["source"], "created_at": iso(t["created_at"])})
+                    "source": t["source"], "created_at": iso(t["created_at"]), "family": family.get(t["id"], [])})
             for s in subs:
                 item = subject_dict(s) | {"templates": by_subject.get(s.pk, [])}
                 fh.write(json.dumps(item) + "\n")
                 n_subj += 1
                 n_tmpl += len(item["templates"])
+                n_family += sum(len(t["family"]) for t in item["templates"])
     store.audit(actor=actor, operation="gallery.export", outcome="ok",
-               detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name})
-    return {"path": str(path), "subjects": n_subj, "templates": n_tmpl, "key_ids": header["key_ids"]}
+               detail={"subjects": n_subj, "templates": n_tmpl, "family_templates": n_family, "file": path.name})
+    return {"path": str(path), "subjects": n_subj, "templates": n_tmpl, "family_templates": n_family,
+            "key_ids": header["key_ids"]}
 
 def restore(store: Store, path: str | Path, actor: str = "cli") -> dict:
     """Load an export into an EMPTY store, keeping subject ids and face ids."""
@@ -77,8 +88,9 @@ def restore(store: Store, path: str | Path, actor: str = "cli") -> dict:
             header = json.loads(fh.readline())
         except (json.JSONDecodeError, OSError):
             raise FacegateError("invalid_request", f"{path} is not a facegate export") from None
-        if header.get("format") != EXPORT_FORMAT or header.get("version") != EXPORT_VERSION:
-            raise FacegateError("invalid_request", f"{path} is not a facegate export (version {EXPORT_VERSION})")
+        if header.get("format") != EXPORT_FORMAT or header.get("version") not in READABLE_VERSIONS:
+            raise FacegateError("invalid_request", f"{path} is not a facegate export (versions "
+                                f"{', '.join(map(str, READABLE_VERSIONS))})")
         missing = [k for k in header.get("key_ids", []) if not store.keys.has(k)]
         if missing:
             raise FacegateError("data_key_unavailable", f"the export is encrypted with data key(s) {missing}, which "
@@ -87,7 +99,7 @@ def restore(store: Store, path: str | Path, actor: str = "cli") -> dict:
         if store.count_subjects():
             raise FacegateError("invalid_request", "restore needs an empty store (this one has subjects); "
                                 "use a new FACEGATE_DATA_DIR or database")
-        n_subj = n_tmpl = 0
+        n_subj = n_tmpl = n_family = 0
         with write_transaction(store.db) as conn:
             for line in fh:
                 item = json.loads(line)
@@ -107,13 +119,24 @@ def restore(store: Store, path: str | Path, actor: str = "cli") -> dict:
                     for r in rows:
                         store.keys.decrypt(r["embedding_enc"], r["key_id"], embedding_aad(item["subject_id"], r["pack_id"]))
                     conn.execute(templates.insert(), rows)
+                    family = [dict(template_id=t["face_id"], subject_pk=pk, pack_id=t["pack_id"], model=f["model"],
+                                   key_id=f["key_id"], embedding_enc=base64.b64decode(f["embedding_enc"]),
+                                   created_at=ts(f["created_at"])) for t in item["templates"] for f in t.get("family", [])]
+                    for f in family:
+                        store.keys.decrypt(f["embedding_enc"], f["key_id"],
+                                           family_aad(item["subject_id"], f["pack_id"], f["model"], f["template_id"]))
+                    if family:
+                        conn.execute(template_family.insert(), family)
+                    n_family += len(family)
                     log_changes(conn, "add", [(r["id"], pk, r["pack_id"]) for r in rows])
                 n_subj += 1
                 n_tmpl += len(rows)
             if store.backend == "postgresql":
                 conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('templates', 'id'), "
                                      "GREATEST((SELECT COALESCE(MAX(id), 0) FROM templates), 1))"))
+                conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('template_family', 'id'), "
+                                     "GREATEST((SELECT COALESCE(MAX(id), 0) FROM template_family), 1))"))
             audit.append(conn, actor=actor, operation="gallery.restore", outcome="ok",
-                         detail={"subjects": n_subj, "templates": n_tmpl, "file": path.name,
-                                 "from_store": header.get("store_id")})
-    return {"subjects": n_subj, "templates": n_tmpl, "key_ids": header.get("key_ids", [])}
+                         detail={"subjects": n_subj, "templates": n_tmpl, "family_templates": n_family,
+                                 "file": path.name, "from_store": header.get("store_id")})
+    return {"subjects": n_subj, "templates": n_tmpl, "family_templates": n_family, "key_ids": header.get("key_ids", [])}

@@ -8,6 +8,8 @@ Tables:
 - ``subjects``: who is enrolled (external ``subject_id``, status, consent).
 - ``templates``: face templates, AES-GCM encrypted (``embedding_enc`` = nonce + ciphertext),
   each tagged with the model pack that made it.
+- ``template_family``: the second opinions of a template: embeddings of the same photo by the
+  pack's other embedders (SFace), each tagged with its pack and model, encrypted like the template.
 - ``change_log``: one monotonic row per template add/remove, written in the template's
   transaction, so index replicas catch up with ``seq > applied``.
 - ``audit_log``: append-only hash chain (see :mod:`facegate.storage.audit`).
@@ -57,6 +59,26 @@ templates = sa.Table(
     sa.Index("ix_templates_subject_pk", "subject_pk"),
     sa.Index("ix_templates_pack_id", "pack_id"),
     sa.Index("ix_templates_key_id", "key_id"),
+    sqlite_autoincrement=True,
+)
+
+template_family = sa.Table(
+    # A template's second opinions (revision 0004): the same photo embedded by another model of the
+    # pack (``model``: "sface"), made at enrolment, by import or by ``facegate templates backfill``.
+    # The 1:N search rescores its shortlist with them. Gone with the template (ON DELETE CASCADE, and
+    # deleted explicitly by erasure and template deletion).
+    "template_family", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("template_id", sa.Integer, sa.ForeignKey("templates.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("subject_pk", sa.Integer, sa.ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("pack_id", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("embedding_enc", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("template_id", "model", name="uq_template_family_template_model"),
+    sa.Index("ix_template_family_subject_pk", "subject_pk"),
+    sa.Index("ix_template_family_key_id", "key_id"),
     sqlite_autoincrement=True,
 )
 
@@ -227,7 +249,7 @@ liveness_sessions = sa.Table(
     sa.Column("first_t", sa.Float),
     sa.Column("last_t", sa.Float),
     sa.Column("non_monotonic", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("observed", sa.Integer, nullable=False, server_default="0"),   # frames tracked so far (0004)
+    sa.Column("observed", sa.Integer, nullable=False, server_default="0"),   # frames tracked so far (0005)
     sa.Column("completed_at", sa.Float),
     sa.Column("valid_until", sa.Float),                  # a passed session may be consumed until then
     sa.Column("consumed_at", sa.Float),
@@ -249,7 +271,7 @@ liveness_frames = sa.Table(
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("t", sa.Float, nullable=False),
     sa.Column("data_enc", sa.LargeBinary, nullable=False),   # JPEG, AES-GCM
-    sa.Column("observation_enc", sa.LargeBinary),            # the tracker's JSON observation, AES-GCM (0004)
+    sa.Column("observation_enc", sa.LargeBinary),            # the tracker's JSON observation, AES-GCM (0005)
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.UniqueConstraint("session_id", "seq", name="uq_liveness_frames_session_seq"),
     sqlite_autoincrement=True,

@@ -27,8 +27,9 @@ from facegate.storage import audit, changefeed
 from facegate.storage.aad import embedding_aad, image_aad
 from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import open_database, write_transaction
+from facegate.storage.family import FamilyStore, insert_family
 from facegate.storage.reads import StoreReads
-from facegate.storage.schema import change_log, import_items, store_info, subjects, templates
+from facegate.storage.schema import change_log, import_items, store_info, subjects, template_family, templates
 from facegate.vocab import SUBJECT_STATUSES
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def subject_dict(row) -> dict:
             "created_at": iso(m["created_at"]), "updated_at": iso(m["updated_at"])}
 
 
-class Store(StoreReads):
+class Store(FamilyStore, StoreReads):
     """Subjects and templates in SQLite or PostgreSQL (``Settings.database``)."""
 
     def __init__(self, settings: Settings, db: sa.Engine, keys: DataKeys):
@@ -212,11 +213,12 @@ class Store(StoreReads):
             tmpl = conn.execute(sa.select(templates.c.id, templates.c.pack_id)
                                 .where(templates.c.subject_pk == row.pk)).all()
             log_changes(conn, "remove", [(t.id, row.pk, t.pack_id) for t in tmpl])
+            family = conn.execute(template_family.delete().where(template_family.c.subject_pk == row.pk)).rowcount
             conn.execute(templates.delete().where(templates.c.subject_pk == row.pk))
             conn.execute(import_items.delete().where(import_items.c.subject_id == subject_id))
             conn.execute(subjects.delete().where(subjects.c.pk == row.pk))
             audit.append(conn, actor=actor, operation=operation, outcome="ok", subject_id=subject_id,
-                         detail={"templates_removed": len(tmpl), "reason": reason})
+                         detail={"templates_removed": len(tmpl), "family_removed": family, "reason": reason})
         if self.backend == "sqlite":
             self.checkpoint()
         return {"subject_id": subject_id, "templates_removed": len(tmpl), "face_ids": [t.id for t in tmpl]}
@@ -237,16 +239,23 @@ class Store(StoreReads):
                                       templates.c.quality_detail, templates.c.source, templates.c.created_at,
                                       (templates.c.image_enc.is_not(None)).label("has_image"))
                             .where(templates.c.subject_pk == subject_pk).order_by(templates.c.id)).all()
+        family: dict[int, list[str]] = {}
+        for t, model in conn.execute(sa.select(template_family.c.template_id, template_family.c.model)
+                                     .where(template_family.c.subject_pk == subject_pk)
+                                     .order_by(template_family.c.model)).all():
+            family.setdefault(int(t), []).append(model)
         return [{"face_id": r.id, "pack_id": r.pack_id, "key_id": r.key_id, "quality": r.quality,
                  "quality_detail": json_out(r.quality_detail), "source": r.source,
-                 "created_at": iso(r.created_at), "image_stored": bool(r.has_image)} for r in rows]
+                 "created_at": iso(r.created_at), "image_stored": bool(r.has_image),
+                 "second_opinions": family.get(int(r.id), [])} for r in rows]
 
     def add_template(self, subject_id: str, embedding: np.ndarray, pack_id: str, quality: float | None = None,
                      quality_detail: dict | None = None, source: str | None = None, image: bytes | None = None,
                      import_item: dict | None = None, actor: str = "system", audit_detail: dict | None = None,
-                     check=None) -> dict:
-        """Store one template (encrypted). ``image`` is stored (encrypted) only when
-        ``Settings.store_images``. ``import_item`` (item_key, path) marks an import row done in
+                     check=None, family: dict[str, np.ndarray] | None = None) -> dict:
+        """Store one template (encrypted), with its ``family`` (model -> the same photo's
+        embedding by the pack's other models, :mod:`facegate.storage.family`) when given. ``image``
+        is stored (encrypted) only when ``Settings.store_images``. ``import_item`` (item_key, path) marks an import row done in
         the same transaction. ``check(conn)`` runs first inside the write transaction, holding the
         database-wide write lock: whatever it raises leaves nothing written."""
         vec = np.asarray(embedding, dtype="<f4").reshape(-1)
@@ -265,13 +274,15 @@ class Store(StoreReads):
                 subject_pk=subj.pk, pack_id=pack_id, embedding_enc=blob, key_id=kid, quality=quality,
                 quality_detail=json_in(quality_detail), source=source, image_enc=image_enc, created_at=now))
             face_id = int(res.inserted_primary_key[0])
+            models = insert_family(conn, self.keys, template_id=face_id, subject_pk=subj.pk, subject_id=subject_id,
+                                   pack_id=pack_id, family=family or {})
             log_changes(conn, "add", [(face_id, subj.pk, pack_id)])
             if import_item is not None:
                 self._mark_import(conn, import_item["item_key"], subject_id, import_item["path"], "done", face_id, None)
             audit.append(conn, actor=actor, operation="template.add", outcome="ok", subject_id=subject_id,
                          detail={"face_id": face_id, "pack_id": pack_id, "source": source,
                                  "quality": None if quality is None else round(float(quality), 3)}
-                         | (audit_detail or {}))
+                         | ({"family": models} if models else {}) | (audit_detail or {}))
         return {"face_id": face_id, "subject_id": subject_id, "pack_id": pack_id, "key_id": kid,
                 "created_at": iso(now)}
 
@@ -284,6 +295,7 @@ class Store(StoreReads):
             if row is None or (subject_id is not None and row.subject_id != subject_id):
                 raise FacegateError("unknown_face", f"no face template {face_id}", face_id=int(face_id))
             log_changes(conn, "remove", [(row.id, row.subject_pk, row.pack_id)])
+            conn.execute(template_family.delete().where(template_family.c.template_id == row.id))
             conn.execute(templates.delete().where(templates.c.id == row.id))
             audit.append(conn, actor=actor, operation="template.delete", outcome="ok", subject_id=row.subject_id,
                          detail={"face_id": row.id})

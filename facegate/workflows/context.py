@@ -47,10 +47,14 @@ class WorkflowContext:
         return ReviewRules.from_settings(self.settings)
 
     def face(self, image: bytes, policy: str = "single", min_face_px: int | None = None,
-             min_quality: float | None = MIN_QUALITY, detect_min_face: int | None = None) -> Face:
-        """The one embedded face in ``image`` (``FaceEngine.face``), its stage times observed."""
+             min_quality: float | None = MIN_QUALITY, detect_min_face: int | None = None,
+             second: bool = False) -> Face:
+        """The one embedded face in ``image`` (``FaceEngine.face``), its stage times observed;
+        ``second``: also its second-opinion embedding (1:N searches)."""
         face = self.engine.face(image, policy=policy, min_face_px=min_face_px, min_quality=min_quality,
                                 detect_min_face=detect_min_face)
+        if second:
+            self.engine.second_embedding(face)
         self.observe.face(face)
         return face
 

@@ -53,14 +53,15 @@ class Search:
         f = self.found.as_dict()
         return {"candidates": f["candidates"], "decision": f["decision"], "subject_id": f["subject_id"],
                 "margin": f["margin"], "required_margin": f["required_margin"], "threshold": f["threshold"],
-                "fmr": f["fmr"], "quality": self.face.quality.as_dict()}
+                "fmr": f["fmr"], "quality": self.face.quality.as_dict(), "rule": f["rule"], "rule_note": f["rule_note"]}
 
 
 def identify(ctx: WorkflowContext, image: bytes, top_k: int, fmr: float | None = None) -> Search:
     fmr = tightened(ctx.settings.identify_fmr, fmr)
-    face = ctx.face(image, policy="single")
+    face = ctx.face(image, policy="single", second=True)
     with ctx.observe.stage("search"):
-        return Search(ctx.gallery.identify(face.embedding, top_k, fmr, quality=face.quality.score), face)
+        return Search(ctx.gallery.identify(face.embedding, top_k, fmr, quality=face.quality.score,
+                                           second=face.second_embedding), face)
 
 
 @dataclass(frozen=True)

@@ -55,21 +55,22 @@ class KioskAnswer:
                 "latency_ms": round(self.latency_ms, 1)}
 
 
-def _live_face(ctx: WorkflowContext, image: bytes | None,
-               liveness: LivenessProof | None) -> tuple[np.ndarray, float, tuple[str, ...]]:
-    """(embedding, quality, review reasons) of the person at the kiosk: the still when one was
-    sent (checked against the liveness capture), else the capture's own face."""
-    face = ctx.face(image, policy="single") if image is not None else None
+def _live_face(ctx: WorkflowContext, image: bytes | None, liveness: LivenessProof | None,
+               second: bool = False) -> tuple[np.ndarray, float, tuple[str, ...], np.ndarray | None]:
+    """(embedding, quality, review reasons, second-opinion embedding when ``second`` and a still
+    was sent) of the person at the kiosk: the still when one was sent (checked against the
+    liveness capture), else the capture's own face."""
+    face = ctx.face(image, policy="single", second=second) if image is not None else None
     if liveness is None:
         reasons = ("no_liveness",) if ctx.settings.kiosk_require_liveness else ()
     else:
         reasons = ctx.liveness_reasons(liveness, None if face is None else face.embedding)
     if face is not None:
-        return face.embedding, face.quality.score, reasons
+        return face.embedding, face.quality.score, reasons, face.second_embedding
     if liveness is None or not liveness.passed:
         raise FacegateError("invalid_request", "send the live capture as 'image' or a passed liveness_session_id",
                             field="image")
-    return liveness.embedding, 1.0, reasons
+    return liveness.embedding, 1.0, reasons, None
 
 
 def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: KioskMode, started: float, *,
@@ -80,7 +81,7 @@ def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: Ki
     s = ctx.settings
     requested = subject_id
     fmr = tightened(s.identify_fmr if mode == "search" else s.target_fmr, fmr)
-    embedding, quality, reasons = _live_face(ctx, image, liveness)
+    embedding, quality, reasons, second = _live_face(ctx, image, liveness, second=mode == "search")
     detail: dict = {}
     if mode == "document":
         doc = document_face(ctx, document)
@@ -92,11 +93,11 @@ def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: Ki
         match = ctx.gallery.verify(subject_id, embedding, fmr, quality=quality)
         decision = decide_1to1(match.score, match.point, quality, ctx.rules, subject_status=status)
     else:
-        found = ctx.gallery.identify(embedding, top_k, fmr, quality=quality)
+        found = ctx.gallery.identify(embedding, top_k, fmr, quality=quality, second=second)
         decision = review_search(found, quality, ctx.rules)
         subject_id = found.subject_id
         f = found.as_dict()
-        detail = {k: f[k] for k in ("candidates", "margin", "required_margin")}
+        detail = {k: f[k] for k in ("candidates", "margin", "required_margin", "rule", "rule_note")}
     decision = decision.under_review(*reasons)
     answer = KioskAnswer(mode, kiosk_id, decision, subject_id, liveness, detail,
                          (time.perf_counter() - started) * 1000, s.review_band)
