@@ -46,7 +46,7 @@ make_base() {
     [ -f "$sources" ] || sources=/etc/apt/sources.list
     mkdir -p "$CACHE"
     echo "making the base image with mmdebstrap ($BASE_PACKAGES) from $sources" >&2
-    mmdebstrap --quiet --variant=apt --include="$BASE_PACKAGES" --aptopt='Acquire::Check-Valid-Until "false"' \
+    mmdebstrap --quiet --format=tar --variant=apt --include="$BASE_PACKAGES" --aptopt='Acquire::Check-Valid-Until "false"' \
       bookworm "$tarball.part" "$sources" >&2
     mv "$tarball.part" "$tarball"
   fi
@@ -89,5 +89,7 @@ if [ "$DEPLOY" = 1 ]; then
       -t "facegate-$name:local" -f "deploy/images/$name.Containerfile" deploy/images >&2
   done
 fi
+# Earlier builds' stages (untagged, an hour old or more) would pile up ~1 GB per changed build.
+"$ENGINE" image prune -f --filter until=1h >/dev/null 2>&1 || true
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$TAG")
 echo "$TAG: $(( size / 1024 / 1024 )) MiB ($size bytes), built in ${built} s with $ENGINE on $PYTHON_IMAGE"
