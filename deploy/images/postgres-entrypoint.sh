@@ -24,4 +24,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
 fi
 [ "${1:-}" = postgres ] && shift
-exec runuser -u postgres -- postgres -D "$PGDATA" "$@"
+# setpriv execs: postgres is PID 1 and gets the stop signal itself (runuser would stay in between)
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" "$@"
