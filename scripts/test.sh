@@ -48,4 +48,21 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     echo "warning: nginx is not installed; the replica tests will skip" >&2
   fi
 fi
+# The image tests (tests/image: scripts/build-image.sh, a container, the compose deployment) use
+# Debian's podman with runc, mmdebstrap for the base image and podman-compose; tests/test_alerts.py
+# uses promtool (Debian's prometheus package). Where FACEGATE_REQUIRE_IMAGE=1 (CI) they must be there.
+need_apt=""
+for tool in podman:podman runc:runc mmdebstrap:mmdebstrap podman-compose:podman-compose promtool:prometheus; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need_apt="$need_apt ${tool#*:}"
+done
+if [ -n "$need_apt" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt netavark aardvark-dns >/dev/null) \
+    || echo "warning: apt-get install$need_apt failed" >&2
+fi
+if [ "${FACEGATE_REQUIRE_IMAGE:-}" = 1 ]; then
+  for tool in podman runc mmdebstrap podman-compose promtool; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] \
+      || { echo "$tool could not be installed and FACEGATE_REQUIRE_IMAGE=1" >&2; exit 1; }
+  done
+fi
 exec .venv/bin/python -m pytest -q "$@"

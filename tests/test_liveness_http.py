@@ -35,6 +35,12 @@ def h(client, who):
     return {"X-API-Key": client.keys[who]}
 
 
+def verdicts(decision: str) -> float:
+    """``facegate_decisions_total{operation="liveness"}`` for ``decision`` (alerts.yml reads it)."""
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("facegate_decisions_total", {"operation": "liveness", "decision": decision}) or 0.0
+
+
 def clip_frames(name, start, end):
     from facegate.liveness.attacks import segment
     from facegate.liveness.capture import Capture
@@ -54,6 +60,7 @@ def test_frames_in_two_requests_then_complete(client):
     # the seeded store draws challenges deterministically; take the first one the clip answers
     # (d18 1-7.2 s: mouth open ~2.2 s, blink ~3.2 s, mouth open ~4.0 s, blink ~6.2 s)
     answerable = (["open_mouth", "blink"], ["blink", "open_mouth"])
+    live_before = verdicts("live")
     for _ in range(200):
         r = client.post("/v1/liveness/sessions", headers=h(client, "kiosk"),
                         json={"subject_id": "P-1", "purpose": "pension"})
@@ -80,6 +87,7 @@ def test_frames_in_two_requests_then_complete(client):
     assert r.status_code == 200, r.text
     result = r.json()
     assert result["live"], result["reasons"]
+    assert verdicts("live") == live_before + 1
     assert [a["action"] for a in result["actions"]] == body["challenge"] and all(a["detected"] for a in result["actions"])
     assert "embedding" not in result and result["passive"]["available"]
     again = client.post(f"/v1/liveness/sessions/{sid}/complete", headers=h(client, "kiosk"), json={"nonce": body["nonce"]})
@@ -96,6 +104,7 @@ def test_frames_in_two_requests_then_complete(client):
 
 
 def test_video_upload_judged_at_once(client):
+    not_live_before = verdicts("not_live")
     r = client.post("/v1/liveness/sessions", headers=h(client, "kiosk"))
     body = r.json()
     video = (need_shared("data", "face-videos") / "d0.mp4").read_bytes()    # only blinks, once
@@ -105,6 +114,7 @@ def test_video_upload_judged_at_once(client):
     result = r.json()
     assert result["challenge"] == body["challenge"] and len(result["challenge"]) >= 2
     assert not result["live"] and result["reasons"]
+    assert verdicts("not_live") == not_live_before + 1
     assert all(x.startswith("action_not_detected:") for x in result["reasons"]), result["reasons"]
     assert result["capture"]["frames"] == 78
     late = client.post(f"/v1/liveness/sessions/{body['session_id']}/frames", headers=h(client, "kiosk"),

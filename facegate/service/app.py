@@ -78,6 +78,21 @@ def _gallery_gauges(st: ServiceState) -> None:
         metrics.count_staged_searches(staged, st.staged_seen)
 
 
+def _health_gauges(st: ServiceState) -> None:
+    keys = st.gallery.store.keys
+    try:
+        key_changed_at = keys.path.stat().st_mtime if keys.path is not None else None
+    except OSError:
+        key_changed_at = None
+    stats = st.index_stats
+    metrics.observe_health(
+        database_up=st.sync_error is None and st.last_sync > 0,
+        index_lag=(stats.get("last_seq") or 0) - (stats.get("applied_seq") or 0),
+        sync_age_s=time.monotonic() - st.last_sync if st.last_sync else 0.0,
+        feed_connected=st.listener.connected.is_set() if st.listener is not None else None,
+        key_id=keys.current_id, key_changed_at=key_changed_at)
+
+
 async def _sync_loop(st: ServiceState, wake: asyncio.Event) -> None:
     """Keep the index current: sync when ``wake`` is set (the change feed heard a commit, or
     (re)connected, or lost its connection) and at least every ``index_sync_s`` seconds.
@@ -185,7 +200,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def prometheus():
+    async def prometheus(request: Request):
+        st: ServiceState | None = getattr(request.app.state, "facegate", None)
+        if st is not None:
+            await run_in_threadpool(_health_gauges, st)
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 

@@ -36,9 +36,36 @@ REFUSALS_UNAUDITED = Counter("facegate_refusals_unaudited_total",
 INDEX_STAGED = Counter("facegate_index_staged_searches_total",
                        "Single 1:N searches of an ivf_pq_refine index run with the early stop, by outcome",
                        ["outcome"])   # stopped_early | full_depth
-
+# Health, set from the process's state at each scrape (observe_health); the alerts in
+# deploy/prometheus/alerts.yml read them.
+DATABASE_UP = Gauge("facegate_database_up", "1 when this process's last read of the database (its index sync) "
+                    "succeeded, else 0", multiprocess_mode="min")
+INDEX_LAG = Gauge("facegate_index_lag_changes", "Gallery changes in the database's change log not yet applied to "
+                  "this process's index", multiprocess_mode="max")
+INDEX_SYNC_AGE = Gauge("facegate_index_sync_age_seconds", "Seconds since this process's index last caught up "
+                       "with the database", multiprocess_mode="max")
+CHANGE_FEED = Gauge("facegate_change_feed_connected", "PostgreSQL: 1 while the change feed (LISTEN) is connected, "
+                    "else 0; no sample on SQLite, which has no feed", ["database"], multiprocess_mode="min")
+DATA_KEY_CHANGED = Gauge("facegate_data_key_file_changed_timestamp_seconds",
+                         "Unix time the data key file last changed (made, or rotated: the new key is written "
+                         "first); no sample when the key comes from FACEGATE_DATA_KEY", ["key_id"],
+                         multiprocess_mode="min")
 
 UNREGISTERED_KIOSK = "unregistered"
+
+
+def observe_health(*, database_up: bool, index_lag: int, sync_age_s: float, feed_connected: bool | None,
+                   key_id: str, key_changed_at: float | None) -> None:
+    """Set the health gauges. ``feed_connected`` None: no change feed (SQLite);
+    ``key_changed_at`` None: the data key is not in a file."""
+    DATABASE_UP.set(1 if database_up else 0)
+    INDEX_LAG.set(max(0, index_lag))
+    INDEX_SYNC_AGE.set(max(0.0, sync_age_s))
+    if feed_connected is not None:
+        CHANGE_FEED.labels("postgresql").set(1 if feed_connected else 0)
+    DATA_KEY_CHANGED.clear()
+    if key_changed_at is not None:
+        DATA_KEY_CHANGED.labels(key_id).set(key_changed_at)
 
 
 def kiosk_label(kiosk_id: str, registered: bool) -> str:

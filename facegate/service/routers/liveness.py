@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from facegate.errors import FacegateError
-from facegate.service import auditing
+from facegate.service import auditing, metrics
 from facegate.service.deps import CaptureCaller, ServiceState, StateDep, capture_access, require
 from facegate.storage.audit import Actor
 from facegate.service.schemas import CaptureProgress, LivenessResult, LivenessSession
@@ -65,6 +65,7 @@ async def _judge(st: ServiceState, request: Request, caller: CaptureCaller, sess
     lv = st.liveness
     session = lv.sessions.pending(session_id, nonce, caller.owner)
     result = await st.pool.run(lv.sessions.complete, session_id, lv.judge, nonce, caller.owner)
+    metrics.DECISIONS.labels("liveness", "live" if result["live"] else "not_live").inc()
     await run_in_threadpool(auditing.write, st, _actor(request, caller), "liveness",
                             "live" if result["live"] else "not_live", session.subject_id,
                             {"score": result["score"], "passive": result["passive"].get("score")},
