@@ -92,7 +92,8 @@ class Settings:
     liveness_key_bytes: int = 256 * 1024 * 1024      # stored frames of all of one key's captures in progress
     liveness_open_sessions: int = 64      # sessions one key may have waiting for their capture at once
     liveness_detect_side: int = 320       # face detection runs on frames downscaled to this long side
-    liveness_pose_every: int = 2          # head pose model on every n-th tracked frame, interpolated in between
+    liveness_pose_every: int = 5          # head pose model on every n-th frame while the head is still, interpolated in between
+    liveness_pose_every_moving: int = 1   # ... and on every n-th frame while it turns or nods
     liveness_intra_op_threads: int = 1    # threads of each liveness model (a capture is one request's work)
     liveness_detect_every: int = 5        # detector on every n-th frame; the 68 points carry the box in between
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from facegate.errors import FacegateError
-from facegate.images import decode_image, sniff_format
+from facegate.images import decode_image, decode_reduced, sniff_format
 from facegate.liveness.crops import crop_padded, square_box
 
 MIN_FPS = 8.0
@@ -52,10 +52,13 @@ def encode_frame(bgr: np.ndarray) -> bytes:
 
 def stored_jpeg(data: bytes, max_bytes: int, max_pixels: int, side: int = FRAME_SIDE) -> bytes:
     """An uploaded frame as it is kept: decoded within the limits (so it is a real image), then
-    the upload itself when it is a JPEG within ``side``, else reduced and re-encoded."""
-    bgr = decode_image(data, max_bytes, max_pixels)
-    if max(bgr.shape[:2]) <= side and sniff_format(data) == "JPEG":
+    the upload itself when it is a JPEG within ``side``, else reduced and re-encoded. A JPEG is
+    first decoded at an eighth of its size (every coefficient is still read, so a broken or
+    truncated file is refused), which is all a frame the page sent needs."""
+    small, scale = decode_reduced(data, max_bytes, max_pixels, max_side=max(1, side // 8))
+    if sniff_format(data) == "JPEG" and round(max(small.shape[:2]) / scale) <= side:
         return bytes(data)
+    bgr = small if scale == 1.0 else decode_image(data, max_bytes, max_pixels)
     return encode_frame(reduce_frame(bgr, side))
 
 

@@ -69,7 +69,8 @@ class LivenessJudge:
         tracker = FaceTracker(detector, Landmarker68(session("fr_landmark")),
                               EyeStateClassifier(session("fr_eye")), HeadPoseEstimator(session("fr_pose")),
                               LandmarkBox.shipped(), detect_side=settings.liveness_detect_side,
-                              detect_every=settings.liveness_detect_every, pose_every=settings.liveness_pose_every)
+                              detect_every=settings.liveness_detect_every, pose_every=settings.liveness_pose_every,
+                              pose_every_moving=settings.liveness_pose_every_moving)
         return cls(engine, settings, tracker, load_pad_models(settings, engine.pack))
 
     @property

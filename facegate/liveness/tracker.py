@@ -15,8 +15,9 @@ Cost per frame is kept low:
   (:mod:`facegate.liveness.landmark_box`, fitted onto full MTCNN's boxes), so the models see the
   same crops whichever detector found the face;
 - the 68 points and the eye state run on every frame (blinks last a few frames); the head
-  pose model every ``pose_every``-th frame, its angles interpolated in time in between
-  (:func:`fill_pose`: the rules ask for turns held over several frames).
+  pose model every ``pose_every``-th frame while the head is still and every
+  ``pose_every_moving``-th while it turns or nods, its angles interpolated in time in between
+  (:func:`fill_pose`).
 Embeddings and passive PAD run only on sampled frames (see the judge).
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ SECOND_FACE_RATIO = 0.4
 # A face whose 68 points moved more than this fraction of its box width since the frame
 # before is looked for again by the detector.
 MAX_TRACKED_SHIFT = 0.25
+# Yaw or pitch change between two pose measurements that counts as the head moving: above the
+# pose model's jitter on a still head.
+POSE_MOVING_DEGREES = 3.0
 
 _ARRAYS = ("box", "landmarks5", "landmarks68")
 
@@ -61,6 +65,8 @@ class FrameObservation:
     difference: float | None = None     # mean |difference| of the face region from the frame before
     since_detect: int = 0               # frames since the detector last ran
     since_pose: int = 0                 # frames since the pose model last ran
+    pose_step: int = 0                  # frames between pose measurements from here on (0: not yet set)
+    pose_ref: list[float] | None = None     # yaw, pitch of the latest measurement
 
     @property
     def has_face(self) -> bool:
@@ -142,8 +148,8 @@ class FaceTracker:
     state is the :class:`Continuation` handed in and out. ``times`` holds the last call's stage times."""
 
     def __init__(self, detector, landmarker: Landmarker68, eyes: EyeStateClassifier, pose: HeadPoseEstimator,
-                 box_model: LandmarkBox, detect_side: int = 320, detect_every: int = 5, pose_every: int = 2,
-                 min_face_fraction: float = 0.12):
+                 box_model: LandmarkBox, detect_side: int = 320, detect_every: int = 5, pose_every: int = 5,
+                 pose_every_moving: int = 1, min_face_fraction: float = 0.12):
         self.detector = detector
         self.landmarker = landmarker
         self.eyes = eyes
@@ -153,6 +159,7 @@ class FaceTracker:
         self.min_face_fraction = min_face_fraction
         self.detect_every = max(1, int(detect_every))
         self.pose_every = max(1, int(pose_every))
+        self.pose_every_moving = max(1, min(int(pose_every_moving), self.pose_every))
         self.times = TrackerTimes()
 
     def observe_all(self, frames, start: Continuation | None = None, first_index: int = 0) -> list[FrameObservation]:
@@ -174,19 +181,34 @@ class FaceTracker:
             if obs is None:
                 obs = self._detect(i, t, bgr, grey, times)
             if obs.has_face:
-                obs.since_pose = 0 if last is None or not last.has_face else last.since_pose + 1
-                if obs.detected or obs.since_pose >= self.pose_every:
-                    obs.since_pose = 0
-                    t0 = time.perf_counter()
-                    obs.yaw, obs.pitch, obs.roll = self.pose(bgr, obs.box)
-                    obs.pose_measured = True
-                    times.pose += time.perf_counter() - t0
-                    times.poses += 1
+                self._pose(obs, bgr, last if last is not None and last.has_face else None, times)
             obs.difference = face_difference(state.thumb, bgr, last.box if last is not None else None)
             out.append(obs)
             state = Continuation.after(obs, bgr)
         self.times = times
         return out, state
+
+    def _pose(self, obs: FrameObservation, bgr: np.ndarray, carried: FrameObservation | None,
+              times: TrackerTimes) -> None:
+        """The pose model on detected frames and every ``pose_step``-th tracked frame: every
+        ``pose_every``-th while the head is still, every ``pose_every_moving``-th once two
+        measurements differ by ``POSE_MOVING_DEGREES`` (a turn or a nod under way), until they
+        agree again."""
+        obs.since_pose = 0 if carried is None else carried.since_pose + 1
+        obs.pose_step = carried.pose_step if carried is not None and carried.pose_step else self.pose_every
+        obs.pose_ref = None if carried is None else carried.pose_ref
+        if not (obs.detected or obs.since_pose >= obs.pose_step):
+            return
+        t0 = time.perf_counter()
+        obs.yaw, obs.pitch, obs.roll = self.pose(bgr, obs.box)
+        times.pose += time.perf_counter() - t0
+        times.poses += 1
+        obs.pose_measured = True
+        obs.since_pose = 0
+        moving = obs.pose_ref is not None and max(abs(obs.yaw - obs.pose_ref[0]),
+                                                  abs(obs.pitch - obs.pose_ref[1])) >= POSE_MOVING_DEGREES
+        obs.pose_step = self.pose_every_moving if moving else self.pose_every
+        obs.pose_ref = [obs.yaw, obs.pitch]
 
     def _points(self, grey: np.ndarray, box: np.ndarray, times: TrackerTimes) -> tuple[np.ndarray, np.ndarray]:
         """The 68 points found in ``box``, and the box made from them."""
