@@ -63,17 +63,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def cli(env: dict, *args: str, check: bool = True, checkout: Path | str = REPO) -> subprocess.CompletedProcess:
     """``facegate ARGS`` in a subprocess with ``env`` (a server's, to reach its data directory)."""
-    proc = subprocess.run([*FACEGATE, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*FACEGATE, *args], env=env, cwd=checkout, capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"facegate {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
     return proc
 
 
-def create_key(env: dict, role: str, *extra: str) -> dict:
+def create_key(env: dict, role: str, *extra: str, checkout: Path | str = REPO) -> dict:
     """A new API key made with the real CLI (``facegate keys create``); ``["key"]`` is the secret."""
-    return json.loads(cli(env, "keys", "create", "--role", role, "--json", *extra).stdout)
+    return json.loads(cli(env, "keys", "create", "--role", role, "--json", *extra, checkout=checkout).stdout)
 
 
 class ServerProcess:

@@ -158,13 +158,15 @@ def write_results(path: Path, stats, runs, load_before, load_after, n) -> None:
         f"Faster at the median: **{faster}** ({abs((f['p50'] or 0) - (v['p50'] or 0))} ms). The page's default is "
         "`frames`.",
         "",
-        f"Where the time goes (medians): server judging, {f['judge_p50']} ms for frames and {v['judge_p50']} ms for "
-        f"the WebM, {f['per_frame']} / {v['per_frame']} ms per judged frame (tracking every frame). The WebM carries "
+        f"Where the time goes (medians): `/complete` judging, {f['judge_p50']} ms for frames and {v['judge_p50']} ms "
+        f"for the WebM ({f['per_frame']} / {v['per_frame']} ms per frame of the capture): the frames were tracked as "
+        "they arrived, so judging is the last chunk's tracking, the action rules, passive PAD on the sampled frames "
+        "and the identity embeddings. The WebM carries "
         f"the camera's rate ({v['fps']} fps, {v['frames']} frames) where the page sends {f['frames']} JPEGs at "
-        f"{f['fps']} fps, so it has more to judge; and what is left after judging is {f['after_judge']} ms with "
-        "frames (only the last ~0.5 s of frames go with `complete=true`; the rest were uploaded and decoded while "
+        f"{f['fps']} fps; what is left after judging is {f['after_judge']} ms with "
+        "frames (only the last ~0.5 s of frames go with `complete=true`; the rest were uploaded and tracked while "
         f"the person acted) against {v['after_judge']} ms with the WebM (the recorder's stop, the upload of the "
-        "whole file, its decoding). Wide p90s come from the machine's load (other work shares its 2 cores), not "
+        "whole file, its decoding and tracking). Wide p90s come from the machine's load (other work shares its 2 cores), not "
         f"from the modes. Positioning (camera on to capture start) took {f['positioning']} / {v['positioning']} ms: "
         "the face is in the oval from the first frame and is held for 0.8 s.",
         "",

@@ -108,9 +108,10 @@ NOTES = """### Reading these figures
   sources) on the spoof-smoke replay crops, which lack the context around the face these models
   were trained with. It is one signal fused with the challenge, never the only one.
 - **Latency** was measured while other agents loaded the 2 cores (load average in `uptime`
-  above 2 means waiting for a core): the per-frame figures are upper bounds. An earlier run of
-  the same tracker on d0 (512x512) at a lower load measured detection 18.6 ms, landmarks
-  1.8 ms, eyes 1.0 ms, pose 9.8 ms per frame (about 31 ms; a 3-s capture then takes ~3 s).
+  above 2 means waiting for a core): the per-frame figures are upper bounds. "Pose every 5
+  frames" is while the head is still (every frame while it turns); the service tracks frames as
+  they arrive, so a capture's wait after its last frame is far below the one-pass figure: see
+  results/liveness_http.md (server CPU per capture second, `/complete` after a paced upload).
 """
 
 PHOTO_SOURCES = [("d0", 0.5), ("d18", 0.5), ("d3", 0.3), ("d13", 0.5), ("d9", 3.0), ("d6", 0.5)]

@@ -79,7 +79,7 @@ def cpu_seconds(pid: int) -> float:
 
 def server(folder: str, checkout: Path, **settings) -> tuple[ServerProcess, str]:
     srv = ServerProcess(folder, checkout=checkout, **settings)
-    key = create_key(srv.env, "admin")["key"]
+    key = create_key(srv.env, "admin", checkout=checkout)["key"]
     return srv.start(), key
 
 
@@ -92,7 +92,7 @@ def verdicts(checkout: Path) -> list[str]:
         by_challenge.setdefault(",".join(ch), []).append((clip, a, b, ch))
         if len(ch) > 1:
             by_challenge.setdefault(",".join(reversed(ch)), []).append((clip, a, b, ch))
-    rows, margins, refused, rev_accepted = {}, [], 0, 0
+    rows, reversed_rejected, margins, refused, rev_accepted = {}, {}, [], 0, 0
     for challenge, windows in by_challenge.items():
         with tempfile.TemporaryDirectory() as folder:
             srv, key = server(folder, checkout, liveness_challenge=challenge)
@@ -102,15 +102,17 @@ def verdicts(checkout: Path) -> list[str]:
                     if ",".join(ch) == challenge:
                         refused += not res["live"]
                         margins.append(res["passive"].get("score", 0) - res["passive"].get("threshold", 0.5))
-                        rows[(clip, a)] = [clip, f"{a:g}-{b:g}", challenge, res["live"], " ".join(res["reasons"]) or "-",
+                        rows[(clip, a, b)] = [clip, f"{a:g}-{b:g}", challenge, res["live"], " ".join(res["reasons"]) or "-",
                                            res["passive"].get("score"), res.get("identity", {}).get("min_similarity"),
                                            "-", res["wait_ms"]]
                     else:
                         rev_accepted += res["live"]
-                        rows[(clip, a)][7] = not res["live"]
+                        reversed_rejected[(clip, a, b)] = not res["live"]
                     print(f"{clip} {a}-{b} {challenge}: {res['live']} {res['reasons']}", file=sys.stderr, flush=True)
             finally:
                 srv.stop()
+    for k, rejected in reversed_rejected.items():
+        rows[k][7] = rejected
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows.values()]
     lines.append(f"\n**BPCER over HTTP: {refused}/{len(rows)}**; reversed answers accepted: {rev_accepted}/"
                  f"{sum(len(w[3]) > 1 for w in WINDOWS)}; smallest passive margin over the threshold: "
