@@ -229,14 +229,13 @@ def test_the_second_opinion_turns_a_false_identification_into_no_match(env, engi
         assert (found.rule, found.subject_id) == ("fused", "Colin_Powell")
 
 
+@pytest.mark.parametrize("env", ["sqlite"], indirect=True)      # the store logic runs on both backends above
 def test_templates_cli_reports_and_backfills(env, single_engine, lfw_images, capsys, monkeypatch):
     import json
 
     from facegate.cli import main
     from facegate.gallery.gallery import Gallery
-    settings, backend = env
-    if backend != "sqlite":
-        pytest.skip("the CLI reads FACEGATE_DATA_DIR; the store logic is covered on both backends above")
+    settings, _ = env
     monkeypatch.setenv("FACEGATE_DATA_DIR", settings.data_dir)
     monkeypatch.setenv("FACEGATE_STORE_IMAGES", "1")
     with Gallery(dataclasses.replace(settings, store_images=True), single_engine) as old:
