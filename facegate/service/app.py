@@ -42,6 +42,8 @@ from facegate.service.routers import audit, certifications, compare, identify, k
 from facegate.storage import changefeed, ratelimits
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
+from facegate.workflows.review.desk import ReviewDesk
+from facegate.workflows.review.operators import Operators
 
 log = logging.getLogger("facegate.service")
 
@@ -55,8 +57,10 @@ def _load(settings: Settings) -> ServiceState:
     engine = FaceEngine.load(settings)
     gallery = Gallery(settings, engine)
     lv = LivenessService.load(engine, gallery.store, settings)
+    ledger = CertificationLedger(settings, gallery.store, engine, gallery)
     st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery, liveness=lv,
-                      ledger=CertificationLedger(settings, gallery.store, engine, gallery),
+                      ledger=ledger, review=ReviewDesk(settings, gallery.store, ledger),
+                      operators=Operators(settings, gallery.store),
                       workflows=WorkflowContext(settings, engine, gallery, lv, observe=metrics.StageObserver()),
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
                                          settings.retry_after_s),
@@ -115,6 +119,7 @@ async def _sync_loop(st: ServiceState, wake: asyncio.Event) -> None:
             if now - pruned_at >= ratelimits.REFILL_S:
                 pruned_at = now
                 await run_in_threadpool(ratelimits.prune, st.db)
+                await run_in_threadpool(st.review.purge)      # evidence past its retention
         except Exception:  # logged by sync_index; /readyz turns 503 until a sync succeeds
             pass
 

@@ -273,6 +273,8 @@ class CertificationOut(BaseModel):
     fraud_signals: list[SignalKind] = []
     liveness_session_id: str | None = None
     created_at: str
+    operator: str | None = Field(default=None, description="the console operator of a manual decision")
+    review_case_id: int | None = Field(default=None, description="the review case opened for a person to decide")
 
 
 class CertificationStatusItem(BaseModel):
@@ -308,6 +310,7 @@ class CertificationAttempt(BaseModel):
     score: float | None = None
     reasons: list[str] = []
     note: str | None = None
+    operator: str | None = None
     created_at: str
 
 
