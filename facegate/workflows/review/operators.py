@@ -186,13 +186,15 @@ class Operators:
                                  retry_after=max(1, int((locked_until - now).total_seconds())))
         return FacegateError("sign_in_failed", "the operator name, password or code is wrong")
 
-    def _check_locked(self, conn, row, now: datetime, what: str, source: str | None) -> None:
+    def _locked(self, conn, row, now: datetime, what: str, source: str | None) -> FacegateError | None:
+        """The refusal of a locked operator, audited (the caller raises it after committing)."""
         until = _aware(row.locked_until)
         if until is not None and until > now:
             audit.append(conn, actor=f"operator:{row.name}", client_id="console", operation=what,
                          outcome="operator_locked", detail={"source": source, "locked_until": iso(until)})
-            raise FacegateError("operator_locked", "too many failed attempts; try again later",
-                                retry_after=max(1, int((until - now).total_seconds())))
+            return FacegateError("operator_locked", "too many failed attempts; try again later",
+                                 retry_after=max(1, int((until - now).total_seconds())))
+        return None
 
     def sign_in(self, name: str, password: str, source: str | None = None) -> tuple[str, ConsoleSession]:
         """Check the password; a session waiting for its second factor (``mfa``, or ``enrol``
@@ -215,8 +217,7 @@ class Operators:
                              detail={"source": source, "why": "unknown" if row is None else
                                      ("disabled" if row.status != "active" else "no_password")})
                 failed = FacegateError("sign_in_failed", "the operator name, password or code is wrong")
-            else:
-                self._check_locked(conn, row, now, "console.sign_in", source)
+            elif (failed := self._locked(conn, row, now, "console.sign_in", source)) is None:
                 try:
                     _hasher.verify(row.password_hash, password)
                 except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -301,7 +302,7 @@ class Operators:
         failed = None
         with write_transaction(self.db) as conn:
             row = self._get(conn, session.operator)
-            self._check_locked(conn, row, now, "console.mfa", source)
+            failed = self._locked(conn, row, now, "console.mfa", source)
             secret, trow = self._secret(conn, session.operator, create=False)
             step = None
             if secret is not None and re.fullmatch(r"\d{6}", code):
@@ -311,7 +312,9 @@ class Operators:
                     if hmac.compare_digest(totp.at(at), code):
                         step = int(at.timestamp()) // 30
                         break
-            if step is None or (trow.last_step is not None and step <= trow.last_step):
+            if failed is not None:
+                pass
+            elif step is None or (trow.last_step is not None and step <= trow.last_step):
                 failed = self._fail(conn, row, now, "console.mfa", source)
             else:
                 values = {"last_step": step}
