@@ -33,12 +33,13 @@ from facegate.config import Settings
 from facegate.engine import FaceEngine
 from facegate.gallery.gallery import Gallery
 from facegate.liveness.service import LivenessService
-from facegate.service import capture_page, errors, metrics, openapi
+from facegate.service import capture_page, console_page, errors, metrics, openapi
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
-from facegate.service.routers import audit, certifications, compare, identify, kiosk, liveness, subjects, verify
+from facegate.service.routers import (audit, certifications, compare, console, identify, kiosk, liveness, subjects,
+                                      verify)
 from facegate.storage import changefeed, ratelimits
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
@@ -47,7 +48,7 @@ from facegate.workflows.review.operators import Operators
 
 log = logging.getLogger("facegate.service")
 
-ROUTERS = (subjects, verify, identify, compare, audit, certifications, kiosk, liveness)
+ROUTERS = (subjects, verify, identify, compare, audit, certifications, kiosk, liveness, console)
 
 
 def _load(settings: Settings) -> ServiceState:
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     openapi.install(app, settings)
     capture_page.mount(app, settings.cors_origins)
+    console_page.mount(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz():
