@@ -250,6 +250,7 @@ class KioskOut(BaseModel):
     required_margin: float | None = None
     rule: str | None = Field(default=None, description="mode search: 'fused' or 'single' (as /v1/identify)")
     rule_note: str | None = None
+    review_case_id: int | None = Field(default=None, description="mode search: the case opened for a person to decide")
     mode: KioskMode
     kiosk_id: str
     liveness: dict[str, Any] | None = None

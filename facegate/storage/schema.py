@@ -344,6 +344,7 @@ review_cases = sa.Table(
     sa.Column("decided_by", sa.String(64)),
     sa.Column("decided_at", TS),
     sa.Column("decision", sa.String(16)),
+    sa.Column("decided_subject_id", sa.String(128)),     # a kiosk search: the subject the person chose (None: none)
     sa.Column("note", sa.Text),
     sa.Column("purge_after", TS),
     sa.CheckConstraint(check_sql("workflow", REVIEW_WORKFLOWS), name="ck_review_cases_workflow"),

@@ -41,11 +41,14 @@ class Console:
                           console_lockout_s=60)
         self.keys = {role: create_key(self.srv.env, role)["key"] for role in ("admin", "app")}
         for name, role in (("ana", "reviewer"), ("bo", "reviewer"), ("cy", "auditor"), ("di", "supervisor"),
-                           ("ed", "reviewer"), ("fu", "reviewer")):
+                           ("ed", "reviewer"), ("fu", "reviewer"), ("gi", "reviewer")):
             proc = subprocess.run([*FACEGATE, "operators", "add", name, "--role", role, "--password-stdin"],
                                   input=PASSWORD + "\n", env=self.srv.env, cwd=REPO, capture_output=True, text=True,
                                   timeout=60)
             assert proc.returncode == 0, proc.stderr
+        kiosk = json.loads(cli(self.srv.env, "kiosks", "add", "--location", "Office 4", "--id", "k-04",
+                               "--json").stdout)
+        self.keys["kiosk"] = kiosk["key"]
         self.srv.start()
         self.url = self.srv.url
         self.secrets: dict[str, str] = {}
@@ -63,14 +66,14 @@ class Console:
                       data={"allow_duplicate": str(allow_duplicate).lower()})
         assert r.status_code == 201, r.text
 
-    def live_session(self, subject_id):
+    def live_session(self, subject_id, role="app"):
         for _ in range(200):
-            s = self.call("app", "POST", "/v1/liveness/sessions", json={"subject_id": subject_id}).json()
+            s = self.call(role, "POST", "/v1/liveness/sessions", json={"subject_id": subject_id} if subject_id else {}).json()
             if s["challenge"] in ANSWERABLE:
                 break
         for start in range(0, len(self.frames), 100):
             part = self.frames[start:start + 100]
-            r = self.call("app", "POST", f"/v1/liveness/sessions/{s['session_id']}/frames",
+            r = self.call(role, "POST", f"/v1/liveness/sessions/{s['session_id']}/frames",
                           files=[("frames", (f"{i}.jpg", d, "image/jpeg")) for i, (_, d) in enumerate(part)],
                           data={"nonce": s["nonce"], "timestamps": ",".join(f"{t:.4f}" for t, _ in part),
                                 "complete": "true" if start + 100 >= len(self.frames) else "false"})
@@ -319,5 +322,39 @@ def test_the_console_in_chinese(console, browser):
     assert "认证周期" in page.text_content("main h1")
     page.click("[data-nav=navKiosks]")
     page.wait_for_selector("#kiosks")
+    assert not violations(page) and not errors(page), errors(page)
+    page.context.close()
+
+
+def test_a_kiosk_search_that_went_to_a_person_is_decided(console, browser):
+    sid, verdict = console.live_session(None, role="kiosk")
+    assert verdict["live"], verdict["reasons"]
+    r = console.call("kiosk", "POST", "/v1/kiosk/authenticate", data={"liveness_session_id": sid})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["mode"] == "search" and body["decision"] == "manual_review", body
+    case_id = body["review_case_id"]
+    page = _page(browser)
+    sign_in(console, page, "gi")
+    page.select_option("#f-workflow", "kiosk")
+    page.click("#apply")
+    page.wait_for_selector(f"tr[data-case='{case_id}']")
+    page.click(f"tr[data-case='{case_id}']")
+    page.wait_for_selector("#decide")
+    page.wait_for_function("() => document.querySelectorAll('img.candidate').length === 2 && "
+                           "[...document.querySelectorAll('#faces img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=20_000)
+    assert page.query_selector("[data-reason=ambiguous_margin]")
+    page.fill("#note", "asked for the ID card: it is PEN-1")
+    page.click("button[data-identify='0']")
+    page.wait_for_selector("#decided")
+    chosen = body["candidates"][0]["subject_id"]
+    assert chosen in page.text_content("#decided") and "gi" in page.text_content("#decided")
+    decided = [e for e in console.audit(operation="review.decide") if e["detail"]["case_id"] == case_id]
+    assert decided and decided[-1]["actor"] == "operator:gi" and decided[-1]["outcome"] == "identified"
+    assert decided[-1]["subject_id"] == chosen and decided[-1]["detail"]["kiosk_id"] == "k-04"
+    views = {e["detail"]["image"] for e in console.audit(operation="evidence.view")
+             if e["actor"] == "operator:gi" and e["detail"]["case_id"] == case_id}
+    assert {"frame:0", "frame:1", "frame:2"} <= views and len([v for v in views if v.startswith("reference:")]) >= 1
     assert not violations(page) and not errors(page), errors(page)
     page.context.close()

@@ -2,7 +2,7 @@
 // the review queue and cases, fraud signals, certification periods, kiosks, subjects, audit.
 // Talks only to /console/api/ on this origin; the session is an HttpOnly cookie, the CSRF token
 // lives in memory and goes in X-CSRF-Token on every state-changing call. Images are fetched with
-// the session and shown from blob: URLs (never a URL that could leave the page). No innerHTML
+// the session and shown from blob: URLs (never a URL that could leave the page). No HTML parsing
 // with data: every text goes through textContent.
 import { pickLocale, translator } from "./i18n.js";
 
@@ -243,6 +243,11 @@ async function renderCase(id) {
       faces.append(h("figure", {}, img, h("figcaption", { text: cap + sc })));
       imageInto(img, `/cases/${c.case_id}/evidence/${e.kind}/${e.seq}`);
     }
+    (c.scores.candidates || []).forEach((cand, n) => {
+      const img = h("img", { class: "candidate", alt: cand.subject_id, dataset: { candidate: n } });
+      faces.append(h("figure", {}, img, h("figcaption", { text: t("candidate", { id: cand.subject_id, score: Number(cand.score).toFixed(4) }) })));
+      imageInto(img, `/cases/${c.case_id}/candidates/${n}/reference`);
+    });
     if (!c.evidence.length) faces.append(h("p", { class: "muted", text: t("noEvidence") }));
     parts.push(faces);
   }
@@ -251,7 +256,8 @@ async function renderCase(id) {
                h("ul", { id: "reasons" }, ...c.reasons.map((r) => h("li", { text: word("reason", r), dataset: { reason: r } }))),
                c.signals.length ? h("p", { text: `${t("signals")}: ${c.signals.join(", ")}` }) : null));
   if (c.status === "decided") {
-    parts.push(h("p", { class: "card good", id: "decided", text: t("decided", { decision: word("out", c.decision), name: c.decided_by, when: when(c.decided_at) }) }),
+    const what = c.workflow === "kiosk" ? (c.decided_subject_id || t("noneOfThem")) : word("out", c.decision);
+    parts.push(h("p", { class: "card good", id: "decided", text: t("decided", { decision: what, name: c.decided_by, when: when(c.decided_at) }) }),
                c.note ? h("p", { class: "muted", text: c.note }) : null);
   } else if (can("review:decide")) {
     const note = h("textarea", { id: "note", rows: "3", maxlength: "2000" });
@@ -263,12 +269,21 @@ async function renderCase(id) {
       await renderCase(c.case_id);
       message(t("decisionSaved", { id: done.case_id }), true);
     });
+    const identify = (subjectId) => guarded(async () => {
+      const done = await api("POST", `/cases/${c.case_id}/identification`, { subject_id: subjectId, note: note.value });
+      await renderCase(c.case_id);
+      message(t("decisionSaved", { id: done.case_id }), true);
+    });
+    const buttons = c.workflow === "kiosk"
+      ? [...(c.scores.candidates || []).map((cand, n) => h("button", { class: "primary", type: "button", dataset: { identify: n },
+                                                                    text: t("isThisPerson", { id: cand.subject_id }), onclick: () => identify(cand.subject_id) })),
+         h("button", { class: "danger", type: "button", id: "identify-none", text: t("noneOfThem"), onclick: () => identify(null) })]
+      : [h("button", { class: "primary", type: "button", id: "decide-certified", text: t("decideCertified"), onclick: () => decide("certified") }),
+         h("button", { class: "danger", type: "button", id: "decide-failed", text: t("decideFailed"), onclick: () => decide("failed") })];
     parts.push(h("section", { class: "card", id: "decide" }, claimInfo,
       h("button", { class: "secondary", id: "claim", type: "button", text: t("claim"),
                     onclick: () => guarded(async () => { await api("POST", `/cases/${c.case_id}/claim`); await renderCase(c.case_id); }) }),
-      h("label", { for: "note", text: t("note") }), note,
-      h("button", { class: "primary", type: "button", id: "decide-certified", text: t("decideCertified"), onclick: () => decide("certified") }),
-      h("button", { class: "danger", type: "button", id: "decide-failed", text: t("decideFailed"), onclick: () => decide("failed") })));
+      h("label", { for: "note", text: t("note") }), note, ...buttons));
   }
   show(...parts.filter(Boolean));
 }

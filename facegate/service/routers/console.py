@@ -210,6 +210,19 @@ async def decide(case_id: CaseId, body: DecisionIn, request: Request, st: Servic
                                                             operator=session.operator, who=_who(request, session)))
 
 
+class IdentificationIn(BaseModel):
+    subject_id: str | None = Field(default=None, min_length=1, max_length=128,
+                                   description="the candidate who is the person; null: none of them")
+    note: str = Field(min_length=1, max_length=2000)
+
+
+@router.post("/cases/{case_id}/identification")
+async def identification(case_id: CaseId, body: IdentificationIn, request: Request, st: ServiceState = Depends(state),
+                         session: ConsoleSession = Depends(signed_in("review:decide", csrf=True))):
+    return await run_in_threadpool(lambda: st.review.identify(case_id, body.subject_id, body.note,
+                                                              operator=session.operator, who=_who(request, session)))
+
+
 def _image(data: bytes) -> Response:
     return Response(data, media_type="image/jpeg", headers=NO_STORE | {"X-Content-Type-Options": "nosniff",
                                                                       "Content-Disposition": "inline"})
@@ -228,6 +241,13 @@ async def evidence(case_id: CaseId, kind: Literal["frame", "still"], request: Re
                    seq: int = Path(ge=0, le=16), st: ServiceState = Depends(state),
                    session: ConsoleSession = Depends(signed_in("images"))):
     return _image(await run_in_threadpool(st.review.evidence_image, case_id, kind, seq, _who(request, session)))
+
+
+@router.get("/cases/{case_id}/candidates/{n}/reference", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "a kiosk candidate's reference photo"}})
+async def candidate_reference(case_id: CaseId, request: Request, n: int = Path(ge=0, le=9),
+                              st: ServiceState = Depends(state), session: ConsoleSession = Depends(signed_in("images"))):
+    return _image(await run_in_threadpool(st.review.candidate_reference, case_id, n, _who(request, session)))
 
 
 # ---------------------------------------------------------------------------- other screens

@@ -33,7 +33,7 @@ from facegate.storage import audit
 from facegate.storage.aad import evidence_aad
 from facegate.storage.audit import Actor
 from facegate.storage.db import write_transaction
-from facegate.storage.schema import reference_photos, review_cases, review_evidence
+from facegate.storage.schema import reference_photos, review_cases, review_evidence, subjects
 from facegate.vocab import MANUAL_OUTCOMES, REVIEW_STATUSES, REVIEW_WORKFLOWS
 
 MAX_PAGE = 100                 # cases per queue page
@@ -42,7 +42,7 @@ MAX_FILTER = 128
 
 # Reasons in words (English; the console translates the same keys).
 REASON_WORDS = {
-    "review_band": "the score is just under the threshold",
+    "score_near_threshold": "the score is just under the threshold",
     "low_quality": "the face image quality is low",
     "capture_face_mismatch": "the still photo may show someone else than the live capture",
     "shared_face": "the same face certified or is enrolled for another subject",
@@ -50,6 +50,7 @@ REASON_WORDS = {
     "liveness_failed": "the liveness check did not pass",
     "face_mismatch": "the face does not match the enrolled photo",
     "no_liveness": "no liveness check was done",
+    "ambiguous_margin": "two enrolled people are too close to tell apart",
 }
 
 
@@ -87,11 +88,7 @@ class ReviewDesk:
         def keep(conn, answer: dict) -> None:
             if not self.needs_person(answer):
                 return
-            frames = [("frame", i, h.jpeg, h.scores | {"t": round(h.t, 3)})
-                      for i, h in enumerate(getattr(proof, "evidence", ()) or ())]
-            if still is not None:
-                s = self.settings
-                frames.append(("still", 0, stored_jpeg(still, s.max_image_bytes, s.max_image_pixels), {}))
+            frames = self._evidence(proof, still)
             live = liveness or ({"passed": proof.passed, "score": proof.score, "checks": list(proof.checks)}
                                 if proof is not None else None)
             scores = {k: answer.get(k) for k in ("score", "threshold", "fmr", "quality")} | {"liveness": live}
@@ -99,6 +96,32 @@ class ReviewDesk:
                 conn, workflow="certification", subject_pk=answer["subject_pk"], subject_id=answer["subject_id"],
                 certification_id=answer["certification_id"], period=answer["period"], outcome=answer["outcome"],
                 reasons=answer["reasons"], scores=scores, signals=answer["fraud_signals"], evidence=frames)
+        return keep
+
+    def _evidence(self, proof, still: bytes | None) -> list[tuple]:
+        frames = [("frame", i, h.jpeg, h.scores | {"t": round(h.t, 3)})
+                  for i, h in enumerate(getattr(proof, "evidence", ()) or ())]
+        if still is not None:
+            s = self.settings
+            frames.append(("still", 0, stored_jpeg(still, s.max_image_bytes, s.max_image_pixels), {}))
+        return frames
+
+    def kiosk_keeper(self, proof=None, still: bytes | None = None):
+        """The kiosk decision's ``also`` hook: a 1:N search that goes to a person opens a case
+        with the candidates and the capture's evidence (a person then picks the right subject, or none)."""
+        def keep(conn, answer) -> None:
+            if answer.mode != "search" or answer.decision.decision != "manual_review":
+                return
+            d = answer.decision.as_dict()
+            live = None if proof is None else {"passed": proof.passed, "score": proof.score, "checks": list(proof.checks)}
+            scores = {"score": d.get("score"), "threshold": d.get("threshold"), "fmr": d.get("fmr"),
+                      "margin": answer.detail.get("margin"), "required_margin": answer.detail.get("required_margin"),
+                      "candidates": [{"subject_id": c["subject_id"], "score": c["score"]}
+                                     for c in (answer.detail.get("candidates") or [])][:10],
+                      "liveness": live}
+            answer.detail["review_case_id"] = self.open_case(
+                conn, workflow="kiosk", kiosk_id=answer.kiosk_id, outcome="manual_review",
+                reasons=list(answer.decision.reasons), scores=scores, evidence=self._evidence(proof, still))
         return keep
 
     def open_case(self, conn, *, workflow: str, outcome: str, reasons, scores, signals=(), subject_pk=None,
@@ -137,7 +160,7 @@ class ReviewDesk:
         c = review_cases.c
         q = (sa.select(c.id, c.workflow, c.status, c.subject_id, c.certification_id, c.kiosk_id, c.period,
                        c.outcome, c.reasons, c.scores, c.signals, c.created_at, c.claimed_by, c.claim_expires_at,
-                       c.decided_by, c.decided_at, c.decision)
+                       c.decided_by, c.decided_at, c.decision, c.decided_subject_id)
              .where(c.status == status).order_by(c.id).limit(int(limit)))
         if after:
             q = q.where(c.id > int(after))
@@ -170,7 +193,8 @@ class ReviewDesk:
                 "created_at": iso(m["created_at"]),
                 "claimed_by": m["claimed_by"] if claim_live else None,
                 "claim_expires_at": iso(m["claim_expires_at"]) if claim_live else None,
-                "decided_by": m["decided_by"], "decided_at": iso(m["decided_at"]), "decision": m["decision"]}
+                "decided_by": m["decided_by"], "decided_at": iso(m["decided_at"]), "decision": m["decision"],
+                "decided_subject_id": m.get("decided_subject_id")}
 
     def _row(self, conn, case_id: int):
         row = conn.execute(sa.select(review_cases).where(review_cases.c.id == int(case_id))).one_or_none()
@@ -289,6 +313,65 @@ class ReviewDesk:
         result = self.ledger.manual(row.subject_id, outcome, note, who=who, operator=operator, also=close)
         return {"case_id": int(row.id), "decision": outcome, "decided_by": operator, "decided_at": iso(now),
                 "certification": result}
+
+    def identify(self, case_id: int, subject_id: str | None, note: str, *, operator: str, who: Actor) -> dict:
+        """A person's answer to a kiosk search: the right subject among the candidates, or none."""
+        note = self._note(note)
+        now = utcnow()
+        c = review_cases.c
+        with write_transaction(self.db) as conn:
+            row = self._row(conn, case_id)
+            self._check_open(row, operator, now)
+            if row.workflow != "kiosk":
+                raise FacegateError("invalid_request", "this is not a kiosk search case", case_id=int(row.id))
+            candidates = [x["subject_id"] for x in _json(row.scores, {}).get("candidates", [])]
+            if subject_id is not None and subject_id not in candidates:
+                raise FacegateError("invalid_request", "choose one of the case's candidates, or none",
+                                    field="subject_id")
+            if subject_id is not None and conn.execute(sa.select(subjects.c.pk).where(
+                    subjects.c.subject_id == subject_id)).scalar() is None:
+                raise FacegateError("unknown_subject", f"subject {subject_id!r} was erased meanwhile",
+                                    subject_id=subject_id)
+            decision = "identified" if subject_id else "none"
+            free = sa.or_(c.claimed_by.is_(None), c.claimed_by == operator, c.claim_expires_at <= now)
+            done = conn.execute(review_cases.update().where(c.id == row.id, c.status == "pending", free).values(
+                status="decided", decided_by=operator, decided_at=now, decision=decision,
+                decided_subject_id=subject_id, note=note,
+                purge_after=now + timedelta(days=self.settings.evidence_retention_days),
+                claimed_by=None, claim_expires_at=None)).rowcount
+            if done != 1:
+                raise FacegateError("case_decided", f"case {row.id} was decided meanwhile", case_id=int(row.id))
+            audit.append(conn, **who.fields(), operation="review.decide", outcome=decision, subject_id=subject_id,
+                         detail={"case_id": int(row.id), "kiosk_id": row.kiosk_id, "operator": operator,
+                                 "note": note, "candidates": candidates})
+        return {"case_id": int(row.id), "decision": decision, "subject_id": subject_id, "decided_by": operator,
+                "decided_at": iso(now)}
+
+    def candidate_reference(self, case_id: int, n: int, who: Actor) -> bytes:
+        """A kiosk case's ``n``-th candidate's reference photo (audited view)."""
+        with self.db.connect() as conn:
+            row = self._row(conn, case_id)
+        candidates = _json(row.scores, {}).get("candidates", [])
+        if not 0 <= n < len(candidates):
+            raise FacegateError("not_found", "no such candidate")
+        sid = candidates[n]["subject_id"]
+        try:
+            photos = self.store.reference_photos_of(sid)
+        except FacegateError:
+            photos = []
+        if not photos:
+            raise FacegateError("not_found", "no reference photo is kept for this candidate")
+        audit.record(self.db, **who.fields(), operation="evidence.view", outcome="ok", subject_id=sid,
+                     detail={"case_id": int(row.id), "image": f"reference:{photos[0]['face_id']}"})
+        return photos[0]["jpeg"]
+
+    @staticmethod
+    def _note(note) -> str:
+        if not isinstance(note, str) or not note.strip():
+            raise FacegateError("invalid_request", "a decision needs a note saying why", field="note")
+        if len(note) > MAX_NOTE:
+            raise FacegateError("invalid_request", f"the note is at most {MAX_NOTE} characters", field="note")
+        return note.strip()
 
     # ------------------------------------------------------------------ retention
     def purge(self, now: datetime | None = None) -> int:

@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("decided_by", sa.String(64)),
         sa.Column("decided_at", TS),
         sa.Column("decision", sa.String(16)),
+        sa.Column("decided_subject_id", sa.String(128)),
         sa.Column("note", sa.Text),
         sa.Column("purge_after", TS),
         sa.CheckConstraint("workflow IN ('certification', 'kiosk')", name="ck_review_cases_workflow"),
