@@ -154,3 +154,25 @@ def test_evidence_is_encrypted_audited_when_viewed_resealed_by_rotation_and_purg
     assert desk.purge(later) == 3
     with gallery.store.db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM review_evidence")).scalar() == 0
+
+
+def test_reembed_makes_the_new_pack_s_templates_from_reference_photos(desk_env, lfw_images, engine):
+    from facegate.gallery.backfill import reembed
+    gallery, _, _ = desk_env
+    store = gallery.store
+    people = ["Colin_Powell", "Laura_Bush", "Aaron_Sorkin"]
+    direct = {}
+    for name in people:
+        photo = (lfw_images / name / f"{name}_0001.jpg").read_bytes()
+        face = engine.face(photo, policy="largest")
+        store.add_subject(name)
+        # as a template of an older pack (its vector is only a placeholder), with the photo's crop kept
+        store.add_template(name, np.ones(8, np.float32), "old-pack", reference=gallery.reference_of(photo, face))
+        direct[name] = face.embedding
+    res = reembed(store, engine, actor="test")
+    assert res["reembedded"] == 3 and res["failed"] == [], res
+    for name in people:
+        (face_id, emb), = store.subject_templates(name, engine.pack_id)
+        assert float(emb @ direct[name]) > 0.8, name
+        assert [r["face_id"] for r in store.reference_photos_of(name)][0] == face_id
+    assert reembed(store, engine)["reembedded"] == 0            # a re-run has nothing left to do
