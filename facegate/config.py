@@ -77,6 +77,13 @@ class Settings:
     console_lockout_s: float = 60.0       # the first lockout; each further failure doubles it (at most a day)
     console_claim_s: int = 600            # a reviewer's claim on a case lasts this long
     console_secure_cookie: bool = True    # the session cookie is Secure (served over TLS, or on loopback)
+    console_oidc_issuer: str = ""         # single sign-on (OpenID Connect, authorization code + PKCE): the provider's issuer
+    console_oidc_client_id: str = ""
+    console_oidc_client_secret: str = ""
+    console_oidc_redirect_uri: str = ""   # default: this server's /console/api/oidc/callback as the request reached it
+    console_oidc_role_claim: str = "facegate_role"   # the ID token claim (a string or a list) that names the role
+    console_oidc_role_map: str = ""       # "group=role,..." when the claim holds the provider's groups; "" = role names
+    console_oidc_name_claim: str = "preferred_username"   # the operator's name (else "sso-" + a hash of ``sub``)
     liveness_seed: int | None = None      # tests only: deterministic challenges
     liveness_challenge: str = ""          # tests only: every session gets this challenge (comma list of actions)
     cert_period: str = "year"             # pension certification period: year | half | quarter | month

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import csv
 import io
+
+import httpx
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from facegate.clock import parse_instant
 from facegate.errors import FacegateError
-from facegate.service import auditing
+from facegate.service import auditing, console_sso
 from facegate.service.deps import ServiceState, state
 from facegate.storage import ratelimits
 from facegate.storage.audit import Actor
@@ -165,6 +168,64 @@ async def sign_out(request: Request, st: ServiceState = Depends(state),
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=st.settings.console_secure_cookie, httponly=True,
                            samesite="strict")
+    return response
+
+
+# ---------------------------------------------------------------------------- single sign-on
+def _redirect_uri(request: Request, st: ServiceState) -> str:
+    return st.settings.console_oidc_redirect_uri or str(request.base_url).rstrip("/") + "/console/api/oidc/callback"
+
+
+class SsoOut(BaseModel):
+    enabled: bool
+
+
+@router.get("/oidc", response_model=SsoOut)
+async def sso_status(st: ServiceState = Depends(state)):
+    return {"enabled": console_sso.enabled(st.settings)}
+
+
+@router.get("/oidc/start", status_code=303, response_class=RedirectResponse,
+            responses={303: {"description": "to the identity provider"}})
+async def sso_start(request: Request, st: ServiceState = Depends(state)):
+    if not console_sso.enabled(st.settings):
+        raise FacegateError("not_found", "single sign-on is not configured")
+    try:
+        url, sealed = await run_in_threadpool(console_sso.start, st.settings, st.gallery.store.keys,
+                                              _redirect_uri(request, st))
+    except httpx.HTTPError as exc:
+        raise FacegateError("not_ready", f"the identity provider cannot be reached ({type(exc).__name__})",
+                            retry_after=5) from None
+    response = RedirectResponse(url, status_code=303, headers=NO_STORE)
+    response.set_cookie(console_sso.LOGIN_COOKIE, sealed, httponly=True, secure=st.settings.console_secure_cookie,
+                        samesite="lax", path="/console/api/oidc", max_age=console_sso.LOGIN_TTL_S)
+    return response
+
+
+@router.get("/oidc/callback", status_code=303, response_class=RedirectResponse,
+            responses={303: {"description": "to the console, signed in (or to its sign-in page)"}})
+async def sso_callback(request: Request, st: ServiceState = Depends(state), code: str | None = Query(None, max_length=2048),
+                       state_: str | None = Query(None, alias="state", max_length=512),
+                       error: str | None = Query(None, max_length=256)):
+    if not console_sso.enabled(st.settings):
+        raise FacegateError("not_found", "single sign-on is not configured")
+    target = "/console/#/queue"
+    try:
+        if error:
+            raise FacegateError("sign_in_failed", f"the identity provider answered {error[:64]}")
+        name, role, claims = await run_in_threadpool(console_sso.finish, st.settings, st.gallery.store.keys,
+                                                     request.cookies.get(console_sso.LOGIN_COOKIE), code, state_)
+        secret, _session = await run_in_threadpool(st.operators.open_sso, name, role, _source(request))
+    except Exception as exc:          # noqa: BLE001 - every failure is audited and sent back to the sign-in page
+        code_ = exc.code if isinstance(exc, FacegateError) else "sign_in_failed"
+        reason = exc.message if isinstance(exc, FacegateError) else type(exc).__name__
+        await run_in_threadpool(auditing.write, st, Actor("anonymous", None, "console", None), "console.sign_in",
+                                code_, None, None, {"via": "oidc", "source": _source(request), "reason": reason[:200]})
+        response = RedirectResponse(f"/console/?sso={code_}", status_code=303, headers=NO_STORE)
+    else:
+        response = RedirectResponse(target, status_code=303, headers=NO_STORE)
+        _set_cookie(response, st, secret)
+    response.delete_cookie(console_sso.LOGIN_COOKIE, path="/console/api/oidc")
     return response
 
 
