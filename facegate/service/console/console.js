@@ -128,10 +128,20 @@ function renderSignIn() {
   });
   submit.addEventListener("click", go);
   password.addEventListener("keydown", (e) => { if (e.key === "Enter") go(); });
-  show(h("section", { class: "card signin", id: "signin" }, h("h1", { text: t("signIn") }),
-         h("label", { for: "name", text: t("name") }), name,
-         h("label", { for: "password", text: t("password") }), password, submit));
+  const card = h("section", { class: "card signin", id: "signin" }, h("h1", { text: t("signIn") }),
+                 h("label", { for: "name", text: t("name") }), name,
+                 h("label", { for: "password", text: t("password") }), password, submit);
+  show(card);
   name.focus();
+  fetch(`${API}/oidc`, { credentials: "same-origin" }).then((r) => r.json()).then((sso) => {
+    if (sso.enabled) card.append(h("p", {}, h("a", { id: "sso", class: "secondary", href: `${API}/oidc/start`, text: t("signInSso") })));
+  }).catch(() => {});
+  const failed = new URLSearchParams(location.search).get("sso");
+  if (failed) {
+    message(problemText(new Problem({ code: failed }, 0)));
+    document.getElementById("message").dataset.code = failed;
+    history.replaceState(null, "", location.pathname);
+  }
 }
 
 async function renderSecondFactor() {
