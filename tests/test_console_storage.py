@@ -176,3 +176,45 @@ def test_reembed_makes_the_new_pack_s_templates_from_reference_photos(desk_env, 
         assert float(emb @ direct[name]) > 0.8, name
         assert [r["face_id"] for r in store.reference_photos_of(name)][0] == face_id
     assert reembed(store, engine)["reembedded"] == 0            # a re-run has nothing left to do
+
+
+def test_claims_keep_a_second_reviewer_out_and_an_erased_subject_has_no_case(desk_env, lfw_images):
+    from facegate.errors import FacegateError
+    from facegate.liveness.service import LivenessProof
+    from facegate.liveness.sessions import HeldFrame
+    from facegate.storage.audit import Actor
+    from facegate.storage.db import write_transaction
+    gallery, desk, data = desk_env
+    photo = (lfw_images / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    gallery.store.add_subject("P-3")
+    gallery.enrol("P-3", photo)
+    with gallery.store.db.connect() as conn:
+        pk = conn.execute(sa.text("SELECT pk FROM subjects WHERE subject_id='P-3'")).scalar()
+    # the keeper: a manual_review answer keeps the held frames and the still; an automatic one keeps nothing
+    proof = LivenessProof("s-1", True, score=0.9, evidence=(HeldFrame(4, 0.4, _frame(photo), {"pad": {"m": 0.9}}),))
+    answer = {"outcome": "manual_review", "fraud_signals": [], "subject_pk": pk, "subject_id": "P-3",
+              "certification_id": 1, "period": "2026", "reasons": ["score_near_threshold"], "score": 0.4,
+              "threshold": 0.48, "fmr": 1e-4, "quality": 0.8}
+    with write_transaction(desk.db) as conn:
+        desk.keeper(proof, photo)(conn, answer)
+        desk.keeper(proof, photo)(conn, answer | {"outcome": "certified"})
+    case_id = answer["review_case_id"]
+    assert [(e["kind"], e["seq"]) for e in desk.case(case_id)["evidence"]] == [("frame", 0), ("still", 0)]
+    assert desk.counts() == {"pending": 1}
+    ana, bo = Actor("operator:ana"), Actor("operator:bo")
+    desk.claim(case_id, "ana", ana)
+    with pytest.raises(FacegateError) as e:
+        desk.decide(case_id, "certified", "looks right", operator="bo", who=bo)
+    assert e.value.code == "case_claimed"
+    with pytest.raises(FacegateError) as e:
+        desk.decide(case_id, "certified", "   ", operator="ana", who=ana)
+    assert e.value.code == "invalid_request"
+    with pytest.raises(FacegateError) as e:
+        desk.queue(limit=101)
+    assert e.value.code == "invalid_request"
+    gallery.erase("P-3")                                   # erased meanwhile: the case went with the subject
+    with pytest.raises(FacegateError) as e:
+        desk.decide(case_id, "certified", "looks right", operator="ana", who=ana)
+    assert e.value.code == "unknown_case"
+    with gallery.store.db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM certifications WHERE method='manual'")).scalar() == 0
