@@ -168,6 +168,7 @@ def test_first_sign_in_enrols_totp_and_a_manual_review_is_decided_with_its_evide
     page.click("#code-submit")
     case_id = console.case["review_case_id"]
     page.wait_for_selector(f"tr[data-case='{case_id}']")
+    shoot(page, "console-queue")
     assert "same face" in page.text_content(f"tr[data-case='{case_id}']")
     page.click(f"tr[data-case='{case_id}']")
     page.wait_for_selector("#decide")
@@ -306,6 +307,7 @@ def test_the_console_in_chinese(console, browser):
     page.click("#code-submit")
     page.wait_for_selector("#queue, #queue-empty")
     assert page.text_content("main h1") == "等待人工处理的案件"
+    shoot(page, "console-zh-CN-queue")
     page.click("[data-nav=navSubjects]")
     page.fill("#subject-search", "PEN-1")
     page.click("#subject-go")
@@ -345,6 +347,8 @@ def test_a_kiosk_search_that_went_to_a_person_is_decided(console, browser):
                            "[...document.querySelectorAll('#faces img')].every(i => i.complete && i.naturalWidth > 0)",
                            timeout=20_000)
     assert page.query_selector("[data-reason=ambiguous_margin]")
+    page.evaluate("() => document.querySelectorAll('#faces img').forEach(i => i.style.filter = 'blur(18px)')")
+    shoot(page, "console-kiosk-case")
     page.fill("#note", "asked for the ID card: it is PEN-1")
     page.click("button[data-identify='0']")
     page.wait_for_selector("#decided")

@@ -29,7 +29,7 @@ const app = () => document.getElementById("app");
 function show(...nodes) {
   for (const u of state.blobs) URL.revokeObjectURL(u);
   state.blobs = [];
-  app().replaceChildren(...nodes);
+  app().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 
 function message(text, ok = false) {
@@ -223,6 +223,7 @@ function scoreTable(c) {
   }
   if (s.threshold !== undefined && s.threshold !== null) rows.push(["threshold", Number(s.threshold).toFixed(4)]);
   if (s.fmr) rows.push(["fmr", String(s.fmr)]);
+  if (s.margin !== undefined && s.margin !== null) rows.push(["margin", `${Number(s.margin).toFixed(4)} / ${s.required_margin}`]);
   if (s.quality !== undefined && s.quality !== null) rows.push(["quality", Number(s.quality).toFixed(3)]);
   if (s.liveness) rows.push(["liveness", `${t(s.liveness.passed ? "passed" : "notPassed")}` +
                              (s.liveness.score !== null && s.liveness.score !== undefined ? ` (${s.liveness.score})` : "") +
@@ -234,12 +235,15 @@ async function renderCase(id) {
   const c = await api("GET", `/cases/${id}`);
   const parts = [h("p", {}, h("a", { href: "#/queue", text: t("back") })),
                  h("h1", { text: t("caseTitle", { id: c.case_id }) }),
-                 h("p", { class: "muted", text: `${word("wf", c.workflow)} · ${c.subject_id || ""} · ${c.period || ""} · ${when(c.created_at)}` })];
+                 h("p", { class: "muted", text: [word("wf", c.workflow), c.subject_id, c.kiosk_id, c.period, when(c.created_at)]
+                                                 .filter(Boolean).join(" · ") })];
   const faces = h("div", { class: "faces", id: "faces" });
   if (!c.images_allowed) {
     parts.push(h("p", { class: "hidden-images", id: "images-hidden", text: t("imagesHidden") }));
   } else {
-    if (c.reference_photo) {
+    if (c.workflow === "kiosk") {
+      // a kiosk search has no subject of its own: its candidates' photos follow the capture's frames
+    } else if (c.reference_photo) {
       const img = h("img", { id: "reference", alt: t("reference") });
       faces.append(h("figure", {}, img, h("figcaption", { text: t("reference") })));
       imageInto(img, `/cases/${c.case_id}/reference`);
