@@ -319,6 +319,9 @@ def test_the_console_in_chinese(console, browser):
     page.click("#erase")
     assert "请检查输入内容" in _msg(page)
     assert console.call("admin", "GET", "/v1/subjects/PEN-1").status_code == 200
+    page.click("[data-nav=navSignals]")                   # fraud signals link to their case and subjects
+    page.wait_for_selector(f"[data-case-link='{console.case['review_case_id']}']")
+    assert page.query_selector("#signals a[href='#/subjects/PEN-1']")
     page.click("[data-nav=navPeriods]")
     page.wait_for_selector("#periods")
     assert "认证周期" in page.text_content("main h1")

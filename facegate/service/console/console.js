@@ -311,9 +311,11 @@ function table(id, cols, rows) {
 async function renderSignals() {
   const out = await api("GET", "/fraud-signals?limit=200");
   show(h("h1", { text: t("signalsTitle") }),
-       out.signals.length ? table("signals", ["colWhen", "colKind", "colSubject", "colOther", "colCert"], out.signals.map((s) => [
+       out.signals.length ? table("signals", ["colWhen", "colKind", "colSubject", "colOther", "colCert", "colCase"], out.signals.map((s) => [
          when(s.created_at), s.kind, subjectLink(s.subject_id), s.other_subject_id ? subjectLink(s.other_subject_id) : "",
-         s.certification_id ? String(s.certification_id) : ""])) : h("p", { class: "muted", text: t("empty") }));
+         s.certification_id ? String(s.certification_id) : "",
+         s.case_id ? h("a", { href: `#/case/${s.case_id}`, text: `#${s.case_id}`, dataset: { caseLink: s.case_id } }) : ""]))
+                           : h("p", { class: "muted", text: t("empty") }));
 }
 
 function subjectLink(id) {

@@ -86,7 +86,9 @@ def signed_in(permission: str | None = None, *, stages: tuple[str, ...] = ("acti
             request.state.console = session
             return session
         except FacegateError as exc:
-            if exc.status in (401, 403):
+            # a page opened without any session asks /me first: that is not a refused call
+            first_look = COOKIE not in request.cookies and request.url.path.endswith("/me")
+            if exc.status in (401, 403) and not first_look:
                 await run_in_threadpool(_refused, st, request, exc, session.operator if session else None)
             raise
 
@@ -318,7 +320,9 @@ async def fraud_signals(st: ServiceState = Depends(state), session: ConsoleSessi
                         subject_id: str | None = Query(None, max_length=128),
                         period: str | None = Query(None, max_length=16),
                         limit: int = Query(100, ge=1, le=500), offset: int = Query(0, ge=0, le=100_000)):
-    return {"signals": await run_in_threadpool(st.ledger.signals, kind, subject_id, period, limit, offset)}
+    signals = await run_in_threadpool(st.ledger.signals, kind, subject_id, period, limit, offset)
+    cases = await run_in_threadpool(st.review.cases_of_certifications, [x["certification_id"] for x in signals])
+    return {"signals": [x | {"case_id": cases.get(x["certification_id"])} for x in signals]}
 
 
 @router.get("/certifications")

@@ -173,7 +173,7 @@ class ReviewDesk:
         if subject_id:
             q = q.where(c.subject_id == subject_id)
         if reason:
-            q = q.where(c.reasons.contains(json.dumps(reason)))
+            q = q.where(c.reasons.contains(json.dumps(reason), autoescape=True))
         with self.db.connect() as conn:
             rows = conn.execute(q).all()
         now = utcnow()
@@ -385,6 +385,16 @@ class ReviewDesk:
                 audit.append(conn, actor="system", operation="evidence.purge", outcome="ok",
                              detail={"images_removed": n, "retention_days": self.settings.evidence_retention_days})
         return n
+
+    def cases_of_certifications(self, certification_ids) -> dict[int, int]:
+        """certification id -> its review case id (for the fraud-signal list's links)."""
+        ids = sorted({int(i) for i in certification_ids if i is not None})[:1000]
+        if not ids:
+            return {}
+        c = review_cases.c
+        with self.db.connect() as conn:
+            return {int(a): int(b) for a, b in conn.execute(sa.select(c.certification_id, c.id)
+                                                            .where(c.certification_id.in_(ids))).all()}
 
     def counts(self) -> dict:
         with self.db.connect() as conn:
