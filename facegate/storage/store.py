@@ -178,7 +178,7 @@ class Store(FamilyStore, StoreReads):
         return {"total": int(total), "limit": limit, "offset": offset, "subjects": items}
 
     def update_subject(self, subject_id: str, *, name=_UNSET, status: str | None = None, metadata=_UNSET,
-                       consent=_UNSET, actor: str = "system") -> dict:
+                       consent=_UNSET, actor: str = "system", reason: str | None = None) -> dict:
         values: dict = {}
         if name is not _UNSET:
             values["name"] = name
@@ -198,6 +198,8 @@ class Store(FamilyStore, StoreReads):
                 detail = {"changed": changed}
                 if "status" in values:
                     detail |= {"from": row.status, "to": status}
+                if reason:
+                    detail["reason"] = reason
                 audit.append(conn, actor=actor, operation="subject.update", outcome="ok", subject_id=subject_id,
                              detail=detail)
             return subject_dict(self._subject_row(conn, subject_id))

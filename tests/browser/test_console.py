@@ -314,6 +314,15 @@ def test_the_console_in_chinese(console, browser):
     page.wait_for_selector("#stored")
     assert "reference_photos" in page.text_content("#stored")
     shoot(page, "console-zh-CN-subject")
+    for status in ("suspended", "active"):               # a status change with its reason, one audited write
+        page.select_option("#status", status)
+        page.fill("#status-reason", f"测试 {status}")
+        page.click("#status-save")
+        page.wait_for_function("(s) => !document.querySelector('#message').hidden && "
+                               "document.querySelector('#message').textContent.includes(s)", arg=status)
+    changes = [e for e in console.audit(subject_id="PEN-1", operation="subject.update")]
+    assert [c["detail"]["to"] for c in changes[-2:]] == ["suspended", "active"]
+    assert changes[-1]["actor"] == "operator:di" and changes[-1]["detail"]["reason"] == "测试 active"
     page.fill("#erase-confirm", "PEN-X")                  # the wrong id: refused, nothing erased
     page.fill("#erase-reason", "测试")
     page.click("#erase")

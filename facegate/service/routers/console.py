@@ -376,11 +376,8 @@ class StatusIn(BaseModel):
 @router.post("/subjects/{subject_id}/status")
 async def subject_status(subject_id: SubjectId, body: StatusIn, request: Request, st: ServiceState = Depends(state),
                          session: ConsoleSession = Depends(signed_in("subjects", csrf=True))):
-    out = await run_in_threadpool(lambda: st.gallery.store.update_subject(
-        subject_id, status=body.status, actor=f"operator:{session.operator}"))
-    await run_in_threadpool(auditing.write, st, _who(request, session), "console.subject_status", body.status,
-                            subject_id, None, {"reason": body.reason})
-    return out
+    return await run_in_threadpool(lambda: st.gallery.store.update_subject(
+        subject_id, status=body.status, actor=f"operator:{session.operator}", reason=body.reason))
 
 
 class EraseIn(BaseModel):
