@@ -54,9 +54,13 @@ def main(argv=None) -> int:
         direct[person.name] = face.embedding
     prepare_s = time.perf_counter() - t0
     res = reembed(store, engine, actor="benchmark")
-    cos = [float(store.subject_templates(n, engine.pack_id)[0][1] @ e) for n, e in direct.items()]
+    failed = {f["subject_id"] for f in res["failed"]}
+    cos = [float(store.subject_templates(n, engine.pack_id)[0][1] @ e) for n, e in direct.items() if n not in failed]
+    causes: dict[str, int] = {}
+    for f in res["failed"]:
+        causes[f["code"]] = causes.get(f["code"], 0) + 1
     gallery.close()
-    out = {"subjects": len(direct), "reembedded": res["reembedded"], "failed": len(res["failed"]),
+    out = {"subjects": len(direct), "reembedded": res["reembedded"], "failed": len(res["failed"]), "failed_by_code": causes,
            "elapsed_s": res["elapsed_s"], "per_template_ms": res["per_template_ms"], "stage_s": res["stage_s"],
            "extrapolated_10k_min": round(res["per_template_ms"] * 10_000 / 60_000, 1),
            "cosine_vs_direct_median": round(float(np.median(cos)), 4), "cosine_min": round(min(cos), 4),
@@ -64,7 +68,7 @@ def main(argv=None) -> int:
     print(json.dumps(out))
     with RESULTS.open("a") as fh:
         fh.write(f"\n`python -m benchmarks.reembed --subjects {args.subjects}`: {out['reembedded']} of {out['subjects']} "
-                 f"LFW dev reference photos re-embedded ({out['failed']} failed) in {out['elapsed_s']} s, "
+                 f"LFW dev reference photos re-embedded ({out['failed']} failed: {out['failed_by_code']}) in {out['elapsed_s']} s, "
                  f"**{out['per_template_ms']} ms per template** (detect+embed+SFace {out['stage_s']['embed']} s, "
                  f"store {out['stage_s']['store']} s); 10,000 subjects at that rate: ~{out['extrapolated_10k_min']} min "
                  f"(extrapolated, not run); cosine to embedding the original photo: median {out['cosine_vs_direct_median']}, "
