@@ -124,3 +124,32 @@ def _to_bgr(img: Image.Image) -> np.ndarray:
 def read_image_file(path, **limits) -> np.ndarray:
     with open(path, "rb") as fh:
         return decode_image(fh.read(), **limits)
+
+
+REFERENCE_SIDE = 400      # a reference photo's longer side, at most
+REFERENCE_FACTOR = 2.0    # ... and how much of the photo around the face box it keeps
+
+
+def face_crop_jpeg(bgr: np.ndarray, box, factor: float = REFERENCE_FACTOR, max_side: int = REFERENCE_SIDE,
+                   quality: int = 90) -> tuple[bytes, int, int]:
+    """The region ``factor`` times the face box (x1, y1, x2, y2 in ``bgr``'s pixels) around its
+    centre, clipped to the image, scaled down to a longer side of at most ``max_side``, as JPEG:
+    large enough for a person to judge and for a future model to detect and align again.
+    Returns (jpeg, width, height)."""
+    h, w = bgr.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) * factor / 2
+    left, top = max(0, int(round(cx - half))), max(0, int(round(cy - half)))
+    right, bottom = min(w, int(round(cx + half))), min(h, int(round(cy + half)))
+    if right - left < 2 or bottom - top < 2:
+        left, top, right, bottom = 0, 0, w, h
+    crop = bgr[top:bottom, left:right]
+    scale = min(1.0, max_side / max(crop.shape[:2]))
+    if scale < 1.0:
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise FacegateError("unsupported_image", "the face crop could not be encoded")
+    return buf.tobytes(), int(crop.shape[1]), int(crop.shape[0])

@@ -64,6 +64,27 @@ FACE_POLICIES: tuple[str, ...] = get_args(FacePolicy)
 RefusalCause = Literal["too_bright", "too_dark", "blurred", "turned", "too_far", "second_face"]
 REFUSAL_CAUSES: tuple[str, ...] = get_args(RefusalCause)
 
+# People who work in the operator console (/console/), not API keys: ``reviewer`` decides reviews
+# and sees evidence; ``supervisor`` also changes subjects' status, erases, reads fraud signals
+# and the audit trail; ``auditor`` reads the audit trail and reports, and never sees an image.
+OperatorRole = Literal["reviewer", "supervisor", "auditor"]
+OPERATOR_ROLES: tuple[str, ...] = get_args(OperatorRole)
+OperatorStatus = Literal["active", "disabled"]
+OPERATOR_STATUSES: tuple[str, ...] = get_args(OperatorStatus)
+# A console session's stage: the password was right (``mfa``: the TOTP code is next; ``enrol``:
+# the operator has no second factor yet and enrols one now), or both factors were (``active``).
+ConsoleStage = Literal["mfa", "enrol", "active"]
+CONSOLE_STAGES: tuple[str, ...] = get_args(ConsoleStage)
+
+# A decision that went to a person: which use case it came from, whether a person decided it, and
+# what the evidence rows hold (liveness frames, the still sent with the capture).
+ReviewWorkflow = Literal["certification", "kiosk"]
+REVIEW_WORKFLOWS: tuple[str, ...] = get_args(ReviewWorkflow)
+ReviewStatus = Literal["pending", "decided"]
+REVIEW_STATUSES: tuple[str, ...] = get_args(ReviewStatus)
+EvidenceKind = Literal["frame", "still"]
+EVIDENCE_KINDS: tuple[str, ...] = get_args(EvidenceKind)
+
 # Certification periods.
 PeriodKind = Literal["year", "half", "quarter", "month"]
 PERIOD_KINDS: tuple[str, ...] = get_args(PeriodKind)

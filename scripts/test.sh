@@ -19,6 +19,15 @@ if [ -n "$need_apt" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; th
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null) \
     || echo "warning: apt-get install$need_apt failed; the browser tests will fail in CI" >&2
 fi
+# The console's single sign-on test (tests/browser/test_console_oidc.py) runs a real OpenID Connect
+# provider, npm's oidc-provider (pinned in tests/oidc/package.json), on Debian's nodejs.
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) \
+    || echo "warning: apt-get install nodejs npm failed; the OIDC test will skip" >&2
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+  (cd tests/oidc && npm install --no-audit --no-fund --silent) || echo "warning: npm install in tests/oidc failed" >&2
+fi
 if [ -z "${FACEGATE_TEST_POSTGRES_URL:-}" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \

@@ -93,7 +93,8 @@ def test_rotation_reseals_the_family(env, engine, lfw_images):
         before = {r.template_id: bytes(r.embedding_enc) for r in family_rows(g.store)}
         res = rotate_data_key(g.store)
         rows = family_rows(g.store)
-        assert {r.key_id for r in rows} == {res["key_id"]} and key_usage(g.store.db) == {res["key_id"]: 4}
+        # 2 templates, their 2 second opinions and their 2 reference photos (issue 23)
+        assert {r.key_id for r in rows} == {res["key_id"]} and key_usage(g.store.db) == {res["key_id"]: 6}
         assert all(bytes(r.embedding_enc) != before[r.template_id] for r in rows)
         assert len(g.store.family_embeddings(list(before), engine.pack_id, "sface")) == 2
 

@@ -71,6 +71,13 @@ def live_session(env, who, subject_id=None, frames=None):
     return s["session_id"], r.json()
 
 
+def stored_evidence(env) -> dict:
+    """Rows of held liveness frames and of review evidence in the server's database."""
+    import sqlite3
+    with sqlite3.connect(f"{env['srv'].env['FACEGATE_DATA_DIR']}/facegate.db") as db:
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("liveness_evidence", "review_evidence")}
+
+
 def add_subject(env, subject_id, face: bytes | None = None, allow_duplicate=False, status="active"):
     r = call(env, "admin", "POST", "/v1/subjects", json={"subject_id": subject_id, "name": subject_id,
                                                          "status": status})
@@ -96,6 +103,9 @@ def test_pensioner_certifies_with_a_live_clip(env):
     assert cert["outcome"] == "certified" and cert["method"] == "face", cert
     assert cert["score"] >= cert["threshold"] and cert["fraud_signals"] == []
     assert cert["valid_until"].startswith(f"{int(cert['period']) + 1}-01-01")
+    assert cert.get("review_case_id") is None
+    kept = stored_evidence(env)                             # an automatic outcome keeps no frame (issue 23)
+    assert kept["liveness_evidence"] == 0 and kept["review_evidence"] == 0, kept
     again = certify(env, "PEN-1", sid)                       # a passed session is single-use
     assert again.status_code == 409 and again.json()["code"] == "liveness_session_closed"
 
@@ -109,6 +119,10 @@ def test_still_photo_fails_and_is_flagged(env):
     cert = certify(env, "PEN-1", sid).json()
     assert cert["outcome"] == "failed" and "liveness_failed" in cert["reasons"]
     assert "liveness_failed" in cert["fraud_signals"]
+    # failed with a fraud signal: a person looks at it, with the capture's frames kept encrypted (issue 23)
+    assert cert["review_case_id"], cert
+    kept = stored_evidence(env)
+    assert kept["liveness_evidence"] == 0 and kept["review_evidence"] >= 1, kept
 
 
 def test_kiosk_person_vs_chip_photo_and_search(env):

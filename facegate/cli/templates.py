@@ -24,6 +24,12 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, help="examine at most this many templates")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_backfill)
+    p = tsub.add_parser("reembed", help="make templates of another model pack from the kept reference photos "
+                                         "(a model upgrade); resumable")
+    p.add_argument("--pack", required=True, help="the new pack: a name under FACEGATE_MODEL_DIR or a folder")
+    p.add_argument("--limit", type=int, help="at most this many templates")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_reembed)
     p = tsub.add_parser("stats", help="templates with and without a second-opinion template")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_stats)
@@ -52,4 +58,25 @@ def cmd_stats(args) -> int:
     else:
         print(f"{st['model']}: {st['with_second']} of {st['templates']} template(s) have one; "
               f"{st['without_second']} are searched by the main model alone")
+    return 0
+
+
+def cmd_reembed(args) -> int:
+    import dataclasses
+
+    from facegate.engine import FaceEngine
+    from facegate.gallery.backfill import reembed
+    from facegate.storage.store import Store
+    settings = Settings.load()
+    engine = FaceEngine.load(dataclasses.replace(settings, pack=args.pack))
+    store = Store.open(settings)
+    try:
+        res = reembed(store, engine, actor=cli_actor(), limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['reembedded']} template(s) of pack {res['pack_id']} made from reference photos in "
+              f"{res['elapsed_s']} s ({res['per_template_ms']} ms each); {len(res['failed'])} failed")
     return 0

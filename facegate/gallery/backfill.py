@@ -93,3 +93,40 @@ def reenrol_from_photos(gallery, subject_id: str | None = None, actor: str = "sy
             failed.append({"face_id": old_id, "subject_id": sid, "code": exc.code})
     without = {p: n for p, n in gallery.store.pack_counts().items() if p != gallery.pack_id}
     return {"reenrolled": done, "failed": failed, "pack_id": gallery.pack_id, "other_pack_templates": without}
+
+
+def reembed(store, engine, actor: str = "system", limit: int | None = None) -> dict:
+    """A model upgrade's path: templates of ``engine``'s pack made from the kept reference
+    photos (:data:`~facegate.storage.schema.reference_photos`) of templates of other packs. Each
+    new template (source ``reembed:<old face id>``, with its own copy of the reference photo and
+    the pack's second opinion) is one transaction with its audit row; a re-run skips those done.
+    The old templates stay until erased; they are never compared with the new pack's."""
+    done, failed, after, seen = 0, [], 0, 0
+    t0 = time.perf_counter()
+    stage = {"embed": 0.0, "store": 0.0}
+    while limit is None or seen < limit:
+        items, after = store.foreign_pack_references(engine.pack_id, after, 256)
+        if after is None:
+            break
+        for old_id, sid, jpeg, w, h in items:
+            if limit is not None and seen >= limit:
+                break
+            seen += 1
+            try:
+                t = time.perf_counter()
+                face = engine.face(jpeg, policy="largest", min_face_px=24)
+                second = engine.second_embedding(face)
+                t1 = time.perf_counter()
+                store.add_template(sid, face.embedding, engine.pack_id, quality=face.quality.score,
+                                   quality_detail=face.quality.as_dict(), source=f"reembed:{old_id}",
+                                   reference=(jpeg, w, h), actor=actor,
+                                   family={engine.second_model: second} if second is not None else None)
+                stage["embed"] += t1 - t
+                stage["store"] += time.perf_counter() - t1
+                done += 1
+            except FacegateError as exc:
+                failed.append({"face_id": old_id, "subject_id": sid, "code": exc.code})
+    elapsed = time.perf_counter() - t0
+    return {"pack_id": engine.pack_id, "reembedded": done, "failed": failed, "elapsed_s": round(elapsed, 2),
+            "per_template_ms": round(1000 * elapsed / max(done, 1), 2),
+            "stage_s": {k: round(v, 2) for k, v in stage.items()}}

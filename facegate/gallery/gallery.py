@@ -33,6 +33,7 @@ import numpy as np
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
+from facegate.images import face_crop_jpeg
 from facegate.storage.store import Store
 from facegate.gallery.second_opinion import Ranking, decision_fmr, points_for, rescore
 from facegate.gallery.vectors import VectorIndex
@@ -274,12 +275,21 @@ class Gallery:
         face = self.engine.face(image_bytes, policy="single", min_face_px=self.settings.min_enrol_face_px)
         return self.enrol_embedding(subject_id, face.embedding, face.quality, source=source,
                                     allow_duplicate=allow_duplicate, image=image_bytes, actor=actor,
-                                    duplicate_fmr=duplicate_fmr, second=self.engine.second_embedding(face))
+                                    duplicate_fmr=duplicate_fmr, second=self.engine.second_embedding(face),
+                                    reference=self.reference_of(image_bytes, face))
+
+    def reference_of(self, image: bytes | np.ndarray, face) -> tuple[bytes, int, int] | None:
+        """The photo's face crop kept for reviewers and re-embedding (None when
+        ``keep_reference`` is off): 2x the face box, longer side <= 400 px, JPEG."""
+        if not self.settings.keep_reference:
+            return None
+        bgr, scale = self.engine.decode(image)
+        return face_crop_jpeg(bgr, np.asarray(face.box[:4], dtype=np.float64) * scale)
 
     def enrol_embedding(self, subject_id: str, embedding: np.ndarray, quality=None, source: str = "api",
                         allow_duplicate: bool = False, image: bytes | None = None, actor: str = "system",
                         import_item: dict | None = None, duplicate_fmr: float | None = None,
-                        second: np.ndarray | None = None) -> dict:
+                        second: np.ndarray | None = None, reference: tuple[bytes, int, int] | None = None) -> dict:
         """Enrol an embedding made by this gallery's engine (pack) from a checked photo, with
         ``second``, the same face by the pack's second opinion, stored beside it when given.
 
@@ -313,7 +323,7 @@ class Gallery:
                                           source=source, image=image, import_item=import_item, actor=actor,
                                           audit_detail={"duplicate_of": [d["subject_id"] for d in dups]} if dups else None,
                                           check=None if allow_duplicate else no_late_duplicate,
-                                          family=self._family(second))
+                                          family=self._family(second), reference=reference)
         except _DuplicateFound as late:
             self._refuse_duplicate(subject_id, late.found, actor, source)
         self.sync()

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.gallery.vectors import set_threads
+from facegate.images import face_crop_jpeg
 from facegate.storage.private import open_private, private_dir
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -104,8 +106,13 @@ def embed_photo(engine, path: Path, policy: str, min_face_px: int) -> dict:
     except Exception as exc:                # a corrupt file must not stop the batch
         return {"ok": False, "code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "times": {}}
     second = engine.second_embedding(face)       # the second opinion (SFace), stored beside the template
+    reference = None
+    if engine.settings.keep_reference:           # the face crop reviewers see and `templates reembed` reads
+        bgr, scale = engine.decode(data)
+        reference = face_crop_jpeg(bgr, np.asarray(face.box[:4], dtype=np.float64) * scale)
     lt = face.times
     return {"ok": True, "embedding": face.embedding, "second": second, "quality": face.quality.as_dict(),
+            "reference": reference,
             "times": {"read": t_read, "decode": lt.decode, "detect": lt.detect, "align": lt.align, "embed": lt.embed,
                       "second": lt.second}}
 
@@ -193,7 +200,7 @@ def run_import(gallery, items: list[ImportItem], *, workers: int | None = None, 
                                             source=f"import:{it.path.name}", allow_duplicate=allow_duplicate,
                                             image=image, actor=actor, duplicate_fmr=duplicate_fmr,
                                             import_item={"item_key": it.item_key, "path": str(it.path)},
-                                            second=res.get("second"))
+                                            second=res.get("second"), reference=res.get("reference"))
                     counts["enrolled"] += 1
                     counts["duplicates_allowed"] += bool(rec["duplicate_of"])
                 except FacegateError as exc:

@@ -113,15 +113,20 @@ class LivenessJudge:
         calm = [o for o in faced if abs(o.yaw) < FRONTAL_DEGREES and not o.both_eyes_closed and o.detected] or faced
         n = min(self.settings.liveness_pad_frames, len(calm))
         picks = [calm[int(i)] for i in np.linspace(0, len(calm) - 1, n).round()] if n else []
-        per_model = {}
+        per_model, per_frame = {}, {o.index: {} for o in picks}
         for m in self.pad_models:
-            per_model[m.name] = round(float(np.median([m.score(capture.frames[o.index].bgr, o.box) for o in picks])), 4)
+            values = [float(m.score(capture.frames[o.index].bgr, o.box)) for o in picks]
+            for o, v in zip(picks, values):
+                per_frame[o.index][m.name] = round(v, 4)
+            per_model[m.name] = round(float(np.median(values)), 4)
         # Neither one family nor one frame decides alone: each family's median over the sampled
         # frames, averaged over the families (benchmarks/results/liveness_calibration.md).
         score = float(np.mean(list(per_model.values()))) if per_model else 0.0
         return {"available": True, "status": "ok", "score": round(score, 4), "models": per_model,
                 "threshold": self.settings.liveness_pad_threshold,
-                "frames": [round(o.t, 3) for o in picks], "live": score >= self.settings.liveness_pad_threshold}
+                "frames": [round(o.t, 3) for o in picks], "live": score >= self.settings.liveness_pad_threshold,
+                "per_frame": [{"index": o.index, "t": round(o.t, 3), "yaw": round(float(o.yaw), 1),
+                               "pad": per_frame[o.index]} for o in picks]}
 
     # ---------------------------------------------------------------- the verdict
     def judge(self, challenge: list[str], capture: Capture, observations: "Observations | None" = None) -> dict:

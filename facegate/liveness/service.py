@@ -14,7 +14,7 @@ import numpy as np
 from facegate.errors import FacegateError
 from facegate.liveness.capture import decode_video, encode_frame, reduce_frame, stored_jpeg
 from facegate.liveness.judge import LivenessJudge
-from facegate.liveness.sessions import LivenessSessions
+from facegate.liveness.sessions import HeldFrame, LivenessSessions
 from facegate.matching.decisions import capture_reasons
 from facegate.matching.operating_points import OperatingPoints
 
@@ -31,6 +31,7 @@ class LivenessProof:
     checks: tuple[str, ...] = ()
     reason: str | None = None
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    evidence: tuple[HeldFrame, ...] = field(default=(), repr=False, compare=False)   # the capture's best frames
 
     def review_reasons(self, still: np.ndarray | None, points: OperatingPoints | None, fmr: float) -> tuple[str, ...]:
         """Why a decision resting on this proof goes to a person: the session failed, or the
@@ -99,7 +100,9 @@ class LivenessService:
         except FacegateError as exc:
             if exc.code != "liveness_failed":
                 raise
-            return LivenessProof(session_id, False, reason=exc.message, checks=tuple(exc.detail.get("reasons", [])))
+            held = self.sessions.take_evidence(session_id, owner=key.key_id if key else None)
+            return LivenessProof(session_id, False, reason=exc.message, checks=tuple(exc.detail.get("reasons", [])),
+                                 evidence=held)
         result = s.result or {}
         return LivenessProof(s.id, True, score=result.get("score"), subject_id=s.subject_id,
-                             checks=tuple(result.get("reasons", [])), embedding=s.embedding)
+                             checks=tuple(result.get("reasons", [])), embedding=s.embedding, evidence=s.evidence)

@@ -20,6 +20,7 @@ Challenges are drawn from ``secrets`` unless ``Settings.liveness_seed`` is set (
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -32,15 +33,15 @@ import sqlalchemy as sa
 
 from facegate.errors import FacegateError
 from facegate.liveness.actions import ACTIONS
-from facegate.liveness.capture import Capture, CaptureFrame
+from facegate.liveness.capture import Capture, CaptureFrame, encode_frame
 from facegate.liveness.judge import Observations
 from facegate.liveness.tracker import Continuation, FrameObservation
 from facegate.liveness.challenge import draw_challenge
 from facegate.liveness.tokens import capture_token, token_matches
-from facegate.storage.aad import frame_aad, live_embedding_aad, observation_aad
+from facegate.storage.aad import frame_aad, held_frame_aad, live_embedding_aad, observation_aad
 from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import write_transaction
-from facegate.storage.schema import liveness_frames, liveness_sessions
+from facegate.storage.schema import liveness_evidence, liveness_frames, liveness_sessions
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,41 @@ class _Superseded(Exception):
 
 PENDING, JUDGING, PASSED, FAILED, CONSUMED = "pending", "judging", "passed", "failed", "consumed"
 FRAME_READ_BATCH = 64
+EVIDENCE_FRAMES = 3       # frames of a judged capture held for a decision that may go to a person
+
+
+@dataclass(frozen=True)
+class HeldFrame:
+    """One of a judged capture's best frames (JPEG as stored, ~640 px) with its scores, held,
+    encrypted, until the session is consumed: a decision that goes to a person keeps it as
+    evidence (workflows.review), every other decision lets it go."""
+    seq: int
+    t: float
+    jpeg: bytes
+    scores: dict
+
+
+def evidence_picks(result: dict, capture: Capture, observations) -> list[HeldFrame]:
+    """The capture's best frames: those passive PAD scored, best fused score first; without
+    PAD, the most frontal tracked frames; without observations, evenly spaced frames."""
+    per_frame = (result.get("passive") or {}).get("per_frame") or []
+    picks: list[tuple[int, dict]] = []
+    if per_frame:
+        ranked = sorted(per_frame, key=lambda p: (-float(np.mean(list(p["pad"].values()) or [0.0])), abs(p["yaw"])))
+        picks = [(p["index"], {"pad": p["pad"], "yaw": p["yaw"]}) for p in ranked[:EVIDENCE_FRAMES]]
+    elif observations:
+        faced = sorted((o for o in observations if o is not None and o.has_face), key=lambda o: abs(o.yaw))
+        picks = [(o.index, {"yaw": round(float(o.yaw), 1)}) for o in faced[:EVIDENCE_FRAMES]]
+    if not picks and capture.frames:
+        n = min(EVIDENCE_FRAMES, len(capture.frames))
+        picks = [(int(i), {}) for i in np.linspace(0, len(capture.frames) - 1, n).round()]
+    out = []
+    for index, scores in sorted({i: sc for i, sc in picks}.items()):
+        if 0 <= index < len(capture.frames):
+            frame = capture.frames[index]
+            jpeg = frame.data if frame.data is not None else encode_frame(frame.bgr)
+            out.append(HeldFrame(index, float(frame.t), jpeg, scores))
+    return out
 
 
 def _iso(ts: float | None) -> str | None:
@@ -77,6 +113,7 @@ class LivenessSession:
     valid_until: float | None
     embedding: np.ndarray | None = None
     capture_token: str | None = None
+    evidence: tuple[HeldFrame, ...] = ()
 
     def public(self) -> dict:
         out = {"session_id": self.id, "challenge": list(self.challenge), "nonce": self.nonce,
@@ -342,9 +379,14 @@ class LivenessSessions:
             vec = np.asarray(embedding, dtype="<f4").tobytes()
             values["embedding_enc"], values["key_id"] = self.keys.encrypt(vec, live_embedding_aad(session_id))
         values["result"] = json.dumps(result, default=float)
+        held = evidence_picks(result, capture, observations)
         with write_transaction(self.db) as conn:
             conn.execute(liveness_sessions.update().where(t.id == session_id).values(**values))
             conn.execute(liveness_frames.delete().where(liveness_frames.c.session_id == session_id))
+            for h in held:
+                blob, kid = self.keys.encrypt(h.jpeg, held_frame_aad(session_id, h.seq))
+                conn.execute(liveness_evidence.insert().values(session_id=session_id, seq=h.seq, t=h.t,
+                                                               scores=json.dumps(h.scores), data_enc=blob, key_id=kid))
         return result
 
     def consume(self, session_id: str, subject_id: str | None = None, owner: str | None = None) -> LivenessSession:
@@ -356,6 +398,7 @@ class LivenessSessions:
             used = conn.execute(liveness_sessions.update().where(
                 t.id == session_id, t.status == PASSED, t.valid_until >= self.clock())
                 .values(status=CONSUMED, consumed_at=self.clock())).rowcount
+            held = self._take_evidence(conn, session_id) if used == 1 else ()
         if used != 1:
             if row.status == CONSUMED or row.status == PASSED and (row.valid_until or 0) >= self.clock():
                 raise FacegateError("liveness_session_closed", "the liveness session was already used",
@@ -370,7 +413,25 @@ class LivenessSessions:
         if row.embedding_enc is not None:
             raw = self.keys.decrypt(row.embedding_enc, row.key_id, live_embedding_aad(session_id))
             embedding = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-        return self._session(row, embedding=embedding)
+        return dataclasses.replace(self._session(row, embedding=embedding), evidence=held)
+
+    def _take_evidence(self, conn, session_id: str) -> tuple[HeldFrame, ...]:
+        """The held frames of the session, decrypted and deleted (in the caller's transaction)."""
+        e = liveness_evidence
+        rows = conn.execute(sa.select(e).where(e.c.session_id == session_id).order_by(e.c.seq)).all()
+        if rows:
+            conn.execute(e.delete().where(e.c.session_id == session_id))
+        return tuple(HeldFrame(m["seq"], float(m["t"]),
+                               self.keys.decrypt(m["data_enc"], m["key_id"], held_frame_aad(session_id, m["seq"])),
+                               json.loads(m["scores"] or "{}")) for m in (r._mapping for r in rows))
+
+    def take_evidence(self, session_id: str, owner: str | None = None) -> tuple[HeldFrame, ...]:
+        """A judged session's held frames, once (a failed session's, for the decision that records it)."""
+        with write_transaction(self.db) as conn:
+            row = self._row(conn, session_id, owner)
+            if row.status not in (FAILED, PASSED, CONSUMED):
+                return ()
+            return self._take_evidence(conn, session_id)
 
     def purge(self) -> int:
         """Delete sessions no longer remembered (their frames go with them); returns how many."""

@@ -33,19 +33,22 @@ from facegate.config import Settings
 from facegate.engine import FaceEngine
 from facegate.gallery.gallery import Gallery
 from facegate.liveness.service import LivenessService
-from facegate.service import capture_page, errors, metrics, openapi
+from facegate.service import capture_page, console_page, errors, metrics, openapi
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
-from facegate.service.routers import audit, certifications, compare, identify, kiosk, liveness, subjects, verify
+from facegate.service.routers import (audit, certifications, compare, console, identify, kiosk, liveness, subjects,
+                                      verify)
 from facegate.storage import changefeed, ratelimits
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
+from facegate.workflows.review.desk import ReviewDesk
+from facegate.workflows.review.operators import Operators
 
 log = logging.getLogger("facegate.service")
 
-ROUTERS = (subjects, verify, identify, compare, audit, certifications, kiosk, liveness)
+ROUTERS = (subjects, verify, identify, compare, audit, certifications, kiosk, liveness, console)
 
 
 def _load(settings: Settings) -> ServiceState:
@@ -55,8 +58,10 @@ def _load(settings: Settings) -> ServiceState:
     engine = FaceEngine.load(settings)
     gallery = Gallery(settings, engine)
     lv = LivenessService.load(engine, gallery.store, settings)
+    ledger = CertificationLedger(settings, gallery.store, engine, gallery)
     st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery, liveness=lv,
-                      ledger=CertificationLedger(settings, gallery.store, engine, gallery),
+                      ledger=ledger, review=ReviewDesk(settings, gallery.store, ledger),
+                      operators=Operators(settings, gallery.store),
                       workflows=WorkflowContext(settings, engine, gallery, lv, observe=metrics.StageObserver()),
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
                                          settings.retry_after_s),
@@ -115,6 +120,7 @@ async def _sync_loop(st: ServiceState, wake: asyncio.Event) -> None:
             if now - pruned_at >= ratelimits.REFILL_S:
                 pruned_at = now
                 await run_in_threadpool(ratelimits.prune, st.db)
+                await run_in_threadpool(st.review.purge)      # evidence past its retention
         except Exception:  # logged by sync_index; /readyz turns 503 until a sync succeeds
             pass
 
@@ -176,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     openapi.install(app, settings)
     capture_page.mount(app, settings.cors_origins)
+    console_page.mount(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz():

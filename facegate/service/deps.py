@@ -31,6 +31,8 @@ from facegate.storage.changefeed import Listener
 from facegate.storage.apikeys import ApiKey
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
+from facegate.workflows.review.desk import ReviewDesk
+from facegate.workflows.review.operators import Operators
 
 log = logging.getLogger("facegate.service")
 
@@ -53,6 +55,8 @@ class ServiceState:
     workflows: WorkflowContext
     pool: InferencePool
     limiter: RateLimiter                              # token buckets in the database, shared by all replicas
+    review: ReviewDesk                                # decisions that went to a person (the console's queue)
+    operators: Operators                              # console operators, their sign-in and sessions
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))   # on only while the change feed is connected
     listener: Listener | None = None                  # the change feed (PostgreSQL); None on SQLite
     last_sync: float = 0.0

@@ -42,7 +42,7 @@ def declare_problems(schema: dict) -> dict:
     components["Problem"] = problem_schema
     answers = problem_responses()
     for path, operations in schema.get("paths", {}).items():
-        if not path.startswith("/v1/"):
+        if not path.startswith(("/v1/", "/console/api/")):
             continue
         for operation in operations.values():
             if isinstance(operation, dict) and "responses" in operation:

@@ -250,6 +250,7 @@ class KioskOut(BaseModel):
     required_margin: float | None = None
     rule: str | None = Field(default=None, description="mode search: 'fused' or 'single' (as /v1/identify)")
     rule_note: str | None = None
+    review_case_id: int | None = Field(default=None, description="mode search: the case opened for a person to decide")
     mode: KioskMode
     kiosk_id: str
     liveness: dict[str, Any] | None = None
@@ -273,6 +274,8 @@ class CertificationOut(BaseModel):
     fraud_signals: list[SignalKind] = []
     liveness_session_id: str | None = None
     created_at: str
+    operator: str | None = Field(default=None, description="the console operator of a manual decision")
+    review_case_id: int | None = Field(default=None, description="the review case opened for a person to decide")
 
 
 class CertificationStatusItem(BaseModel):
@@ -308,6 +311,7 @@ class CertificationAttempt(BaseModel):
     score: float | None = None
     reasons: list[str] = []
     note: str | None = None
+    operator: str | None = None
     created_at: str
 
 

@@ -14,8 +14,9 @@ from typing import Callable, Mapping
 
 import sqlalchemy as sa
 
-from facegate.storage.schema import (certification_captures, liveness_frames, liveness_sessions, subjects,
-                                     template_family, templates)
+from facegate.storage.schema import (certification_captures, liveness_evidence, liveness_frames, liveness_sessions,
+                                     operator_totp, reference_photos, review_evidence, subjects, template_family,
+                                     templates)
 
 
 def embedding_aad(subject_id: str, pack_id: str) -> bytes:
@@ -47,6 +48,25 @@ def observation_aad(session_id: str, seq: int) -> bytes:
     return f"facegate:observation:v1:{session_id}:{seq}".encode()
 
 
+def reference_aad(subject_id: str, template_id: int) -> bytes:
+    """An enrolment photo's face crop is bound to its subject and to the template made from it."""
+    return f"facegate:reference:v1:{subject_id}:{int(template_id)}".encode()
+
+
+def held_frame_aad(session_id: str, seq: int) -> bytes:
+    """A judged session's evidence frame, waiting for the decision that consumes the session."""
+    return f"facegate:held-frame:v1:{session_id}:{int(seq)}".encode()
+
+
+def evidence_aad(case_id: int, kind: str, seq: int) -> bytes:
+    """A review case's evidence frame, bound to the case, its kind (frame | still) and position."""
+    return f"facegate:evidence:v1:{int(case_id)}:{kind}:{int(seq)}".encode()
+
+
+def totp_aad(operator: str) -> bytes:
+    return f"facegate:totp:v1:{operator}".encode()
+
+
 @dataclass(frozen=True)
 class EncryptedTable:
     """A table with ciphertext columns. Each row names its data key in ``key_id``; ``aad`` maps
@@ -71,6 +91,12 @@ ENCRYPTED: tuple[EncryptedTable, ...] = (
     EncryptedTable(liveness_sessions, "id", {"embedding_enc": lambda r: live_embedding_aad(r["id"])}),
     EncryptedTable(liveness_frames, "id", {"data_enc": lambda r: frame_aad(r["session_id"], r["seq"]),
                                            "observation_enc": lambda r: observation_aad(r["session_id"], r["seq"])}),
+    EncryptedTable(reference_photos, "template_id", {
+        "photo_enc": lambda r: reference_aad(r["subject_id"], r["template_id"]),
+    }),
+    EncryptedTable(liveness_evidence, "id", {"data_enc": lambda r: held_frame_aad(r["session_id"], r["seq"])}),
+    EncryptedTable(review_evidence, "id", {"data_enc": lambda r: evidence_aad(r["case_id"], r["kind"], r["seq"])}),
+    EncryptedTable(operator_totp, "operator", {"secret_enc": lambda r: totp_aad(r["operator"])}),
 )
 
 
@@ -79,7 +105,8 @@ def rows_to_reencrypt(entry: EncryptedTable, not_key: str, limit: int) -> sa.Sel
     what their AAD needs."""
     t = entry.table
     cols = [t.c[entry.key], t.c.key_id, *(t.c[name] for name in entry.aad)]
-    cols += [t.c[name] for name in ("pack_id", "model", "template_id", "session_id", "seq") if name in t.c]
+    cols += [t.c[name] for name in ("pack_id", "model", "template_id", "session_id", "seq", "case_id", "kind")
+             if name in t.c and name != entry.key]
     q = sa.select(*cols)
     if "subject_pk" in t.c:
         q = sa.select(*cols, subjects.c.subject_id).join(subjects, subjects.c.pk == t.c.subject_pk)

@@ -9,9 +9,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from facegate.errors import FacegateError
-from facegate.storage.aad import embedding_aad, image_aad
+from facegate.storage.aad import embedding_aad, image_aad, reference_aad
 from facegate.storage.datakeys import DataKeys
-from facegate.storage.schema import change_log, subjects, templates
+from facegate.storage.schema import change_log, reference_photos, subjects, templates
 
 
 class StoreReads:
@@ -44,6 +44,24 @@ class StoreReads:
             if f"reenrol:{r.id}" in done:
                 continue
             yield r.id, r.subject_id, self.keys.decrypt(r.image_enc, r.key_id, image_aad(r.subject_id, r.pack_id))
+
+    def foreign_pack_references(self, pack_id: str, after_id: int = 0, limit: int = 256) -> tuple[list[tuple], int | None]:
+        """Reference photos of templates made by OTHER packs that have no re-embedded copy in
+        ``pack_id`` yet, by template id from ``after_id``: ([(face_id, subject_id, jpeg, width,
+        height)], the last template id looked at, None at the end)."""
+        r = reference_photos
+        q = (sa.select(r.c.template_id, r.c.photo_enc, r.c.key_id, r.c.width, r.c.height, subjects.c.subject_id)
+             .join(templates, templates.c.id == r.c.template_id).join(subjects, subjects.c.pk == r.c.subject_pk)
+             .where(templates.c.pack_id != pack_id, r.c.template_id > after_id)
+             .order_by(r.c.template_id).limit(limit))
+        with self.db.connect() as conn:
+            rows = conn.execute(q).all()
+            sources = [f"reembed:{x.template_id}" for x in rows]
+            done = set(conn.execute(sa.select(templates.c.source).where(
+                templates.c.pack_id == pack_id, templates.c.source.in_(sources))).scalars()) if sources else set()
+        return ([(x.template_id, x.subject_id,
+                  self.keys.decrypt(x.photo_enc, x.key_id, reference_aad(x.subject_id, x.template_id)), x.width, x.height)
+                 for x in rows if f"reembed:{x.template_id}" not in done], rows[-1].template_id if rows else None)
 
     def _decrypt_rows(self, rows) -> list[tuple]:
         out = []

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from facegate.vocab import (CERT_METHODS, CERT_OUTCOMES, KIOSK_STATUSES, LIVENESS_STATUSES, ROLES,
-                            SUBJECT_STATUSES, check_sql)
+from facegate.vocab import (CERT_METHODS, CERT_OUTCOMES, CONSOLE_STAGES, EVIDENCE_KINDS, KIOSK_STATUSES,
+                            LIVENESS_STATUSES, OPERATOR_ROLES, OPERATOR_STATUSES, REVIEW_STATUSES, REVIEW_WORKFLOWS,
+                            ROLES, SUBJECT_STATUSES, check_sql)
 
 metadata = sa.MetaData()
 
@@ -161,6 +162,7 @@ certifications = sa.Table(
     sa.Column("liveness_session_id", sa.String(128)),
     sa.Column("reasons", sa.Text),                               # JSON list
     sa.Column("note", sa.Text),                                  # operator's note for manual decisions
+    sa.Column("operator", sa.String(64)),                        # the console operator of a manual decision (0006)
     sa.Column("key_id", sa.String(64)),
     sa.Column("client_id", sa.String(128)),
     sa.Column("decision_id", sa.String(64)),
@@ -283,4 +285,135 @@ rate_buckets = sa.Table(
     sa.Column("bucket", sa.String(128), primary_key=True),
     sa.Column("tokens", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),
+)
+
+# ---------------------------------------------------------------- the operator console (revision 0006)
+
+reference_photos = sa.Table(
+    # The enrolment photo's face, cropped (2x the face box, longer side <= 400 px, JPEG) and
+    # encrypted, bound to its subject and template: what a reviewer compares a capture with, and
+    # what `facegate templates reembed` makes another pack's templates from. Gone with the template.
+    "reference_photos", metadata,
+    sa.Column("template_id", sa.Integer, sa.ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("subject_pk", sa.Integer, sa.ForeignKey("subjects.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("photo_enc", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Index("ix_reference_photos_subject_pk", "subject_pk"),
+    sa.Index("ix_reference_photos_key_id", "key_id"),
+)
+
+liveness_evidence = sa.Table(
+    # A judged session's best frames (3 at most), encrypted, with their per-frame scores; handed
+    # to the decision that consumes the session (and deleted then), or purged with the session.
+    "liveness_evidence", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("session_id", sa.String(64), sa.ForeignKey("liveness_sessions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("t", sa.Float, nullable=False),
+    sa.Column("scores", sa.Text),                        # JSON: PAD per model, yaw, face size; never biometrics
+    sa.Column("data_enc", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.UniqueConstraint("session_id", "seq", name="uq_liveness_evidence_session_seq"),
+    sqlite_autoincrement=True,
+)
+
+review_cases = sa.Table(
+    # A decision that went to a person: the queue of the operator console. ``claimed_by`` /
+    # ``claim_expires_at``: the reviewer who holds it; ``decided_*``: the person's decision (the
+    # certification ledger records it too); ``purge_after``: when its evidence goes.
+    "review_cases", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("workflow", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("subject_pk", sa.Integer, sa.ForeignKey("subjects.pk", ondelete="CASCADE")),
+    sa.Column("subject_id", sa.String(128)),
+    sa.Column("certification_id", sa.Integer),
+    sa.Column("kiosk_id", sa.String(64)),
+    sa.Column("period", sa.String(16)),
+    sa.Column("outcome", sa.String(16), nullable=False),   # what the automatic decision said
+    sa.Column("reasons", sa.Text),                       # JSON list
+    sa.Column("scores", sa.Text),                        # JSON: score, threshold, fmr, quality, liveness
+    sa.Column("signals", sa.Text),                       # JSON list of fraud signal kinds
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claim_expires_at", TS),
+    sa.Column("decided_by", sa.String(64)),
+    sa.Column("decided_at", TS),
+    sa.Column("decision", sa.String(16)),
+    sa.Column("decided_subject_id", sa.String(128)),     # a kiosk search: the subject the person chose (None: none)
+    sa.Column("note", sa.Text),
+    sa.Column("purge_after", TS),
+    sa.CheckConstraint(check_sql("workflow", REVIEW_WORKFLOWS), name="ck_review_cases_workflow"),
+    sa.CheckConstraint(check_sql("status", REVIEW_STATUSES), name="ck_review_cases_status"),
+    sa.Index("ix_review_cases_status_created", "status", "created_at", "id"),
+    sa.Index("ix_review_cases_subject_pk", "subject_pk"),
+    sa.Index("ix_review_cases_purge_after", "purge_after"),
+    sqlite_autoincrement=True,
+)
+
+review_evidence = sa.Table(
+    # The frames a case's decision rested on, encrypted, bound to the case, kind and position.
+    "review_evidence", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("scores", sa.Text),                        # JSON per-frame scores
+    sa.Column("data_enc", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint(check_sql("kind", EVIDENCE_KINDS), name="ck_review_evidence_kind"),
+    sa.UniqueConstraint("case_id", "kind", "seq", name="uq_review_evidence_case_kind_seq"),
+    sa.Index("ix_review_evidence_key_id", "key_id"),
+    sqlite_autoincrement=True,
+)
+
+operators = sa.Table(
+    # People who sign in to the console. ``password_hash``: argon2id (None: single sign-on only).
+    "operators", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("display_name", sa.String(256)),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("password_hash", sa.String(256)),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", TS),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("disabled_at", TS),
+    sa.CheckConstraint(check_sql("role", OPERATOR_ROLES), name="ck_operators_role"),
+    sa.CheckConstraint(check_sql("status", OPERATOR_STATUSES), name="ck_operators_status"),
+)
+
+operator_totp = sa.Table(
+    # An operator's TOTP secret (RFC 6238), encrypted; ``confirmed_at`` is set once a code made
+    # with it was accepted (until then the operator is enrolling). ``last_step``: the time step
+    # of the last accepted code, so a code is never accepted twice.
+    "operator_totp", metadata,
+    sa.Column("operator", sa.String(64), sa.ForeignKey("operators.name", ondelete="CASCADE"), primary_key=True),
+    sa.Column("secret_enc", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("confirmed_at", TS),
+    sa.Column("last_step", sa.Integer),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+operator_sessions = sa.Table(
+    # Console sessions in the database (any replica serves any request): only the sha256 of the
+    # cookie's secret is stored, with the session's CSRF token.
+    "operator_sessions", metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("operator", sa.String(64), sa.ForeignKey("operators.name", ondelete="CASCADE"), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("via", sa.String(16), nullable=False, server_default="password"),   # password | oidc
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("last_seen", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),          # absolute end
+    sa.Column("ended_at", TS),
+    sa.CheckConstraint(check_sql("stage", CONSOLE_STAGES), name="ck_operator_sessions_stage"),
+    sa.Index("ix_operator_sessions_operator", "operator"),
 )

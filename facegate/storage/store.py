@@ -24,12 +24,13 @@ from facegate.clock import iso, utcnow
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.storage import audit, changefeed
-from facegate.storage.aad import embedding_aad, image_aad
+from facegate.storage.aad import embedding_aad, image_aad, reference_aad
 from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import open_database, write_transaction
 from facegate.storage.family import FamilyStore, insert_family
 from facegate.storage.reads import StoreReads
-from facegate.storage.schema import change_log, import_items, store_info, subjects, template_family, templates
+from facegate.storage.schema import (change_log, import_items, reference_photos, review_cases, review_evidence,
+                                     store_info, subjects, template_family, templates)
 from facegate.vocab import SUBJECT_STATUSES
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class Store(FamilyStore, StoreReads):
         return {"total": int(total), "limit": limit, "offset": offset, "subjects": items}
 
     def update_subject(self, subject_id: str, *, name=_UNSET, status: str | None = None, metadata=_UNSET,
-                       consent=_UNSET, actor: str = "system") -> dict:
+                       consent=_UNSET, actor: str = "system", reason: str | None = None) -> dict:
         values: dict = {}
         if name is not _UNSET:
             values["name"] = name
@@ -197,6 +198,8 @@ class Store(FamilyStore, StoreReads):
                 detail = {"changed": changed}
                 if "status" in values:
                     detail |= {"from": row.status, "to": status}
+                if reason:
+                    detail["reason"] = reason
                 audit.append(conn, actor=actor, operation="subject.update", outcome="ok", subject_id=subject_id,
                              detail=detail)
             return subject_dict(self._subject_row(conn, subject_id))
@@ -214,11 +217,16 @@ class Store(FamilyStore, StoreReads):
                                 .where(templates.c.subject_pk == row.pk)).all()
             log_changes(conn, "remove", [(t.id, row.pk, t.pack_id) for t in tmpl])
             family = conn.execute(template_family.delete().where(template_family.c.subject_pk == row.pk)).rowcount
+            photos = conn.execute(reference_photos.delete().where(reference_photos.c.subject_pk == row.pk)).rowcount
+            cases = sa.select(review_cases.c.id).where(review_cases.c.subject_pk == row.pk).scalar_subquery()
+            evidence = conn.execute(review_evidence.delete().where(review_evidence.c.case_id.in_(cases))).rowcount
+            conn.execute(review_cases.delete().where(review_cases.c.subject_pk == row.pk))
             conn.execute(templates.delete().where(templates.c.subject_pk == row.pk))
             conn.execute(import_items.delete().where(import_items.c.subject_id == subject_id))
             conn.execute(subjects.delete().where(subjects.c.pk == row.pk))
             audit.append(conn, actor=actor, operation=operation, outcome="ok", subject_id=subject_id,
-                         detail={"templates_removed": len(tmpl), "family_removed": family, "reason": reason})
+                         detail={"templates_removed": len(tmpl), "family_removed": family,
+                                 "reference_photos_removed": photos, "evidence_removed": evidence, "reason": reason})
         if self.backend == "sqlite":
             self.checkpoint()
         return {"subject_id": subject_id, "templates_removed": len(tmpl), "face_ids": [t.id for t in tmpl]}
@@ -252,12 +260,14 @@ class Store(FamilyStore, StoreReads):
     def add_template(self, subject_id: str, embedding: np.ndarray, pack_id: str, quality: float | None = None,
                      quality_detail: dict | None = None, source: str | None = None, image: bytes | None = None,
                      import_item: dict | None = None, actor: str = "system", audit_detail: dict | None = None,
-                     check=None, family: dict[str, np.ndarray] | None = None) -> dict:
+                     check=None, family: dict[str, np.ndarray] | None = None,
+                     reference: tuple[bytes, int, int] | None = None) -> dict:
         """Store one template (encrypted), with its ``family`` (model -> the same photo's
         embedding by the pack's other models, :mod:`facegate.storage.family`) when given. ``image``
         is stored (encrypted) only when ``Settings.store_images``. ``import_item`` (item_key, path) marks an import row done in
         the same transaction. ``check(conn)`` runs first inside the write transaction, holding the
-        database-wide write lock: whatever it raises leaves nothing written."""
+        database-wide write lock: whatever it raises leaves nothing written. ``reference`` (JPEG,
+        width, height): the photo's face crop, kept encrypted unless ``Settings.keep_reference`` is off."""
         vec = np.asarray(embedding, dtype="<f4").reshape(-1)
         if not np.all(np.isfinite(vec)) or vec.size == 0:
             raise FacegateError("invalid_request", "embedding must be a finite float vector")
@@ -274,6 +284,11 @@ class Store(FamilyStore, StoreReads):
                 subject_pk=subj.pk, pack_id=pack_id, embedding_enc=blob, key_id=kid, quality=quality,
                 quality_detail=json_in(quality_detail), source=source, image_enc=image_enc, created_at=now))
             face_id = int(res.inserted_primary_key[0])
+            if reference is not None and self.settings.keep_reference:
+                photo, pkid = self.keys.encrypt(bytes(reference[0]), reference_aad(subject_id, face_id))
+                conn.execute(reference_photos.insert().values(
+                    template_id=face_id, subject_pk=subj.pk, photo_enc=photo, key_id=pkid,
+                    width=int(reference[1]), height=int(reference[2]), created_at=now))
             models = insert_family(conn, self.keys, template_id=face_id, subject_pk=subj.pk, subject_id=subject_id,
                                    pack_id=pack_id, family=family or {})
             log_changes(conn, "add", [(face_id, subj.pk, pack_id)])
@@ -281,7 +296,8 @@ class Store(FamilyStore, StoreReads):
                 self._mark_import(conn, import_item["item_key"], subject_id, import_item["path"], "done", face_id, None)
             audit.append(conn, actor=actor, operation="template.add", outcome="ok", subject_id=subject_id,
                          detail={"face_id": face_id, "pack_id": pack_id, "source": source,
-                                 "quality": None if quality is None else round(float(quality), 3)}
+                                 "quality": None if quality is None else round(float(quality), 3),
+                                 "reference_photo": reference is not None and self.settings.keep_reference}
                          | ({"family": models} if models else {}) | (audit_detail or {}))
         return {"face_id": face_id, "subject_id": subject_id, "pack_id": pack_id, "key_id": kid,
                 "created_at": iso(now)}
@@ -296,10 +312,22 @@ class Store(FamilyStore, StoreReads):
                 raise FacegateError("unknown_face", f"no face template {face_id}", face_id=int(face_id))
             log_changes(conn, "remove", [(row.id, row.subject_pk, row.pack_id)])
             conn.execute(template_family.delete().where(template_family.c.template_id == row.id))
+            conn.execute(reference_photos.delete().where(reference_photos.c.template_id == row.id))
             conn.execute(templates.delete().where(templates.c.id == row.id))
             audit.append(conn, actor=actor, operation="template.delete", outcome="ok", subject_id=row.subject_id,
                          detail={"face_id": row.id})
         return {"face_id": int(face_id), "subject_id": row.subject_id}
+
+    def reference_photos_of(self, subject_id: str) -> list[dict]:
+        """The subject's reference photos, newest first, decrypted: ``{"face_id", "jpeg", "width",
+        "height", "created_at"}`` (empty when none was kept)."""
+        r = reference_photos
+        with self.db.connect() as conn:
+            subj = self._subject_row(conn, subject_id)
+            rows = conn.execute(sa.select(r).where(r.c.subject_pk == subj.pk).order_by(r.c.template_id.desc())).all()
+        return [{"face_id": int(x.template_id), "width": x.width, "height": x.height, "created_at": iso(x.created_at),
+                 "jpeg": self.keys.decrypt(x.photo_enc, x.key_id, reference_aad(subject_id, x.template_id))}
+                for x in rows]
 
     def list_templates(self, subject_id: str) -> list[dict]:
         with self.db.connect() as conn:

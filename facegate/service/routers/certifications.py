@@ -45,7 +45,7 @@ async def certify(request: Request, st: StateDep, key=Depends(require("certify")
 
         def job():
             result = attempt(st.workflows, st.ledger, who, subject_id, liveness, image,
-                             decision_id=auditing.new_decision_id())
+                             decision_id=auditing.new_decision_id(), also=st.review.keeper(liveness, image))
             metrics.DECISIONS.labels("certify", result["outcome"]).inc()
             return result
 

@@ -46,7 +46,8 @@ async def authenticate(request: Request, st: StateDep, key=Depends(require("kios
         def job():
             decision_id = auditing.new_decision_id()
             answer = decide(st.workflows, who, kiosk_id, mode, t0, image=image, document=document,
-                            subject_id=subject_id, top_k=top_k, fmr=fmr, liveness=liveness, decision_id=decision_id)
+                            subject_id=subject_id, top_k=top_k, fmr=fmr, liveness=liveness, decision_id=decision_id,
+                            also=st.review.kiosk_keeper(liveness, image))
             label = metrics.kiosk_label(kiosk_id, answer.registered)
             metrics.KIOSK_DECISIONS.labels(label, mode, answer.decision.decision).inc()
             metrics.KIOSK_SECONDS.labels(label).observe(answer.latency_ms / 1000)

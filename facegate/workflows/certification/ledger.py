@@ -133,9 +133,11 @@ class CertificationLedger:
     # ---------------------------------------------------------------- attempts
     def attempt(self, subject_id: str, embedding: np.ndarray | None, liveness: LivenessProof | None,
                 quality: float | None = None, *, who: Actor, decision_id: str | None = None,
-                review_reasons: tuple[str, ...] = ()) -> dict:
+                review_reasons: tuple[str, ...] = (), also=None) -> dict:
         """Judge and record one face certification attempt (see the module docstring).
-        ``review_reasons``: more reasons for a person to decide (e.g. ``capture_face_mismatch``)."""
+        ``review_reasons``: more reasons for a person to decide (e.g. ``capture_face_mismatch``).
+        ``also(conn, answer)`` runs inside the attempt's write transaction with the answer (the
+        review desk opens a case there, with its evidence): whatever it raises leaves nothing written."""
         now = utcnow()
         period = self.current_period(now)
         with self.db.connect() as conn:
@@ -208,10 +210,20 @@ class CertificationLedger:
                          detail={"certification_id": cert_id, "period": period.name, "reasons": reasons,
                                  "decision_id": decision_id, "liveness_session_id": row["liveness_session_id"],
                                  "signals": [s["kind"] for s in signals]})
-        return self._answer(cert_id, subject_id, row, reasons, signals)
+            answer = self._answer(cert_id, subject_id, row, reasons, signals)
+            if also is not None:
+                seen = answer | {"subject_pk": subject_pk, "quality": quality}
+                also(conn, seen)
+                if seen.get("review_case_id") is not None:
+                    answer["review_case_id"] = seen["review_case_id"]
+        return answer
 
-    def manual(self, subject_id: str, outcome: str, note: str, *, who: Actor) -> dict:
-        """An operator's decision after an in-person or other check (recorded as such)."""
+    def manual(self, subject_id: str, outcome: str, note: str, *, who: Actor, operator: str | None = None,
+               also=None) -> dict:
+        """An operator's decision after an in-person or other check (recorded as such).
+        ``operator``: the console operator who decided (recorded on the row); ``also(conn,
+        certification_id)`` runs inside the write transaction (the review desk closes its case
+        there): whatever it raises leaves nothing written."""
         if outcome not in MANUAL_OUTCOMES:
             raise FacegateError("invalid_request", "a manual decision is 'certified' or 'failed'", field="outcome")
         if not note or not note.strip():
@@ -226,11 +238,18 @@ class CertificationLedger:
                                 subject_status=status)
         row = {"subject_pk": subject_pk, "period": period.name, "outcome": outcome, "method": "manual",
                "valid_until": period.end if outcome == "certified" else None, "reasons": json.dumps([]),
-               "note": note.strip()[:2000], "key_id": who.key_id, "client_id": who.client_id, "created_at": now}
+               "note": note.strip()[:2000], "key_id": who.key_id, "client_id": who.client_id, "created_at": now,
+               "operator": operator}
         with write_transaction(self.db) as conn:
+            if conn.execute(sa.select(subjects.c.pk).where(subjects.c.pk == subject_pk)).scalar() is None:
+                raise FacegateError("unknown_subject", f"no subject {subject_id!r} (erased meanwhile)",
+                                    subject_id=subject_id)
             cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
+            if also is not None:
+                also(conn, cert_id)
             audit.append(conn, **who.fields(), operation="certify_manual", outcome=outcome, subject_id=subject_id,
-                         detail={"certification_id": cert_id, "period": period.name, "note": row["note"]})
+                         detail={"certification_id": cert_id, "period": period.name, "note": row["note"]}
+                         | ({"operator": operator} if operator else {}))
         return self._answer(cert_id, subject_id, row, [], [])
 
     @staticmethod
@@ -239,7 +258,8 @@ class CertificationLedger:
                 "outcome": row["outcome"], "method": row["method"], "valid_until": iso(row["valid_until"]),
                 "score": row.get("score"), "threshold": row.get("threshold"), "fmr": row.get("fmr"),
                 "reasons": reasons, "fraud_signals": [s["kind"] for s in signals],
-                "liveness_session_id": row.get("liveness_session_id"), "created_at": iso(row["created_at"])}
+                "liveness_session_id": row.get("liveness_session_id"), "created_at": iso(row["created_at"]),
+                "operator": row.get("operator")}
 
     # ---------------------------------------------------------------- lists
     def statuses(self, period: str | None = None, status: str | None = None, as_of: datetime | None = None,
@@ -321,4 +341,5 @@ class CertificationLedger:
             self._subject(conn, subject_id)
             return [{"certification_id": r.id, "period": r.period, "outcome": r.outcome, "method": r.method,
                      "valid_until": iso(r.valid_until), "score": r.score, "reasons": json.loads(r.reasons or "[]"),
-                     "note": r.note, "created_at": iso(r.created_at)} for r in conn.execute(q).all()]
+                     "note": r.note, "operator": r.operator, "created_at": iso(r.created_at)}
+                    for r in conn.execute(q).all()]

@@ -76,8 +76,10 @@ def _live_face(ctx: WorkflowContext, image: bytes | None, liveness: LivenessProo
 def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: KioskMode, started: float, *,
                  image: bytes | None = None, document: bytes | None = None, subject_id: str | None = None,
                  top_k: int = 5, fmr: float | None = None, liveness: LivenessProof | None = None,
-                 decision_id: str | None = None) -> KioskAnswer:
-    """Decide, then record the event and the audit row together (see the module docstring)."""
+                 decision_id: str | None = None, also=None) -> KioskAnswer:
+    """Decide, then record the event and the audit row together (see the module docstring).
+    ``also(conn, answer)`` runs in that transaction (the review desk opens a case for a search
+    that goes to a person); whatever it raises leaves nothing written."""
     s = ctx.settings
     requested = subject_id
     fmr = tightened(s.identify_fmr if mode == "search" else s.target_fmr, fmr)
@@ -113,6 +115,8 @@ def authenticate(ctx: WorkflowContext, who: audit.Actor, kiosk_id: str, mode: Ki
                      detail={"decision_id": decision_id, "mode": mode, "kiosk_id": kiosk_id,
                              "review_reasons": list(decision.reasons),
                              "liveness_session_id": liveness and liveness.session_id})
+        if also is not None:
+            also(conn, answer)
     return answer
 
 
