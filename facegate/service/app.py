@@ -38,14 +38,15 @@ from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
-from facegate.service.routers import audit, certifications, compare, identify, kiosk, liveness, subjects, verify
+from facegate.service.routers import (audit, certifications, compare, consent, identify, kiosk, liveness, subjects,
+                                      verify)
 from facegate.storage import changefeed, ratelimits
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
 
 log = logging.getLogger("facegate.service")
 
-ROUTERS = (subjects, verify, identify, compare, audit, certifications, kiosk, liveness)
+ROUTERS = (subjects, verify, identify, compare, audit, consent, certifications, kiosk, liveness)
 
 
 def _load(settings: Settings) -> ServiceState:
