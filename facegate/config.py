@@ -109,6 +109,7 @@ class Settings:
     retention_operator_sessions_days: float = 30.0    # operator sessions after they ended (console)
     retention_audit_days: float = 5 * 366.0           # audit rows, archived with the chain's head
     retention_interval_s: float = 3600.0  # the in-service purge: one replica per interval (0 = off)
+    retention_lease_s: float = 600.0      # a purge that died holds its lease this long at most
     filing_threshold: int = 100_000       # individuals whose face information is stored: the filing count (备案)
     stored_individuals_warn: int = 90_000  # the service logs a warning at or over this count
 

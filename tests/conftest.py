@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 # matching, liveness and storage enrol and capture without a notice; the compliance tests and the
 # capture page's browser tests turn it on for their own servers.
 os.environ.setdefault("FACEGATE_CONSENT_REQUIRED", "0")
+os.environ.setdefault("FACEGATE_RETENTION_INTERVAL_S", "0")    # the in-service purge: on in tests/test_retention.py
 
 
 def shared_dir() -> Path | None:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from facegate.storage.db import WRITE_LOCK_KEY, write_transaction
-from facegate.storage.schema import audit_log
+from facegate.storage.schema import audit_log, store_info
 
 GENESIS = "0" * 64
 HASHED_FIELDS = ("ts", "actor", "key_id", "operation", "subject_id", "outcome", "scores", "request_id",
@@ -77,9 +77,15 @@ def record(db: sa.Engine, **fields) -> int:
         return append(conn, **fields)
 
 
+ARCHIVE_HEAD = "audit_archive_head"
+
+
 def verify(conn: sa.Connection) -> dict:
-    """Walk the chain: ``{"ok", "rows", "first_bad_seq"}``."""
-    prev = GENESIS
+    """Walk the chain: ``{"ok", "rows", "first_bad_seq"}``. Rows archived by the retention purge
+    (:mod:`facegate.storage.retention`) left their last hash as the archive head in
+    ``store_info``: the chain in the database starts there."""
+    head = conn.execute(sa.select(store_info.c.value).where(store_info.c.name == ARCHIVE_HEAD)).scalar()
+    prev = json.loads(head)["hash"] if head else GENESIS
     rows = 0
     result = conn.execution_options(yield_per=5000).execute(sa.select(audit_log).order_by(audit_log.c.seq))
     for row in result.mappings():

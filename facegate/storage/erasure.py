@@ -91,3 +91,9 @@ def erase_face_data(conn: sa.Connection, subject_pk: int, subject_id: str) -> di
 def stored_subjects() -> sa.Select:
     """The distinct ``subject_pk`` of everyone whose face information is stored now."""
     return sa.union(*(entry.subjects() for entry in FACE_DATA))
+
+
+def count_stored(conn: sa.Connection) -> int:
+    """How many individuals have face information stored now (the filing count, 备案)."""
+    held = stored_subjects().subquery()
+    return int(conn.execute(sa.select(sa.func.count()).select_from(held)).scalar_one())
