@@ -53,6 +53,15 @@ def row_hash(prev_hash: str, fields: dict) -> str:
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
+ARCHIVE_HEAD = "audit_archive_head"
+
+
+def _archive_head(conn: sa.Connection) -> str | None:
+    """The hash of the last row archived by the retention purge (every row may be archived)."""
+    head = conn.execute(sa.select(store_info.c.value).where(store_info.c.name == ARCHIVE_HEAD)).scalar()
+    return json.loads(head)["hash"] if head else None
+
+
 def append(conn: sa.Connection, *, actor: str, operation: str, outcome: str, key_id: str | None = None,
            subject_id: str | None = None, scores=None, request_id: str | None = None,
            client_id: str | None = None, detail=None) -> int:
@@ -60,7 +69,7 @@ def append(conn: sa.Connection, *, actor: str, operation: str, outcome: str, key
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_KEY})
     prev = conn.execute(sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).scalar()
-    prev = prev or GENESIS
+    prev = prev or _archive_head(conn) or GENESIS
     fields = {
         "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         "actor": actor, "key_id": key_id, "operation": operation, "subject_id": subject_id,
@@ -77,15 +86,11 @@ def record(db: sa.Engine, **fields) -> int:
         return append(conn, **fields)
 
 
-ARCHIVE_HEAD = "audit_archive_head"
-
-
 def verify(conn: sa.Connection) -> dict:
     """Walk the chain: ``{"ok", "rows", "first_bad_seq"}``. Rows archived by the retention purge
     (:mod:`facegate.storage.retention`) left their last hash as the archive head in
     ``store_info``: the chain in the database starts there."""
-    head = conn.execute(sa.select(store_info.c.value).where(store_info.c.name == ARCHIVE_HEAD)).scalar()
-    prev = json.loads(head)["hash"] if head else GENESIS
+    prev = _archive_head(conn) or GENESIS
     rows = 0
     result = conn.execution_options(yield_per=5000).execute(sa.select(audit_log).order_by(audit_log.c.seq))
     for row in result.mappings():

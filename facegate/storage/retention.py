@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 BATCH = 200
-ARCHIVE_HEAD = "audit_archive_head"
+ARCHIVE_HEAD = audit.ARCHIVE_HEAD
 _MONTHS = {"year": 12, "half": 6, "quarter": 3, "month": 1}
 
 
