@@ -101,7 +101,7 @@ def record(conn: sa.Connection, *, purpose: str, notice_version: int, channel: s
     if int(notice_version) != current:
         raise FacegateError("notice_version_stale", f"the current notice is version {current}",
                             current_version=current, notice_version=int(notice_version))
-    session = None
+    session = subj = None
     if session_id is not None:
         session = conn.execute(sa.select(liveness_sessions).where(liveness_sessions.c.id == session_id)).one_or_none()
         if session is None:
@@ -114,7 +114,9 @@ def record(conn: sa.Connection, *, purpose: str, notice_version: int, channel: s
         elif session.subject_id not in (None, subject_id):
             raise FacegateError("invalid_request", "the session was opened for another subject", field="subject_id")
     if subject_id is not None:
-        subj = _subject(conn, subject_id)
+        subj = _subject(conn, subject_id) if session is None else conn.execute(
+            sa.select(subjects).where(subjects.c.subject_id == subject_id)).one_or_none()
+    if subject_id is not None and subj is not None:
         if subj.minor and decision == "given" and guardian_name is None and session is None:
             raise FacegateError("guardian_consent_required", subject_id=subject_id)
         if decision == "given" and subj.withdrawn_at is not None and session is None:
@@ -130,7 +132,7 @@ def record(conn: sa.Connection, *, purpose: str, notice_version: int, channel: s
             status="failed", completed_at=now.timestamp(),
             result=json.dumps({"live": False, "score": 0.0, "reasons": ["consent_declined"], "actions": [],
                                "challenge": json.loads(session.challenge), "passive": {}})))
-    if decision == "declined" and subject_id is not None:
+    if decision == "declined" and subject_id is not None and subj is not None:
         # declining is answered with the way without a face (the page and the counter say it): recorded,
         # so the certification lists show ``alternative_offered`` rather than ``overdue``
         offer_alternative(conn, subject_id, recorded_by, int(cid), None)
