@@ -154,7 +154,7 @@ async def _compliance_loop(st: ServiceState) -> None:
                     await run_in_threadpool(st.gallery.after_erasure)
         except Exception:
             log.exception("compliance loop")
-        await asyncio.sleep(min(60.0, s.retention_interval_s) if s.retention_interval_s > 0 else 60.0)
+        await asyncio.sleep(min(60.0, max(1.0, s.retention_interval_s)) if s.retention_interval_s > 0 else 60.0)
 
 
 def _start_feed(st: ServiceState, wake: asyncio.Event) -> changefeed.Listener | None:
