@@ -201,23 +201,23 @@ def _audit_purge(conn, now, settings, limit, ctx) -> int:
 
 RULES: tuple[Rule, ...] = (
     Rule("liveness_frames", "frames of a liveness capture (deleted when judged; leftovers of expired captures)",
-         "retention_liveness_frames_days", "days", "Art. 10 (minimum necessary)", _frames_due, _frames_purge),
+         "retention_liveness_frames_days", "days", "Art. 7 (shortest necessary)", _frames_due, _frames_purge),
     Rule("liveness_sessions", "liveness session rows and the live face's embedding, after expiry",
-         "retention_liveness_sessions_days", "days", "Art. 10", _sessions_due, _sessions_purge),
+         "retention_liveness_sessions_days", "days", "Art. 7", _sessions_due, _sessions_purge),
     Rule("withdrawn_face_data", "any face information left of subjects who withdrew consent (erased at withdrawal)",
-         "retention_withdrawn_days", "days", "Art. 7 (withdrawal), PIPL Art. 47", _people_due("withdrawn"),
+         "retention_withdrawn_days", "days", "Art. 6 (withdrawal), PIPL Art. 47", _people_due("withdrawn"),
          _people_purge("withdrawn")),
     Rule("deceased_face_data", "templates, second opinions, captures of subjects marked deceased",
-         "retention_deceased_days", "days", "Art. 10, PIPL Art. 47", _people_due("deceased"),
+         "retention_deceased_days", "days", "Art. 7, PIPL Art. 47", _people_due("deceased"),
          _people_purge("deceased")),
     Rule("certification_captures", "embeddings of certification captures (the shared-face check)",
-         "retention_certification_periods", "periods", "Art. 10", _captures_due, _captures_purge),
+         "retention_certification_periods", "periods", "Art. 7", _captures_due, _captures_purge),
     Rule("decision_evidence", "kept decision evidence after a person decided (console, issue 23)",
-         "retention_decision_evidence_days", "days", "Art. 10", None, None),
+         "retention_decision_evidence_days", "days", "Art. 7", None, None),
     Rule("operator_sessions", "operator console sessions after they ended (console, issue 23)",
-         "retention_operator_sessions_days", "days", "Art. 10", None, None),
+         "retention_operator_sessions_days", "days", "Art. 7", None, None),
     Rule("audit_rows", "audit rows, archived to the data folder with the chain's head",
-         "retention_audit_days", "days", "PIPL Art. 54-55 (records)", _audit_due, _audit_purge),
+         "retention_audit_days", "days", "PIPL Art. 56 (records kept at least 3 years)", _audit_due, _audit_purge),
 )
 assert tuple(r.name for r in RULES) == DATA_CLASSES, "every data class has one rule"
 
