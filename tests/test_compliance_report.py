@@ -95,7 +95,7 @@ def test_report_html_in_chromium(populated, playwright_api):
         heads = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
         assert len(heads) == 8 and heads[0].startswith("1. Stored individuals")
         assert page.eval_on_selector_all("table", "els => els.length") >= 9 and not errors
-        page.screenshot(path=str(DOCS_IMG / "compliance-report.png"), full_page=True)
+        page.screenshot(path=str(data / "compliance-report.png"), full_page=True)
     finally:
         browser.close()
 
@@ -148,3 +148,58 @@ def test_metrics_gauge_and_warning(tmp_path, lfw_images):
         assert "face information of 2 individuals is stored (warning at 2" in srv.log()
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_report_on_the_lfw_dev_gallery_import(tmp_path, lfw_images, playwright_api):
+    """`facegate import` of lfw-dev people (the first photo of the first N, on a named legal
+    basis), a counter consent for some, withdrawal of one, one marked deceased: the report's
+    counts equal the database's; its HTML rendered in Chromium is the screenshot of
+    docs/compliance.md. N: FACEGATE_COMPLIANCE_IMPORT (default 120; the whole set takes long)."""
+    import os
+    import sqlite3
+    from tests.browser.support import chromium_path
+    n = int(os.environ.get("FACEGATE_COMPLIANCE_IMPORT", "120"))
+    people = sorted(p for p in lfw_images.iterdir() if p.is_dir())[:n]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("subject_id,name,path\n" + "".join(
+        f"LFW-{i:05d},{p.name},{sorted(p.glob('*.jpg'))[0]}\n" for i, p in enumerate(people)))
+    env = {**os.environ, "FACEGATE_DATA_DIR": str(tmp_path / "data"), "FACEGATE_DATA_KEY": "",
+           "FACEGATE_DATA_KEY_FILE": "", "FACEGATE_CONSENT_REQUIRED": "1"}
+    env.pop("FACEGATE_DATABASE_URL", None)
+    # without a consent record or a legal basis the import stores nothing
+    out = cli(env, "import", str(manifest), "--limit", "3", "--workers", "1", "--no-progress", "--json", check=False)
+    db = tmp_path / "data" / "facegate.db"
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM templates").fetchone()[0] == 0, out.stdout
+        c.execute("DELETE FROM import_items")
+    env["FACEGATE_CONSENT_LEGAL_BASIS"] = "statute: Social Insurance Law, pension eligibility (test)"
+    cli(env, "import", str(manifest), "--workers", "2", "--no-progress", "--json", "--policy", "largest")
+    cli(env, "notices", "publish", str(NOTICE))
+    for i in range(0, n, 3):
+        cli(env, "consent", "record", f"LFW-{i:05d}", "--channel", "counter")
+    cli(env, "consent", "withdraw", "LFW-00000")
+    data = json.loads(cli(env, "compliance", "report", "--json").stdout)
+    with sqlite3.connect(db) as c:
+        stored = c.execute("SELECT count(DISTINCT subject_pk) FROM templates").fetchone()[0]
+        family = c.execute("SELECT count(DISTINCT subject_pk) FROM template_family").fetchone()[0]
+        consented = c.execute("SELECT count(DISTINCT r.subject_id) FROM consent_records r JOIN subjects s ON "
+                              "s.subject_id = r.subject_id JOIN templates t ON t.subject_pk = s.pk "
+                              "WHERE r.decision = 'given' AND r.withdrawn_at IS NULL").fetchone()[0]
+        basis = c.execute("SELECT count(*) FROM audit_log WHERE operation = 'template.add' AND detail LIKE "
+                          "'%legal_basis%'").fetchone()[0]
+    assert stored > n // 2 and data["filing"]["stored_individuals"] == stored
+    assert data["filing"]["by_kind"]["templates"] == stored and data["filing"]["by_kind"]["template_family"] == family
+    assert data["filing"]["by_purpose"]["pension_certification"] == consented
+    assert data["consent"]["stored_without_any_consent"] == stored - consented
+    assert data["consent"]["withdrawn"] == 1 and basis == stored + 1      # every import row names the basis
+    out = tmp_path / "report.html"
+    cli(env, "compliance", "report", "--html", "--output", str(out))
+    browser = playwright_api.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto(out.as_uri())
+        assert page.text_content("#stored").strip() == f"{stored:,}"
+        page.screenshot(path=str(DOCS_IMG / "compliance-report.png"), full_page=True)
+    finally:
+        browser.close()
