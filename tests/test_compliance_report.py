@@ -203,3 +203,27 @@ def test_report_on_the_lfw_dev_gallery_import(tmp_path, lfw_images, playwright_a
         page.screenshot(path=str(DOCS_IMG / "compliance-report.png"), full_page=True)
     finally:
         browser.close()
+
+
+def test_export_restore_keeps_notices_consents_minors_and_withdrawals(populated, tmp_path_factory):
+    from facegate.storage import backup
+    from facegate.storage.store import Store
+    from facegate.workflows.compliance import report
+    store, data = populated
+    path = data / "export.jsonl.gz"
+    backup.export(store, path)
+    other = tmp_path_factory.mktemp("restored")
+    (other / "data.key").write_bytes((data / "data.key").read_bytes())
+    target = Store.open(make_settings(other, "", consent_required=True))
+    try:
+        backup.restore(target, path)
+        a, b = report.build(store), report.build(target)
+        for part in ("filing", "consent", "subjects"):
+            assert a[part] == b[part], part
+        with target.db.connect() as conn:
+            recs = consents.subject_records(conn, "M-1")
+        assert recs[0]["guardian"] == {"name": "Li", "relation": "parent"} and recs[0]["notice_version"] == 1
+        assert target.get_subject("W-1")["withdrawn_at"] and target.get_subject("M-1")["minor"]
+        assert notices.current(target.db)["texts"] == notices.current(store.db)["texts"]
+    finally:
+        target.close()
