@@ -250,3 +250,27 @@ def test_withdrawal_by_cli(server):
     out = json.loads(cli(server.env, "consent", "withdraw", "W-1", "--reason", "letter", "--json").stdout)
     assert out["records_withdrawn"] == 1 and out["erased"]["templates"] == 0
     assert "unknown_subject" in cli(server.env, "consent", "withdraw", "NOPE", check=False).stderr
+
+
+def test_withdrawal_racing_enrolments_leaves_no_face(server, lfw_images):
+    """Enrolments and a withdrawal sent at once: whichever commits first, no template of the
+    person is left, and every refused enrolment says consent_withdrawn."""
+    import concurrent.futures as cf
+    photos = [(lfw_images / "Abdullah_Gul" / f"Abdullah_Gul_000{i}.jpg").read_bytes() for i in (2, 3, 4)]
+    for round_ in range(3):
+        sid = f"R-{round_}"
+        subject(server, sid)
+        assert call(server, "operator", "POST", f"/v1/subjects/{sid}/consents", json={}).status_code == 201
+        with cf.ThreadPoolExecutor(4) as pool:
+            enrols = [pool.submit(call, server, "admin", "POST", f"/v1/subjects/{sid}/faces",
+                                  files={"image": ("f.jpg", p)}, data={"allow_duplicate": "true"}) for p in photos]
+            time.sleep(0.05 * round_)
+            withdrawal = pool.submit(call, server, "operator", "POST", f"/v1/subjects/{sid}/consent/withdraw")
+            answers = [f.result() for f in enrols]
+            assert withdrawal.result().status_code == 200, withdrawal.result().text
+        for r in answers:
+            assert r.status_code == 201 or r.json()["code"] == "consent_withdrawn", r.text
+        held = db_rows(server, "SELECT count(*) FROM templates t JOIN subjects s ON s.pk = t.subject_pk "
+                               "WHERE s.subject_id = ?", sid)[0][0]
+        erased = withdrawal.result().json()["erased"]["templates"]
+        assert held == 0 and erased == sum(r.status_code == 201 for r in answers), (held, erased, answers)
