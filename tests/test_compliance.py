@@ -155,6 +155,10 @@ def test_no_capture_without_consent_to_the_current_notice(server, lfw_images):
                  json={"decision": "given", "notice_version": 1}), 409, "notice_version_stale")
     problem(call(server, None, "POST", f"/v1/liveness/sessions/{sid}/consent", headers=tok,
                  json={"decision": "maybe", "notice_version": 2}), 422, "invalid_request")
+    # another key may not answer for this session (its owner's), nor an unknown one
+    other = create_key(server.env, "app")["key"]
+    problem(httpx.post(server.url + f"/v1/liveness/sessions/{sid}/consent", headers={"X-API-Key": other},
+                       json={"decision": "given", "notice_version": 2}), 404, "liveness_session_unknown")
     assert db_rows(server, "SELECT count(*) FROM liveness_frames WHERE session_id=?", sid)[0][0] == 0
     r = call(server, None, "POST", f"/v1/liveness/sessions/{sid}/consent", headers=tok,
              json={"decision": "given", "notice_version": 2})

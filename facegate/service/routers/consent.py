@@ -47,7 +47,7 @@ async def capture_consent(session_id: str, body: CaptureConsentIn, request: Requ
     who = (auditing.caller(request, caller.key) if caller.key is not None
            else Actor(caller.actor, caller.owner, None, getattr(request.state, "request_id", None)))
     return await run_in_threadpool(flows.answer_on_capture, st.db, st.settings, session_id, body.decision,
-                                   body.notice_version, who)
+                                   body.notice_version, who, caller.owner)
 
 
 @router.post("/v1/subjects/{subject_id}/consents", status_code=201, response_model=ConsentOut)

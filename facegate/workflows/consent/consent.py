@@ -7,6 +7,8 @@ change log), and on SQLite checkpoints the WAL so no byte of the erased rows sta
 """
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 
 from facegate.errors import FacegateError
@@ -27,13 +29,18 @@ def notice_for_capture(db: sa.Engine, session_id: str, settings) -> dict:
 
 
 def answer_on_capture(db: sa.Engine, settings, session_id: str, decision: str, notice_version: int,
-                      who: Actor) -> dict:
+                      who: Actor, owner: str | None = None) -> dict:
     """The person's answer on the capture page (channel ``capture_page``), for the session's
     purpose. Declined: the session closes with ``consent_declined`` (nothing is captured) and
     the answer carries the deployer's alternative in both languages."""
     with write_transaction(db) as conn:
-        purpose = conn.execute(sa.select(liveness_sessions.c.purpose).where(
-            liveness_sessions.c.id == session_id)).scalar()
+        row = conn.execute(sa.select(liveness_sessions.c.purpose, liveness_sessions.c.owner,
+                                     liveness_sessions.c.expires_at).where(liveness_sessions.c.id == session_id)).one_or_none()
+        if row is None or (owner is not None and row.owner is not None and row.owner != owner):
+            raise FacegateError("liveness_session_unknown")      # another key's session is not ours to answer
+        if time.time() > row.expires_at:
+            raise FacegateError("liveness_session_expired")
+        purpose = row.purpose
         rec = consents.record(conn, purpose=consents.purpose_of(purpose, settings), notice_version=notice_version,
                               channel="capture_page", decision=decision, recorded_by=who.actor,
                               session_id=session_id, actor_fields=who.fields())
