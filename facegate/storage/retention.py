@@ -246,6 +246,11 @@ def acquire(db: sa.Engine, holder: str, lease_s: float, interval_s: float | None
     """Take the purge lease unless another holder has it (or, with ``interval_s``, unless a run
     started within it: one purge per interval across replicas)."""
     now = _real_now()
+    with db.connect() as conn:      # the usual answer (another replica ran this interval) without the write lock
+        row = conn.execute(sa.select(retention_runs).where(retention_runs.c.name == "purge")).one_or_none()
+    if row is not None and interval_s and _aware(row.last_started_at) is not None \
+            and _aware(row.last_started_at) + timedelta(seconds=interval_s) > now:
+        return False
     with write_transaction(db) as conn:
         row = conn.execute(sa.select(retention_runs).where(retention_runs.c.name == "purge")).one_or_none()
         if row is None:
