@@ -278,3 +278,17 @@ def test_withdrawal_racing_enrolments_leaves_no_face(server, lfw_images):
                                "WHERE s.subject_id = ?", sid)[0][0]
         erased = withdrawal.result().json()["erased"]["templates"]
         assert held == 0 and erased == sum(r.status_code == 201 for r in answers), (held, erased, answers)
+
+
+def test_erasure_goes_through_the_registry_and_a_new_subject_does_not_inherit_consent(server, lfw_images):
+    photo = (lfw_images / "Aaron_Sorkin" / "Aaron_Sorkin_0002.jpg").read_bytes()
+    subject(server, "E-1")
+    assert call(server, "operator", "POST", "/v1/subjects/E-1/consents", json={}).status_code == 201
+    assert enrol(server, "E-1", photo).status_code == 201
+    assert call(server, "admin", "DELETE", "/v1/subjects/E-1").status_code == 204
+    detail = json.loads(db_rows(server, "SELECT detail FROM audit_log WHERE operation='subject.erase' "
+                                        "AND subject_id='E-1'")[-1][0])
+    assert detail["erased"]["templates"] == 1 and detail["erased"]["template_family"] == 1
+    problem(call(server, "operator", "POST", "/v1/subjects/E-1/consents", json={}), 404, "unknown_subject")
+    subject(server, "E-1")                              # another person under the same external id
+    problem(enrol(server, "E-1", photo), 403, "consent_required")

@@ -29,7 +29,9 @@ from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import open_database, write_transaction
 from facegate.storage.family import FamilyStore, insert_family
 from facegate.storage.reads import StoreReads
-from facegate.storage.schema import change_log, import_items, store_info, subjects, template_family, templates
+from facegate.storage.erasure import erase_face_data
+from facegate.storage.schema import (change_log, consent_records, import_items, store_info, subjects, template_family,
+                                     templates)
 from facegate.vocab import SUBJECT_STATUSES
 
 log = logging.getLogger(__name__)
@@ -223,13 +225,16 @@ class Store(FamilyStore, StoreReads):
             row = self._subject_row(conn, subject_id)
             tmpl = conn.execute(sa.select(templates.c.id, templates.c.pack_id)
                                 .where(templates.c.subject_pk == row.pk)).all()
-            log_changes(conn, "remove", [(t.id, row.pk, t.pack_id) for t in tmpl])
-            family = conn.execute(template_family.delete().where(template_family.c.subject_pk == row.pk)).rowcount
-            conn.execute(templates.delete().where(templates.c.subject_pk == row.pk))
+            erased = erase_face_data(conn, row.pk, subject_id)     # every kind of face data, one function
+            # a later subject under the same id must not inherit this person's consent
+            conn.execute(consent_records.update().where(consent_records.c.subject_id == subject_id,
+                                                        consent_records.c.withdrawn_at.is_(None))
+                         .values(withdrawn_at=utcnow(), withdrawn_by=actor))
             conn.execute(import_items.delete().where(import_items.c.subject_id == subject_id))
             conn.execute(subjects.delete().where(subjects.c.pk == row.pk))
             audit.append(conn, actor=actor, operation=operation, outcome="ok", subject_id=subject_id,
-                         detail={"templates_removed": len(tmpl), "family_removed": family, "reason": reason})
+                         detail={"templates_removed": len(tmpl), "family_removed": erased["template_family"],
+                                 "erased": erased, "reason": reason})
         if self.backend == "sqlite":
             self.checkpoint()
         return {"subject_id": subject_id, "templates_removed": len(tmpl), "face_ids": [t.id for t in tmpl]}
