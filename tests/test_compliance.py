@@ -281,7 +281,7 @@ def test_withdrawal_racing_enrolments_leaves_no_face(server, lfw_images):
 
 
 def test_erasure_goes_through_the_registry_and_a_new_subject_does_not_inherit_consent(server, lfw_images):
-    photo = (lfw_images / "Aaron_Sorkin" / "Aaron_Sorkin_0002.jpg").read_bytes()
+    photo = (lfw_images / "Adam_Sandler" / "Adam_Sandler_0001.jpg").read_bytes()
     subject(server, "E-1")
     assert call(server, "operator", "POST", "/v1/subjects/E-1/consents", json={}).status_code == 201
     assert enrol(server, "E-1", photo).status_code == 201
