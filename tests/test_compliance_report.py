@@ -200,7 +200,9 @@ def test_report_on_the_lfw_dev_gallery_import(tmp_path, lfw_images, playwright_a
         page = browser.new_page(viewport={"width": 1100, "height": 1400})
         page.goto(out.as_uri())
         assert page.text_content("#stored").strip() == f"{stored:,}"
-        page.screenshot(path=str(DOCS_IMG / "compliance-report.png"), full_page=True)
+        # the docs' screenshot only from the documented run (FACEGATE_COMPLIANCE_IMPORT=600)
+        shot = DOCS_IMG / "compliance-report.png" if os.environ.get("FACEGATE_COMPLIANCE_IMPORT") else tmp_path / "r.png"
+        page.screenshot(path=str(shot), full_page=True)
     finally:
         browser.close()
 
