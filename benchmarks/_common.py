@@ -96,6 +96,9 @@ class ServerProcess:
         self.env = {**os.environ, "FACEGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
                     **{f"FACEGATE_{k.upper()}": str(v) for k, v in settings.items()}, **(env or {})}
         self.env.pop("FACEGATE_DATABASE_URL", None)
+        # Benchmarks measure matching and liveness, not consent: their servers do not ask for it
+        # unless a caller says so (consent_required=1, as tests/test_compliance.py does).
+        self.env.setdefault("FACEGATE_CONSENT_REQUIRED", "0")
         self.workers = workers
         self.serve_args = tuple(serve_args)
         self.checkout = Path(checkout)        # the facegate served (another checkout's, to compare)

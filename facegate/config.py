@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facegate.vocab import INDEX_KINDS, PERIOD_KINDS
+from facegate.vocab import INDEX_KINDS, PERIOD_KINDS, PURPOSES
 
 
 def _default_model_dir() -> str:
@@ -70,7 +70,6 @@ class Settings:
                                           # grace (deploy/compose.yaml: stop_grace_period 30s), over the slowest request
     keep_reference: bool = True           # keep an encrypted face crop of each enrolment photo (the console shows it to
                                           # reviewers; `templates reembed` rebuilds templates from it); 0 = none kept
-    evidence_retention_days: int = 30     # a reviewed case's evidence frames are deleted this long after a person decided
     console_idle_min: float = 15.0        # operator console: a session unused this long ends
     console_absolute_h: float = 8.0       # ... and every session ends this long after sign-in
     console_max_failures: int = 5         # failed sign-ins in a row before the operator is locked out
@@ -112,6 +111,23 @@ class Settings:
     liveness_pose_every_moving: int = 1   # ... and on every n-th frame while it turns or nods
     liveness_intra_op_threads: int = 1    # threads of each liveness model (a capture is one request's work)
     liveness_detect_every: int = 5        # detector on every n-th frame; the 68 points carry the box in between
+    # ---- the 2025 face-recognition rules (docs/compliance.md says which article each serves)
+    consent_required: bool = True         # captures and enrolments need a consent record of the current notice
+    consent_legal_basis: str = ""         # enrolment without a consent record on this named legal basis instead
+                                          # (e.g. a statute); recorded in each enrolment's audit row
+    default_purpose: str = "pension_certification"   # the purpose of an enrolment or capture that names none
+    retention_liveness_frames_days: float = 0.0       # frames of a judged or expired capture (deleted when judged)
+    retention_liveness_sessions_days: float = 1.0     # session rows (the live face's embedding) after expiry
+    retention_withdrawn_days: float = 0.0             # subject rows after consent was withdrawn (faces: at once)
+    retention_deceased_days: float = 30.0             # templates of subjects marked deceased
+    retention_certification_periods: int = 2          # certification captures: embeddings of this many periods
+    retention_decision_evidence_days: float = 30.0    # kept decision evidence after a person decided (console)
+    retention_operator_sessions_days: float = 30.0    # operator sessions after they ended (console)
+    retention_audit_days: float = 5 * 366.0           # audit rows, archived with the chain's head
+    retention_interval_s: float = 3600.0  # the in-service purge: one replica per interval (0 = off)
+    retention_lease_s: float = 600.0      # a purge that died holds its lease this long at most
+    filing_threshold: int = 100_000       # individuals whose face information is stored: the filing count (备案)
+    stored_individuals_warn: int = 90_000  # the service logs a warning at or over this count
 
     def __post_init__(self):
         for name, allowed in _CLOSED.items():
@@ -141,7 +157,7 @@ class Settings:
 
 
 _FIELD_NAMES = {f.name for f in dataclasses.fields(Settings)}
-_CLOSED = {"index_kind": ("auto", *INDEX_KINDS), "cert_period": PERIOD_KINDS}
+_CLOSED = {"index_kind": ("auto", *INDEX_KINDS), "cert_period": PERIOD_KINDS, "default_purpose": PURPOSES}
 
 
 def _coerce(cls, name: str, value):

@@ -46,6 +46,13 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "unknown_case": (404, "No such review case."),
     "case_claimed": (409, "Another reviewer holds this case."),
     "case_decided": (409, "This case was already decided."),
+    "notice_invalid": (422, "The notice file is missing a required field or language, or exceeds its bounds."),
+    "notice_missing": (409, "No notice is published; consent cannot be asked (facegate notices publish FILE)."),
+    "notice_version_stale": (409, "The consent names a notice version that is not the current one."),
+    "consent_required": (403, "No consent of the current notice version is recorded for this purpose."),
+    "consent_declined": (403, "The person declined consent; use the way without a face."),
+    "consent_withdrawn": (410, "The person withdrew consent; their face information was erased."),
+    "guardian_consent_required": (403, "The subject is under 14: a guardian's consent record is required."),
     "method_not_allowed": (405, "This route does not accept that HTTP method."),
     "internal_error": (500, "An unexpected error occurred; it has been logged."),
 }

@@ -33,7 +33,7 @@ CertOutcome = Literal["certified", "failed", "manual_review"]
 CERT_OUTCOMES: tuple[str, ...] = get_args(CertOutcome)
 ManualOutcome = Literal["certified", "failed"]
 MANUAL_OUTCOMES: tuple[str, ...] = get_args(ManualOutcome)
-CertStatus = Literal["certified", "due", "overdue", "failed", "manual_review"]
+CertStatus = Literal["certified", "due", "overdue", "failed", "manual_review", "alternative_offered"]
 CERT_STATUSES: tuple[str, ...] = get_args(CertStatus)
 CertMethod = Literal["face", "manual"]
 CERT_METHODS: tuple[str, ...] = get_args(CertMethod)
@@ -88,6 +88,38 @@ EVIDENCE_KINDS: tuple[str, ...] = get_args(EvidenceKind)
 # Certification periods.
 PeriodKind = Literal["year", "half", "quarter", "month"]
 PERIOD_KINDS: tuple[str, ...] = get_args(PeriodKind)
+
+
+# -------------------------------------------------------------- compliance (issue 24, docs/compliance.md)
+# What face information is processed for (a consent names one; the filing count is by purpose).
+Purpose = Literal["pension_certification", "identity_verification", "kiosk_service"]
+PURPOSES: tuple[str, ...] = get_args(Purpose)
+
+# Where a consent was given or recorded.
+ConsentChannel = Literal["capture_page", "counter", "cli", "api"]
+CONSENT_CHANNELS: tuple[str, ...] = get_args(ConsentChannel)
+
+# What the person answered (a declined consent is a record too: the page told them the way without a face).
+ConsentDecision = Literal["given", "declined"]
+CONSENT_DECISIONS: tuple[str, ...] = get_args(ConsentDecision)
+
+# Who consents for a person under 14 (Art. on minors): the guardian's relation to the child.
+GuardianRelation = Literal["parent", "legal_guardian"]
+GUARDIAN_RELATIONS: tuple[str, ...] = get_args(GuardianRelation)
+
+# The ways without a face (不得作为唯一方式): how a person is certified without face recognition.
+AlternativeMethod = Literal["counter", "home_visit", "video_call", "document"]
+ALTERNATIVE_METHODS: tuple[str, ...] = get_args(AlternativeMethod)
+
+# Classes of data under a retention rule (storage/retention.py holds the registry: one rule per class).
+DataClass = Literal["liveness_frames", "liveness_sessions", "withdrawn_face_data", "deceased_face_data",
+                    "certification_captures", "decision_evidence", "operator_sessions", "audit_rows"]
+DATA_CLASSES: tuple[str, ...] = get_args(DataClass)
+
+# The fields of a notice, each in zh-CN and en (notices publish refuses a file without any of them).
+NOTICE_FIELDS: tuple[str, ...] = ("processor_name", "processor_contact", "purpose", "method", "retention", "rights",
+                                  "alternative")
+NOTICE_LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
 
 
 def check_sql(column: str, values: tuple[str, ...]) -> str:

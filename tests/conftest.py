@@ -10,6 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The service asks for consent by default (FACEGATE_CONSENT_REQUIRED, docs/compliance.md). The tests of
+# matching, liveness and storage enrol and capture without a notice; the compliance tests and the
+# capture page's browser tests turn it on for their own servers.
+os.environ.setdefault("FACEGATE_CONSENT_REQUIRED", "0")
+os.environ.setdefault("FACEGATE_RETENTION_INTERVAL_S", "0")    # the in-service purge: on in tests/test_retention.py
+
 
 def shared_dir() -> Path | None:
     env = os.environ.get("FACEGATE_SHARED")

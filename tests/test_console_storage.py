@@ -149,9 +149,15 @@ def test_evidence_is_encrypted_audited_when_viewed_resealed_by_rotation_and_purg
     # decided: the evidence stays for the retention period, then goes
     decided = desk.decide(case_id, "certified", "seen in person with the ID card", operator="ana", who=who)
     assert decided["certification"]["operator"] == "ana" and decided["certification"]["method"] == "manual"
-    assert desk.purge() == 0
-    later = desk_module.utcnow() + timedelta(days=desk.settings.evidence_retention_days, seconds=1)
-    assert desk.purge(later) == 3
+    from facegate.storage import retention
+    from facegate.storage.db import write_transaction
+    with gallery.store.db.connect() as conn:
+        assert retention.backlog(conn, desk.settings)["decision_evidence"] == 0
+        later = desk_module.utcnow() + timedelta(days=desk.settings.retention_decision_evidence_days, seconds=1)
+        assert retention.backlog(conn, desk.settings, later)["decision_evidence"] == 3
+    with write_transaction(gallery.store.db) as conn:
+        rule = {r.name: r for r in retention.RULES}["decision_evidence"]
+        assert rule.purge(conn, later, desk.settings, 200, {}) == 3
     with gallery.store.db.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM review_evidence")).scalar() == 0
 

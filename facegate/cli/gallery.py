@@ -58,7 +58,10 @@ def register(sub) -> None:
     p.add_argument("--name")
     p.add_argument("--status", default="active", choices=SUBJECT_STATUSES)
     p.add_argument("--metadata", help="JSON object")
-    p.add_argument("--consent-by", help="who recorded the biometric consent")
+    p.add_argument("--minor", action="store_true", help="under 14: a guardian's consent record is needed "
+                   "before enrolment or capture (facegate consent record ... --guardian-name)")
+    p.add_argument("--consent-by", help="who recorded the biometric consent (free text of old; the consent "
+                   "record is `facegate consent record`)")
     p.add_argument("--consent-purpose", help="what the subject consented to, e.g. 'pension life certificate'")
     p.add_argument("--consent-at", help="when (ISO-8601; default now)")
     p.set_defaults(func=cmd_subjects_add)
@@ -150,7 +153,8 @@ def cmd_subjects_add(args) -> int:
     store = _store()
     try:
         s = store.add_subject(args.subject_id, name=args.name, status=args.status,
-                              metadata=_json_arg(args.metadata, "--metadata"), consent=consent, actor=cli_actor())
+                              metadata=_json_arg(args.metadata, "--metadata"), consent=consent, actor=cli_actor(),
+                              minor=args.minor)
     finally:
         store.close()
     _out(args, s, f"added {s['subject_id']} ({s['status']})")

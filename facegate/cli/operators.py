@@ -1,4 +1,4 @@
-"""Console operators: ``operators add|list|disable|reset-mfa`` and ``review purge``.
+"""Console operators: ``operators add|list|disable|reset-mfa``.
 
 Each change is one write transaction with its audit row (``operator.add``, ``operator.disable``,
 ``operator.reset_mfa``), attributed to ``cli:<user>``. A password is read from standard input
@@ -51,12 +51,6 @@ def register(sub) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_reset_mfa)
 
-    rv = sub.add_parser("review", help="the review desk: decisions that went to a person")
-    rsub = rv.add_subparsers(dest="review_command", required=True)
-    p = rsub.add_parser("purge", help="delete evidence of cases decided more than FACEGATE_EVIDENCE_RETENTION_DAYS ago")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_purge)
-
 
 def _password(args) -> str | None:
     if args.sso_only:
@@ -96,10 +90,3 @@ def cmd_reset_mfa(args) -> int:
     out = _operators().reset_mfa(args.name, actor=cli_actor())
     return _print(args, out, f"operator {out['name']}: second factor reset; enrols again at the next sign-in")
 
-
-def cmd_purge(args) -> int:
-    from facegate.workflows.certification.ledger import CertificationLedger
-    from facegate.workflows.review.desk import ReviewDesk
-    settings, store = _store()
-    n = ReviewDesk(settings, store, CertificationLedger(settings, store)).purge()
-    return _print(args, {"images_removed": n}, f"{n} evidence image(s) removed")

@@ -34,6 +34,7 @@ import numpy as np
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.images import face_crop_jpeg
+from facegate.storage import consents
 from facegate.storage.store import Store
 from facegate.gallery.second_opinion import Ranking, decision_fmr, points_for, rescore
 from facegate.gallery.vectors import VectorIndex
@@ -270,13 +271,13 @@ class Gallery:
 
     # ------------------------------------------------------------------ operations
     def enrol(self, subject_id: str, image_bytes: bytes, source: str = "api", allow_duplicate: bool = False,
-              actor: str = "system", duplicate_fmr: float | None = None) -> dict:
+              actor: str = "system", duplicate_fmr: float | None = None, purpose: str | None = None) -> dict:
         """Detect the one face in the photo, check it is not someone else's, store and index it."""
         face = self.engine.face(image_bytes, policy="single", min_face_px=self.settings.min_enrol_face_px)
         return self.enrol_embedding(subject_id, face.embedding, face.quality, source=source,
                                     allow_duplicate=allow_duplicate, image=image_bytes, actor=actor,
                                     duplicate_fmr=duplicate_fmr, second=self.engine.second_embedding(face),
-                                    reference=self.reference_of(image_bytes, face))
+                                    reference=self.reference_of(image_bytes, face), purpose=purpose)
 
     def reference_of(self, image: bytes | np.ndarray, face) -> tuple[bytes, int, int] | None:
         """The photo's face crop kept for reviewers and re-embedding (None when
@@ -289,7 +290,8 @@ class Gallery:
     def enrol_embedding(self, subject_id: str, embedding: np.ndarray, quality=None, source: str = "api",
                         allow_duplicate: bool = False, image: bytes | None = None, actor: str = "system",
                         import_item: dict | None = None, duplicate_fmr: float | None = None,
-                        second: np.ndarray | None = None, reference: tuple[bytes, int, int] | None = None) -> dict:
+                        second: np.ndarray | None = None, reference: tuple[bytes, int, int] | None = None,
+                        purpose: str | None = None) -> dict:
         """Enrol an embedding made by this gallery's engine (pack) from a checked photo, with
         ``second``, the same face by the pack's second opinion, stored beside it when given.
 
@@ -300,6 +302,9 @@ class Gallery:
         process) are compared exactly, so the same face enrolled at once under two ids is
         accepted once."""
         self.store.require_subject(subject_id)             # unknown_subject before any search
+        purpose = consents.purpose_of(purpose, self.settings)
+        with self.store.db.connect() as conn:               # refused before any search; checked again at insert
+            consents.require_enrolment(conn, subject_id, purpose, self.settings)
         self.sync()
         synced = self.applied_seq
         # the all-probes 1:N point, not the photo's quality band (see docs/engine.md)
@@ -317,12 +322,21 @@ class Gallery:
             if found:
                 raise _DuplicateFound(found)
 
+        basis: dict = {}
+
+        def checks(conn) -> None:
+            # under the write lock: a withdrawal committed since the check above refuses this insert
+            basis.update(consents.require_enrolment(conn, subject_id, purpose, self.settings))
+            if not allow_duplicate:
+                no_late_duplicate(conn)
+
         score, detail = _quality_dict(quality)
         try:
             rec = self.store.add_template(subject_id, embedding, self.pack_id, quality=score, quality_detail=detail,
                                           source=source, image=image, import_item=import_item, actor=actor,
-                                          audit_detail={"duplicate_of": [d["subject_id"] for d in dups]} if dups else None,
-                                          check=None if allow_duplicate else no_late_duplicate,
+                                          audit_detail={"consent": basis} | ({"duplicate_of": [d["subject_id"] for d in dups]}
+                                                                            if dups else {}),
+                                          check=checks,
                                           family=self._family(second), reference=reference)
         except _DuplicateFound as late:
             self._refuse_duplicate(subject_id, late.found, actor, source)
@@ -394,6 +408,11 @@ class Gallery:
         out = self.store.delete_template(face_id, actor=actor, subject_id=subject_id)
         self._after_removal()
         return out
+
+    def after_erasure(self) -> None:
+        """Templates were erased by another path (withdrawal, the retention purge): drop them
+        from the index and rewrite the snapshot now."""
+        self._after_removal()
 
     def _after_removal(self) -> None:
         # The snapshot on disk still holds the removed vectors: rewrite it now.

@@ -38,6 +38,7 @@ from facegate.liveness.judge import Observations
 from facegate.liveness.tracker import Continuation, FrameObservation
 from facegate.liveness.challenge import draw_challenge
 from facegate.liveness.tokens import capture_token, token_matches
+from facegate.storage import consents
 from facegate.storage.aad import frame_aad, held_frame_aad, live_embedding_aad, observation_aad
 from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import write_transaction
@@ -230,6 +231,7 @@ class LivenessSessions:
         with write_transaction(self.db) as conn:
             row = self._row(conn, session_id, owner, lock=True)
             self._check_pending(row, nonce)
+            consents.require_capture(conn, row, s)     # no frame stored without consent to the current notice
             if frames and row.last_t is not None and float(frames[0][0]) <= row.last_t:
                 if self._repeats_last(conn, row, [float(t) for t, _ in frames]):
                     return row.frames

@@ -21,6 +21,7 @@ them).
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import time
 from contextlib import asynccontextmanager, suppress
@@ -38,9 +39,9 @@ from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
 from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
-from facegate.service.routers import (audit, certifications, compare, console, identify, kiosk, liveness, subjects,
-                                      verify)
-from facegate.storage import changefeed, ratelimits
+from facegate.service.routers import (audit, certifications, compare, consent, console, identify, kiosk, liveness,
+                                      subjects, verify)
+from facegate.storage import changefeed, erasure, ratelimits, retention
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
 from facegate.workflows.review.desk import ReviewDesk
@@ -48,7 +49,7 @@ from facegate.workflows.review.operators import Operators
 
 log = logging.getLogger("facegate.service")
 
-ROUTERS = (subjects, verify, identify, compare, audit, certifications, kiosk, liveness, console)
+ROUTERS = (subjects, verify, identify, compare, audit, consent, certifications, kiosk, liveness, console)
 
 
 def _load(settings: Settings) -> ServiceState:
@@ -120,9 +121,44 @@ async def _sync_loop(st: ServiceState, wake: asyncio.Event) -> None:
             if now - pruned_at >= ratelimits.REFILL_S:
                 pruned_at = now
                 await run_in_threadpool(ratelimits.prune, st.db)
-                await run_in_threadpool(st.review.purge)      # evidence past its retention
         except Exception:  # logged by sync_index; /readyz turns 503 until a sync succeeds
             pass
+
+
+def _stored_individuals(st: ServiceState) -> int:
+    with st.db.connect() as conn:
+        n = erasure.count_stored(conn)
+    metrics.STORED_INDIVIDUALS.set(n)
+    return n
+
+
+async def _compliance_loop(st: ServiceState) -> None:
+    """The filing count and the retention purge, inside the service: the stored-individuals
+    gauge every minute, with a warning log at or over ``stored_individuals_warn`` (again after
+    it fell below); the purge every ``retention_interval_s`` (0: off) on one replica at a time
+    (:func:`facegate.storage.retention.run`: a lease row, one run per interval across replicas)."""
+    s = st.settings
+    holder = f"replica:{os.uname().nodename}:{os.getpid()}"
+    warned = False
+    while True:
+        try:
+            n = await run_in_threadpool(_stored_individuals, st)
+            over = n >= s.stored_individuals_warn
+            if over and not warned:
+                log.warning("face information of %d individuals is stored (warning at %d; the filing threshold is "
+                            "%d): see facegate compliance report", n, s.stored_individuals_warn, s.filing_threshold)
+            warned = over
+            if s.retention_interval_s > 0:
+                out = await run_in_threadpool(retention.run, st.gallery.store, holder, False, "retention:" + holder,
+                                              s.retention_interval_s)
+                for name, count in (out.get("counts") or {}).items():
+                    if count:
+                        metrics.RETENTION_PURGED.labels(name).inc(count)
+                if any((out.get("counts") or {}).values()):
+                    await run_in_threadpool(st.gallery.after_erasure)
+        except Exception:
+            log.exception("compliance loop")
+        await asyncio.sleep(min(60.0, max(1.0, s.retention_interval_s)) if s.retention_interval_s > 0 else 60.0)
 
 
 def _start_feed(st: ServiceState, wake: asyncio.Event) -> changefeed.Listener | None:
@@ -164,9 +200,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         wake = asyncio.Event()
         st.listener = _start_feed(st, wake)
         task = asyncio.create_task(_sync_loop(st, wake))
+        compliance = asyncio.create_task(_compliance_loop(st))
         try:
             yield
         finally:
+            compliance.cancel()
             if st.listener is not None:
                 await run_in_threadpool(st.listener.stop)
             task.cancel()

@@ -22,7 +22,7 @@ from facegate.storage.apikeys import ApiKey, hash_key
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"*"}),
     "operator": frozenset({"subjects:read", "subjects:write", "faces:write", "certifications:read",
-                           "certify:manual"}),
+                           "certify:manual", "consent:write", "consent:withdraw"}),
     # The kiosk software (on the kiosk's own computer, not in its browser) searches the gallery
     # for people without an ID card; the pension app's backend never needs to: a device
     # credential must not turn any photo into a subject id with a score.

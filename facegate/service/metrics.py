@@ -51,6 +51,12 @@ DATA_KEY_CHANGED = Gauge("facegate_data_key_file_changed_timestamp_seconds",
                          "first); no sample when the key comes from FACEGATE_DATA_KEY", ["key_id"],
                          multiprocess_mode="min")
 
+STORED_INDIVIDUALS = Gauge("facegate_stored_individuals", "Individuals whose face information is stored now "
+                           "(templates, second opinions, certification captures, live faces): the filing count "
+                           "against FACEGATE_FILING_THRESHOLD (docs/compliance.md)", multiprocess_mode="max")
+RETENTION_PURGED = Counter("facegate_retention_purged_total", "Rows purged by this process's retention runs",
+                           ["data_class"])
+
 UNREGISTERED_KIOSK = "unregistered"
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facegate.errors import ERROR_CODES
-from facegate.vocab import (CertMethod, CertOutcome, CertStatus, Decision, Identification, KioskMode, RefusalCause,
+from facegate.vocab import (AlternativeMethod, ManualOutcome, ConsentChannel, ConsentDecision, GuardianRelation, Purpose,
+                            CertMethod, CertOutcome, CertStatus, Decision, Identification, KioskMode, RefusalCause,
                             SignalKind, SubjectStatus)
 
 
@@ -105,7 +106,10 @@ class SubjectCreate(SubjectFields):
     metadata: dict[str, Any] | None = Field(default=None, description=f"free-form JSON object: at most "
                                             f"{FREE_JSON_MAX_BYTES} bytes, {FREE_JSON_MAX_DEPTH} levels")
     consent: dict[str, Any] | None = Field(default=None, description="who consented, when, for what purpose "
-                                           "(bounded like metadata)")
+                                           "(bounded like metadata; free text of old: consent records are "
+                                           "POST /v1/subjects/{id}/consents)")
+    minor: bool = Field(default=False, description="under 14: a guardian's consent record is needed before "
+                        "enrolment or any capture")
 
 
 class SubjectUpdate(SubjectFields):
@@ -114,6 +118,7 @@ class SubjectUpdate(SubjectFields):
     metadata: dict[str, Any] | None = Field(default=None, description=f"free-form JSON object: at most "
                                             f"{FREE_JSON_MAX_BYTES} bytes, {FREE_JSON_MAX_DEPTH} levels")
     consent: dict[str, Any] | None = None
+    minor: bool | None = None
 
 
 class FaceOut(BaseModel):
@@ -130,6 +135,8 @@ class SubjectOut(BaseModel):
     status: str
     metadata: dict[str, Any] | None = None
     consent: dict[str, Any] | None = None
+    minor: bool = False
+    withdrawn_at: str | None = Field(default=None, description="consent withdrawn then: face information erased")
     created_at: str | None = None
     updated_at: str | None = None
     faces: list[FaceOut] = []
@@ -266,6 +273,8 @@ class CertificationOut(BaseModel):
     period: str
     outcome: CertOutcome
     method: CertMethod
+    alternative: AlternativeMethod | None = Field(default=None, description="the way without a face used")
+    checked_by: str | None = None
     valid_until: str | None = Field(description="the certification holds until then (outcome certified)")
     score: float | None = None
     threshold: float | None = None
@@ -284,7 +293,7 @@ class CertificationStatusItem(BaseModel):
     status: CertStatus
     subject_status: SubjectStatus
     certified_at: str | None = None
-    certified_by: CertMethod | None = None
+    certified_by: CertMethod | AlternativeMethod | None = None
     valid_until: str | None = None
     attempts: int
     last_outcome: CertOutcome | None = None
@@ -297,6 +306,8 @@ class CertificationStatuses(BaseModel):
     period_end: str
     as_of: str
     counts: dict[CertStatus, int]
+    certified_by: dict[str, int] = Field(default={}, description="certified subjects by method: face, manual and "
+                                         "each way without a face")
     items: list[CertificationStatusItem]
     limit: int
     offset: int
@@ -350,6 +361,8 @@ class LivenessSession(BaseModel):
                                       "the capture page or app uses for this session's capture and status calls "
                                       "(Authorization: Bearer), valid until expires_at; shown once")
     result: dict[str, Any] | None = Field(default=None, description="the verdict, once judged")
+    consent: dict[str, Any] | None = Field(default=None, description="status read: whether consent is asked, the "
+                                           "current notice (zh-CN, en) and this session's answer")
 
 
 class CaptureProgress(BaseModel):
@@ -398,3 +411,81 @@ PROBLEM_STATUSES: tuple[int, ...] = tuple(sorted({status for status, _ in ERROR_
 them, since authentication (401, 403), rate limits (429), body limits (413) and capacity (503)
 apply to each; 405 belongs to a path rather than an operation, and a 500 is never part of the
 contract."""
+
+
+# ---------------------------------------------------------------- compliance (docs/compliance.md)
+class Guardian(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    relation: GuardianRelation
+
+
+class ConsentIn(Strict):
+    purpose: Purpose | None = Field(default=None, description="default: FACEGATE_DEFAULT_PURPOSE")
+    notice_version: int | None = Field(default=None, ge=1, le=2**31, description="the version the person was "
+                                       "shown (default: the current one); an older one is refused")
+    channel: ConsentChannel = "counter"
+    decision: ConsentDecision = "given"
+    guardian: Guardian | None = Field(default=None, description="for a subject under 14: who consented for them")
+
+
+class ConsentOut(BaseModel):
+    consent_id: int
+    subject_id: str | None = None
+    liveness_session_id: str | None = None
+    purpose: Purpose
+    notice_version: int
+    channel: ConsentChannel
+    decision: ConsentDecision
+    recorded_by: str
+    guardian: dict[str, Any] | None = None
+    recorded_at: str
+    withdrawn_at: str | None = None
+
+
+class ConsentList(BaseModel):
+    subject_id: str
+    consents: list[ConsentOut]
+
+
+class WithdrawIn(Strict):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class WithdrawalOut(BaseModel):
+    subject_id: str
+    records_withdrawn: int
+    erased: dict[str, int]
+    withdrawn_at: str
+
+
+class CaptureConsentIn(Strict):
+    decision: ConsentDecision
+    notice_version: int = Field(ge=1, le=2**31)
+
+
+class CaptureConsentOut(BaseModel):
+    consent: ConsentOut
+    alternative: dict[str, str] | None = Field(default=None, description="declined: the way without a face, "
+                                               "in each language")
+
+
+class NoticeOut(BaseModel):
+    version: int
+    texts: dict[str, dict[str, str]]
+    sha256: str
+    published_by: str
+    published_at: str
+
+
+class AlternativeIn(Strict):
+    subject_id: str = Field(min_length=1, max_length=128)
+    method: AlternativeMethod
+    checked_by: str = Field(min_length=1, max_length=128, description="who checked the person")
+    note: str = Field(min_length=1, max_length=2000, description="how the person was checked")
+    outcome: ManualOutcome = "certified"
+
+
+class AlternativeOffered(BaseModel):
+    subject_id: str
+    period: str
+    offered_at: str

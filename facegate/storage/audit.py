@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from facegate.storage.db import WRITE_LOCK_KEY, write_transaction
-from facegate.storage.schema import audit_log
+from facegate.storage.schema import audit_log, store_info
 
 GENESIS = "0" * 64
 HASHED_FIELDS = ("ts", "actor", "key_id", "operation", "subject_id", "outcome", "scores", "request_id",
@@ -53,6 +53,16 @@ def row_hash(prev_hash: str, fields: dict) -> str:
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
+ARCHIVE_HEAD = "audit_archive_head"
+IMAGE_VIEW = "evidence.view"      # a person looked at a subject's stored image (the console's evidence and reference photos)
+
+
+def _archive_head(conn: sa.Connection) -> str | None:
+    """The hash of the last row archived by the retention purge (every row may be archived)."""
+    head = conn.execute(sa.select(store_info.c.value).where(store_info.c.name == ARCHIVE_HEAD)).scalar()
+    return json.loads(head)["hash"] if head else None
+
+
 def append(conn: sa.Connection, *, actor: str, operation: str, outcome: str, key_id: str | None = None,
            subject_id: str | None = None, scores=None, request_id: str | None = None,
            client_id: str | None = None, detail=None) -> int:
@@ -60,7 +70,7 @@ def append(conn: sa.Connection, *, actor: str, operation: str, outcome: str, key
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_KEY})
     prev = conn.execute(sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).scalar()
-    prev = prev or GENESIS
+    prev = prev or _archive_head(conn) or GENESIS
     fields = {
         "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         "actor": actor, "key_id": key_id, "operation": operation, "subject_id": subject_id,
@@ -78,8 +88,10 @@ def record(db: sa.Engine, **fields) -> int:
 
 
 def verify(conn: sa.Connection) -> dict:
-    """Walk the chain: ``{"ok", "rows", "first_bad_seq"}``."""
-    prev = GENESIS
+    """Walk the chain: ``{"ok", "rows", "first_bad_seq"}``. Rows archived by the retention purge
+    (:mod:`facegate.storage.retention`) left their last hash as the archive head in
+    ``store_info``: the chain in the database starts there."""
+    prev = _archive_head(conn) or GENESIS
     rows = 0
     result = conn.execution_options(yield_per=5000).execute(sa.select(audit_log).order_by(audit_log.c.seq))
     for row in result.mappings():

@@ -20,12 +20,12 @@ from facegate.storage import audit
 from facegate.storage.aad import embedding_aad, family_aad
 from facegate.storage.db import head_revision, write_transaction
 from facegate.storage.private import open_private
-from facegate.storage.schema import subjects, template_family, templates
+from facegate.storage.schema import consent_records, notices, subjects, template_family, templates
 from facegate.storage.store import Store, json_in, json_out, log_changes, subject_dict
 
 EXPORT_FORMAT = "facegate-export"
-EXPORT_VERSION = 2          # 2: templates carry their "family"; version 1 files (without it) still restore
-READABLE_VERSIONS = (1, 2)
+EXPORT_VERSION = 3          # 2: templates carry their "family"; 3: the notices (header), each subject's consent
+READABLE_VERSIONS = (1, 2, 3)  # records, minor and withdrawn_at; older files still restore
 
 
 def _template_key_ids(conn: sa.Connection) -> list[str]:
@@ -44,6 +44,8 @@ def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
         header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "created_at": iso(utcnow()),
                   "store_id": store.store_id, "schema": head_revision(), "key_ids": sorted(_template_key_ids(conn)),
                   "packs": store.pack_counts(),
+                  "notices": [{k: (iso(v) if k == "published_at" else v) for k, v in r.items()}
+                              for r in conn.execute(sa.select(notices).order_by(notices.c.version)).mappings()],
                   "note": "templates are AES-GCM encrypted; restore needs the data key file (not included)"}
         fh.write(json.dumps(header) + "\n")
         last = 0
@@ -69,8 +71,14 @@ def export(store: Store, path: str | Path, actor: str = "cli") -> dict:
                     "image_enc": base64.b64encode(t["image_enc"]).decode() if t["image_enc"] else None,
                     "quality": t["quality"], "quality_detail": json_out(t["quality_detail"]),
                     "source": t["source"], "created_at": iso(t["created_at"]), "family": family.get(t["id"], [])})
+            records: dict[str, list] = {}
+            for r in conn.execute(sa.select(consent_records).where(consent_records.c.subject_id.in_(
+                    [s.subject_id for s in subs])).order_by(consent_records.c.id)).mappings():
+                records.setdefault(r["subject_id"], []).append(
+                    {k: (iso(v) if k in ("recorded_at", "withdrawn_at") else v) for k, v in r.items() if k != "id"})
             for s in subs:
-                item = subject_dict(s) | {"templates": by_subject.get(s.pk, [])}
+                item = subject_dict(s) | {"templates": by_subject.get(s.pk, []),
+                                          "consent_records": records.get(s.subject_id, [])}
                 fh.write(json.dumps(item) + "\n")
                 n_subj += 1
                 n_tmpl += len(item["templates"])
@@ -101,14 +109,25 @@ def restore(store: Store, path: str | Path, actor: str = "cli") -> dict:
                                 "use a new FACEGATE_DATA_DIR or database")
         n_subj = n_tmpl = n_family = 0
         with write_transaction(store.db) as conn:
+            have = set(conn.execute(sa.select(notices.c.version)).scalars())
+            for n in header.get("notices", []):
+                if n["version"] not in have:
+                    conn.execute(notices.insert().values(**n | {"published_at": datetime.fromisoformat(n["published_at"])}))
             for line in fh:
                 item = json.loads(line)
                 ts = lambda v: datetime.fromisoformat(v) if v else utcnow()  # noqa: E731
                 res = conn.execute(subjects.insert().values(
                     subject_id=item["subject_id"], name=item["name"], status=item["status"],
                     metadata=json_in(item["metadata"]), consent=json_in(item["consent"]),
+                    minor=bool(item.get("minor")), status_since=ts(item["updated_at"]),
+                    withdrawn_at=datetime.fromisoformat(item["withdrawn_at"]) if item.get("withdrawn_at") else None,
                     created_at=ts(item["created_at"]), updated_at=ts(item["updated_at"])))
                 pk = int(res.inserted_primary_key[0])
+                recs = [r | {"recorded_at": ts(r["recorded_at"]),
+                             "withdrawn_at": datetime.fromisoformat(r["withdrawn_at"]) if r["withdrawn_at"] else None}
+                        for r in item.get("consent_records", [])]
+                if recs:
+                    conn.execute(consent_records.insert(), recs)
                 rows = [dict(id=t["face_id"], subject_pk=pk, pack_id=t["pack_id"], key_id=t["key_id"],
                              embedding_enc=base64.b64decode(t["embedding_enc"]),
                              image_enc=base64.b64decode(t["image_enc"]) if t["image_enc"] else None,

@@ -16,15 +16,17 @@ Tables:
 - ``api_keys``: HTTP API keys (only hashes).
 - ``import_items``: per-photo state of ``facegate import``, written in the same transaction as
   the template, so a re-run skips what is done.
-- ``store_info``: key/value facts about this store (its random id).
+- ``store_info``: key/value facts about this store (its random id, the audit archive's head).
+- ``notices``, ``consent_records``, ``alternatives_offered``, ``retention_runs``: the 2025
+  face-recognition rules (revision 0007, docs/compliance.md).
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from facegate.vocab import (CERT_METHODS, CERT_OUTCOMES, CONSOLE_STAGES, EVIDENCE_KINDS, KIOSK_STATUSES,
-                            LIVENESS_STATUSES, OPERATOR_ROLES, OPERATOR_STATUSES, REVIEW_STATUSES, REVIEW_WORKFLOWS,
-                            ROLES, SUBJECT_STATUSES, check_sql)
+from facegate.vocab import (CERT_METHODS, CERT_OUTCOMES, CONSENT_CHANNELS, CONSENT_DECISIONS, CONSOLE_STAGES,
+                            EVIDENCE_KINDS, KIOSK_STATUSES, LIVENESS_STATUSES, OPERATOR_ROLES, OPERATOR_STATUSES,
+                            PURPOSES, REVIEW_STATUSES, REVIEW_WORKFLOWS, ROLES, SUBJECT_STATUSES, check_sql)
 
 metadata = sa.MetaData()
 
@@ -38,7 +40,10 @@ subjects = sa.Table(
     sa.Column("name", sa.String(256)),
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("metadata", sa.Text),          # JSON text
-    sa.Column("consent", sa.Text),           # JSON text: who, when, purpose
+    sa.Column("consent", sa.Text),           # JSON text: who, when, purpose (free text of old; consent_records rule now)
+    sa.Column("minor", sa.Boolean, nullable=False, server_default=sa.false()),   # under 14: a guardian consents (0007)
+    sa.Column("status_since", TS),           # when ``status`` last changed (retention of the deceased, 0007)
+    sa.Column("withdrawn_at", TS),           # consent withdrawn: face information erased (0007)
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
     sa.CheckConstraint(check_sql("status", SUBJECT_STATUSES), name="ck_subjects_status"),
@@ -163,6 +168,8 @@ certifications = sa.Table(
     sa.Column("reasons", sa.Text),                               # JSON list
     sa.Column("note", sa.Text),                                  # operator's note for manual decisions
     sa.Column("operator", sa.String(64)),                        # the console operator of a manual decision (0006)
+    sa.Column("alternative", sa.String(16)),                     # a way without a face: vocab.ALTERNATIVE_METHODS (0007)
+    sa.Column("checked_by", sa.String(128)),                     # who checked the person that way (0007)
     sa.Column("key_id", sa.String(64)),
     sa.Column("client_id", sa.String(128)),
     sa.Column("decision_id", sa.String(64)),
@@ -416,4 +423,71 @@ operator_sessions = sa.Table(
     sa.Column("ended_at", TS),
     sa.CheckConstraint(check_sql("stage", CONSOLE_STAGES), name="ck_operator_sessions_stage"),
     sa.Index("ix_operator_sessions_operator", "operator"),
+)
+
+# ---------------------------------------------------------------- compliance (revision 0007)
+# The 2025 face-recognition rules (docs/compliance.md): the notice shown, consent records, the
+# alternative offered, and the retention lease.
+
+notices = sa.Table(
+    # The deployer's notice (告知), one row per published version; older versions are kept, since a
+    # consent names the version it was given to.
+    "notices", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("body", sa.Text, nullable=False),          # JSON: {"zh-CN": {field: text}, "en": {...}}
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("published_by", sa.String(128), nullable=False),
+    sa.Column("published_at", TS, nullable=False),
+)
+
+consent_records = sa.Table(
+    # One row per consent asked (单独同意): given or declined, for a subject or a liveness session,
+    # for one purpose, to one notice version. Withdrawal sets ``withdrawn_at``; rows stay (they
+    # are the evidence that consent was asked), they hold no biometrics.
+    "consent_records", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subject_id", sa.String(128)),
+    sa.Column("liveness_session_id", sa.String(64)),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("notice_version", sa.Integer, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("recorded_by", sa.String(128), nullable=False),
+    sa.Column("guardian_name", sa.String(128)),          # a minor's guardian (who consented for them)
+    sa.Column("guardian_relation", sa.String(32)),
+    sa.Column("recorded_at", TS, nullable=False),
+    sa.Column("withdrawn_at", TS),
+    sa.Column("withdrawn_by", sa.String(128)),
+    sa.CheckConstraint(check_sql("purpose", PURPOSES), name="ck_consent_records_purpose"),
+    sa.CheckConstraint(check_sql("channel", CONSENT_CHANNELS), name="ck_consent_records_channel"),
+    sa.CheckConstraint(check_sql("decision", CONSENT_DECISIONS), name="ck_consent_records_decision"),
+    sa.Index("ix_consent_records_subject_id", "subject_id"),
+    sa.Index("ix_consent_records_session", "liveness_session_id"),
+    sqlite_autoincrement=True,
+)
+
+alternatives_offered = sa.Table(
+    # A person who declined the face check was told the way without a face: recorded, so the
+    # certification lists say ``alternative_offered`` instead of ``overdue``.
+    "alternatives_offered", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subject_id", sa.String(128), nullable=False),
+    sa.Column("consent_record_id", sa.Integer),
+    sa.Column("period", sa.String(16)),
+    sa.Column("offered_by", sa.String(128), nullable=False),
+    sa.Column("offered_at", TS, nullable=False),
+    sa.Index("ix_alternatives_offered_subject_id", "subject_id"),
+    sqlite_autoincrement=True,
+)
+
+retention_runs = sa.Table(
+    # The retention lease (one purge at a time across replicas) and the last run: ``holder``
+    # owns the purge until ``lease_until``. One row, name = "purge".
+    "retention_runs", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(128)),
+    sa.Column("lease_until", TS),
+    sa.Column("last_started_at", TS),
+    sa.Column("last_finished_at", TS),
+    sa.Column("last_counts", sa.Text),                   # JSON: data class -> rows purged
 )

@@ -29,7 +29,8 @@ from facegate.storage.datakeys import DataKeys
 from facegate.storage.db import open_database, write_transaction
 from facegate.storage.family import FamilyStore, insert_family
 from facegate.storage.reads import StoreReads
-from facegate.storage.schema import (change_log, import_items, reference_photos, review_cases, review_evidence,
+from facegate.storage.erasure import erase_face_data
+from facegate.storage.schema import (change_log, consent_records, import_items, reference_photos, review_cases,
                                      store_info, subjects, template_family, templates)
 from facegate.vocab import SUBJECT_STATUSES
 
@@ -50,6 +51,7 @@ def subject_dict(row) -> dict:
     m = row._mapping
     return {"subject_id": m["subject_id"], "name": m["name"], "status": m["status"],
             "metadata": json_out(m["metadata"]), "consent": json_out(m["consent"]),
+            "minor": bool(m["minor"]), "withdrawn_at": iso(m["withdrawn_at"]),
             "created_at": iso(m["created_at"]), "updated_at": iso(m["updated_at"])}
 
 
@@ -102,7 +104,8 @@ class Store(FamilyStore, StoreReads):
             raise FacegateError("invalid_request", f"status must be one of {', '.join(SUBJECT_STATUSES)}")
 
     def add_subject(self, subject_id: str, name: str | None = None, status: str = "active",
-                    metadata: dict | None = None, consent: dict | None = None, actor: str = "system") -> dict:
+                    metadata: dict | None = None, consent: dict | None = None, actor: str = "system",
+                    minor: bool = False) -> dict:
         subject_id = (subject_id or "").strip()
         if not subject_id or len(subject_id) > 128:
             raise FacegateError("invalid_request", "subject_id must be 1-128 characters")
@@ -114,9 +117,9 @@ class Store(FamilyStore, StoreReads):
                 raise FacegateError("subject_exists", f"subject {subject_id!r} already exists", subject_id=subject_id)
             conn.execute(subjects.insert().values(subject_id=subject_id, name=name, status=status,
                                                   metadata=json_in(metadata), consent=json_in(consent),
-                                                  created_at=now, updated_at=now))
+                                                  minor=bool(minor), status_since=now, created_at=now, updated_at=now))
             audit.append(conn, actor=actor, operation="subject.create", outcome="ok", subject_id=subject_id,
-                         detail={"status": status, "consent": consent is not None})
+                         detail={"status": status, "consent": consent is not None} | ({"minor": True} if minor else {}))
             return subject_dict(self._subject_row(conn, subject_id))
 
     def ensure_subjects(self, entries: dict[str, str | None], actor: str = "system") -> int:
@@ -134,7 +137,8 @@ class Store(FamilyStore, StoreReads):
             new = [s for s in ids if s not in have]
             if new:
                 conn.execute(subjects.insert(), [dict(subject_id=s, name=entries[s], status="active", metadata=None,
-                                                      consent=None, created_at=now, updated_at=now) for s in new])
+                                                      consent=None, status_since=now, created_at=now, updated_at=now)
+                                                 for s in new])
                 audit.append(conn, actor=actor, operation="subject.create_batch", outcome="ok",
                              detail={"created": len(new)})
                 created = len(new)
@@ -147,9 +151,13 @@ class Store(FamilyStore, StoreReads):
                 raise FacegateError("unknown_subject", f"no subject {subject_id!r}", subject_id=subject_id)
 
     def subject_status(self, subject_id: str) -> str:
-        """The subject's status; ``unknown_subject`` when there is no such subject."""
+        """The subject's status before a decision about them: ``unknown_subject`` when there is no
+        such subject, ``consent_withdrawn`` when they withdrew consent (their faces are erased)."""
         with self.db.connect() as conn:
-            return self._subject_row(conn, subject_id).status
+            row = self._subject_row(conn, subject_id)
+        if row.withdrawn_at is not None:
+            raise FacegateError("consent_withdrawn", subject_id=subject_id)
+        return row.status
 
     def get_subject(self, subject_id: str) -> dict:
         with self.db.connect() as conn:
@@ -178,8 +186,11 @@ class Store(FamilyStore, StoreReads):
         return {"total": int(total), "limit": limit, "offset": offset, "subjects": items}
 
     def update_subject(self, subject_id: str, *, name=_UNSET, status: str | None = None, metadata=_UNSET,
-                       consent=_UNSET, actor: str = "system", reason: str | None = None) -> dict:
+                       consent=_UNSET, minor: bool | None = None, actor: str = "system",
+                       reason: str | None = None) -> dict:
         values: dict = {}
+        if minor is not None:
+            values["minor"] = bool(minor)
         if name is not _UNSET:
             values["name"] = name
         if status is not None:
@@ -193,8 +204,10 @@ class Store(FamilyStore, StoreReads):
             row = self._subject_row(conn, subject_id)
             if values:
                 values["updated_at"] = utcnow()
+                if "status" in values and values["status"] != row.status:
+                    values["status_since"] = values["updated_at"]
                 conn.execute(subjects.update().where(subjects.c.pk == row.pk).values(**values))
-                changed = sorted(k for k in values if k != "updated_at")
+                changed = sorted(k for k in values if k not in ("updated_at", "status_since"))
                 detail = {"changed": changed}
                 if "status" in values:
                     detail |= {"from": row.status, "to": status}
@@ -215,18 +228,17 @@ class Store(FamilyStore, StoreReads):
             row = self._subject_row(conn, subject_id)
             tmpl = conn.execute(sa.select(templates.c.id, templates.c.pack_id)
                                 .where(templates.c.subject_pk == row.pk)).all()
-            log_changes(conn, "remove", [(t.id, row.pk, t.pack_id) for t in tmpl])
-            family = conn.execute(template_family.delete().where(template_family.c.subject_pk == row.pk)).rowcount
-            photos = conn.execute(reference_photos.delete().where(reference_photos.c.subject_pk == row.pk)).rowcount
-            cases = sa.select(review_cases.c.id).where(review_cases.c.subject_pk == row.pk).scalar_subquery()
-            evidence = conn.execute(review_evidence.delete().where(review_evidence.c.case_id.in_(cases))).rowcount
-            conn.execute(review_cases.delete().where(review_cases.c.subject_pk == row.pk))
-            conn.execute(templates.delete().where(templates.c.subject_pk == row.pk))
+            erased = erase_face_data(conn, row.pk, subject_id)     # every kind of face data, one function
+            # a later subject under the same id must not inherit this person's consent
+            conn.execute(consent_records.update().where(consent_records.c.subject_id == subject_id,
+                                                        consent_records.c.withdrawn_at.is_(None))
+                         .values(withdrawn_at=utcnow(), withdrawn_by=actor))
+            conn.execute(review_cases.delete().where(review_cases.c.subject_pk == row.pk))    # their decisions' records
             conn.execute(import_items.delete().where(import_items.c.subject_id == subject_id))
             conn.execute(subjects.delete().where(subjects.c.pk == row.pk))
             audit.append(conn, actor=actor, operation=operation, outcome="ok", subject_id=subject_id,
-                         detail={"templates_removed": len(tmpl), "family_removed": family,
-                                 "reference_photos_removed": photos, "evidence_removed": evidence, "reason": reason})
+                         detail={"templates_removed": len(tmpl), "family_removed": erased["template_family"],
+                                 "erased": erased, "reason": reason})
         if self.backend == "sqlite":
             self.checkpoint()
         return {"subject_id": subject_id, "templates_removed": len(tmpl), "face_ids": [t.id for t in tmpl]}

@@ -61,8 +61,10 @@ class CaptureServer:
 
     def __init__(self, data_dir: Path, **settings):
         settings.setdefault("rate_limit_per_minute", 100_000)
+        settings.setdefault("consent_required", 1)      # the page asks consent before the camera (docs/compliance.md)
         self.srv = Server(data_dir, env={"FACEGATE_CORS_ORIGINS": INTEGRATOR}, **settings)
         self.keys = {role: create_key(self.srv.env, role)["key"] for role in ("admin", "app", "kiosk")}
+        publish_notice(self.srv.env)
         with mock.patch.object(common, "FACEGATE", [sys.executable, str(LAUNCHER)]):
             self.srv.start()
         self.url = self.srv.url
@@ -79,11 +81,24 @@ class CaptureServer:
     def enrol(self, subject_id: str, face: bytes) -> None:
         r = self.call("admin", "POST", "/v1/subjects", json={"subject_id": subject_id, "name": subject_id})
         assert r.status_code == 201, r.text
+        r = self.call("admin", "POST", f"/v1/subjects/{subject_id}/consents", json={"channel": "counter"})
+        assert r.status_code == 201, r.text
         r = self.call("admin", "POST", f"/v1/subjects/{subject_id}/faces", files={"image": ("f.jpg", face)})
         assert r.status_code == 201, r.text
 
     def stop(self):
         self.srv.stop()
+
+
+NOTICE = REPO / "docs" / "notice.example.json"
+
+
+def publish_notice(env: dict) -> None:
+    """``facegate notices publish`` of the example notice, as a deployer does before going live."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-m", "facegate", "notices", "publish", str(NOTICE)], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
 
 
 def start_server(tmp_path_factory, name: str, **settings) -> CaptureServer:
@@ -186,12 +201,15 @@ def blurred(page, frame, name: str) -> Path:
 _shot_count: dict = {}
 
 
-def follow(page, frame=None, shots: str | None = None, until=TERMINAL, timeout: float = 60) -> dict:
+def follow(page, frame=None, shots: str | None = None, until=TERMINAL, timeout: float = 60,
+           consent: str | None = "agree") -> dict:
     """Watch the page's phases until one in ``until``; with ``shots``, a screenshot of each new
     phase/step (``<shots>-NN-<phase>[-<step>].png``). Returns the last state with the list of
-    phases seen."""
+    phases seen. At the consent step (the notice, before the camera) the person presses
+    ``consent`` ("agree" or "decline"; None: nobody answers)."""
     frame = frame or page
     seen, last = [], None
+    answered: set = set()
     n = _shot_count.get(shots, 0)
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -209,6 +227,9 @@ def follow(page, frame=None, shots: str | None = None, until=TERMINAL, timeout: 
                     blurred(page, frame, f"{shots}-{n:02d}-{s['phase']}-{s['step']}-blurred")
         if s and s["phase"] in until:
             return s | {"seen": seen}
+        if s and s["phase"] == "consent" and consent and "consent" not in answered:
+            answered.add("consent")
+            frame.click(f"button[data-action={consent}]")
         time.sleep(0.05)
     raise AssertionError(f"the page did not reach {until} within {timeout}s; seen {seen}, now {state(frame)}")
 

@@ -32,7 +32,8 @@ def container(images):
     podman("volume", "create", volume)
     try:
         podman("run", "-d", "--name", name, "--read-only", "-v", f"{volume}:/var/lib/facegate",
-               "-e", "FACEGATE_INTRA_OP_THREADS=1", "-p", f"127.0.0.1:{port}:8000", images["facegate"])
+               "-e", "FACEGATE_INTRA_OP_THREADS=1", "-e", "FACEGATE_CONSENT_LEGAL_BASIS=test container",
+               "-p", f"127.0.0.1:{port}:8000", images["facegate"])
         url = f"http://127.0.0.1:{port}"
         ready_s = wait_ready(url, MIN_READY_S, "the container", lambda: podman("logs", name, check=False).stderr[-3000:])
         print(f"\ncontainer ready {ready_s:.1f} s after podman run")

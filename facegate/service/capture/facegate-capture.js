@@ -6,7 +6,7 @@
 // ``start`` draws the capture into ``element`` (camera with a face oval, guidance, the
 // challenge's steps with a progress indicator), sends the frames with the capture token, has the
 // session judged and shows the outcome. It resolves with a summary (no pictures in it):
-//   { status: "passed" | "failed" | "error" | "cancelled", live, reasons, actions, score,
+//   { status: "passed" | "failed" | "error" | "cancelled" | "consent_declined", live, reasons, actions, score,
 //     challenge, sessionId, error: {code, httpStatus} | null, upload, frames, fps,
 //     timing: {positioningMs, captureMs, verdictMs}, locale, version }
 // (positioningMs: camera on -> capture start; verdictMs: end of the last action -> verdict shown)
@@ -14,8 +14,12 @@
 // integrator's backend with its API key, never by the page. ``embed`` shows the page served by
 // facegate in an iframe instead (another origin may embed it, see docs/capture.md).
 //
-// States: intro -> camera -> positioning -> capturing -> checking -> passed | failed, and error
-// from any of them ("Try again" where the same session can still be used).
+// States: consent -> intro -> camera -> positioning -> capturing -> checking -> passed | failed,
+// and error from any of them ("Try again" where the same session can still be used). The consent
+// step (the service's current notice, zh-CN or English, and "I agree" / "I do not agree") comes
+// before the camera opens, whenever the service asks for consent (docs/compliance.md); declining
+// ends in ``declined``: the deployer's way without a face is shown, nothing is captured, and the
+// summary's status is ``consent_declined``.
 
 import { causeText, errorText, pickLocale, reasonTexts, translator } from "./i18n.js";
 import { CameraError, closeCamera, FrameSampler, openCamera, WebmRecorder, webmType } from "./camera.js";
@@ -36,6 +40,7 @@ const TRANSIENT = ["network", "rate_limited", "overloaded", "not_ready"];   // w
 const MAX_SIDE = 640;
 
 const HERE = new URL("./", import.meta.url);
+const NOTICE_FIELDS = ["processor_name", "processor_contact", "purpose", "method", "retention", "rights", "alternative"];
 const ACTION_ICONS = { neutral: "◎", blink: "◉", turn_left: "↶", turn_right: "↷", open_mouth: "◯", nod: "↕" };
 
 /** Run the capture in ``element``; resolves with the summary. */
@@ -131,6 +136,7 @@ class CaptureRun {
     }
     try {
       await this.load();
+      await this.consent();
       if (!this.autoStart || this.causeKey) await this.intro();
       await this.cameraOn();
       await this.position();
@@ -138,7 +144,7 @@ class CaptureRun {
       await this.judge();
     } catch (err) {
       if (err instanceof Cancelled || this.cancelled) this.summary.status = "cancelled";
-      else await this.fail(err);
+      else if (!(err instanceof Declined)) await this.fail(err);
     } finally {
       this.cleanup();
       if (this.signal) this.signal.removeEventListener("abort", onAbort);
@@ -198,6 +204,31 @@ class CaptureRun {
       this.deadline = performance.now() + (expires - (Date.now() + this.api.skewMs));
     }
     this.check();
+  }
+
+  /** The notice and the separate consent, before the camera opens (when the service asks). */
+  async consent() {
+    const asked = this.session.consent;
+    if (!asked || !asked.required || asked.state === "given") return;
+    if (!asked.notice) throw new ApiError({ code: "notice_missing", status: 409 });
+    this.notice = asked.notice;
+    this.emit("consent");
+    this.view.screen({ titleKey: "consentTitle", textKey: "consentText", notice: this.notice, language: true,
+                       buttons: [{ key: "consentAgree", primary: true, value: "agree" },
+                                 { key: "consentDecline", value: "decline" }] });
+    const answer = await this.waitFor();
+    const decision = answer === "agree" ? "given" : "declined";
+    const out = await this.api.consent(decision, this.notice.version);
+    this.summary.noticeVersion = this.notice.version;
+    if (decision === "given") return;
+    this.summary.status = "consent_declined";
+    this.summary.error = null;
+    this.alternative = out.alternative || {};
+    this.emit("declined");
+    this.view.screen({ titleKey: "declinedTitle", textKey: "declinedText", outcome: "declined",
+                       alternative: this.alternative, language: true });
+    await nextPaint();
+    throw new Declined();
   }
 
   captureSeconds() {
@@ -457,6 +488,7 @@ class CaptureRun {
 }
 
 class VerdictShown extends Error {}
+class Declined extends Error {}
 
 function requestFullscreen(doc) {
   const el = doc.documentElement;
@@ -493,6 +525,8 @@ class View {
     this.listTitle = h(doc, "p", { class: "fg-list-title" });
     this.list = h(doc, "ul", { class: "fg-list" });
     this.tips = h(doc, "ul", { class: "fg-tips" });
+    this.notice = h(doc, "dl", { class: "fg-notice" });
+    this.alt = h(doc, "p", { class: "fg-alternative" });
     this.steps = h(doc, "ol", { class: "fg-steps" });
     this.bar = h(doc, "progress", { class: "fg-progress", max: "1000", value: "0" });
     this.guideEl = h(doc, "p", { class: "fg-guide", role: "status", "aria-live": "polite" });
@@ -500,7 +534,8 @@ class View {
     this.buttons = h(doc, "div", { class: "fg-buttons" });
     this.message = h(doc, "div", { class: "fg-message", "aria-live": "polite" }, [this.title, this.text]);
     this.panel = h(doc, "div", { class: "fg-panel" }, [
-      h(doc, "div", { class: "fg-top" }, [this.stepOfEl, this.langBtn]), this.message, this.listTitle, this.list,
+      h(doc, "div", { class: "fg-top" }, [this.stepOfEl, this.langBtn]), this.message, this.alt, this.notice,
+      this.listTitle, this.list,
       this.steps, this.bar, this.guideEl, this.tips, this.buttons, this.announce]);
     this.root = h(doc, "section", { class: "fg", "data-phase": "loading" }, [this.stage, this.panel]);
     if (run.kiosk) this.root.dataset.kiosk = "true";
@@ -545,6 +580,15 @@ class View {
     this.listTitle.textContent = s.listTitleKey ? t(s.listTitleKey) : "";
     this.list.replaceChildren(...(s.list || []).map((x) => h(this.doc, "li", { text: x })));
     this.tips.replaceChildren(...(s.tips || []).map((k) => h(this.doc, "li", { text: t(k) })));
+    // the notice in the page's language (the service holds zh-CN and English; the texts are set as text)
+    const lang = this.run.locale;
+    const texts = s.notice ? (s.notice.texts[lang] || s.notice.texts.en || {}) : null;
+    this.notice.hidden = !texts;
+    this.notice.replaceChildren(...(texts ? NOTICE_FIELDS.flatMap((f) => [h(this.doc, "dt", { text: t(`notice_${f}`) }),
+                                                                          h(this.doc, "dd", { text: texts[f] || "" })]) : []));
+    if (s.notice) this.notice.dataset.version = String(s.notice.version); else delete this.notice.dataset.version;
+    this.alt.hidden = !s.alternative;
+    this.alt.textContent = s.alternative ? (s.alternative[lang] || s.alternative.en || "") : "";
     this.renderSteps(s.steps || null);
     this.bar.hidden = true;
     this.langBtn.hidden = !s.language;

@@ -66,6 +66,11 @@ export class CaptureApi {
     return this.call("GET");
   }
 
+  /** The person's answer to the notice: ``given`` or ``declined``, for ``version``. */
+  consent(decision, version) {
+    return this.call("POST", "/consent", JSON.stringify({ decision, notice_version: version }), true);
+  }
+
   frames(nonce, frames, complete) {
     const form = new FormData();
     frames.forEach((f, i) => form.append("frames", f.blob, `f${i}.jpg`));

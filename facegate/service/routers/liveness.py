@@ -28,6 +28,7 @@ from facegate.errors import FacegateError
 from facegate.service import auditing, metrics
 from facegate.service.deps import CaptureCaller, ServiceState, StateDep, capture_access, require
 from facegate.storage.audit import Actor
+from facegate.workflows.consent.consent import notice_for_capture
 from facegate.service.schemas import CaptureProgress, LivenessResult, LivenessSession
 from facegate.service.uploads import flag_field, read_fields, read_parts, text_field
 
@@ -93,7 +94,8 @@ async def create_session(request: Request, st: StateDep, key=Depends(require("li
 @router.get("/v1/liveness/sessions/{session_id}", response_model=LivenessSession)
 async def get_session(session_id: str, st: StateDep, caller: CaptureCaller = Depends(capture_access())):
     s = st.liveness.sessions.get(session_id, caller.owner)
-    return s.public() | ({"result": s.result} if s.result else {})
+    asked = await run_in_threadpool(notice_for_capture, st.db, session_id, st.settings)
+    return s.public() | ({"result": s.result} if s.result else {}) | {"consent": asked}
 
 
 @router.post("/v1/liveness/sessions/{session_id}/frames", response_model=CaptureProgress | LivenessResult)

@@ -20,9 +20,16 @@ from facegate.service import auditing
 from facegate.service.deps import ServiceState, require, state
 from facegate.service.schemas import (EnrolOut, SubjectCreate, SubjectOut, SubjectPage, SubjectStatus,
                                       SubjectUpdate)
+from facegate.storage import consents
+from facegate.vocab import PURPOSES
 from facegate.service.uploads import flag_field, image_field, openapi_body, read_fields, text_field
 
 router = APIRouter(tags=["subjects"])
+
+
+def enrolment_allowed(st: ServiceState, subject_id: str, purpose: str | None) -> None:
+    with st.db.connect() as conn:
+        consents.require_enrolment(conn, subject_id, consents.purpose_of(purpose, st.settings), st.settings)
 
 SubjectId = Path(min_length=1, max_length=128)
 
@@ -30,8 +37,8 @@ SubjectId = Path(min_length=1, max_length=128)
 def subject_out(subject: dict) -> dict:
     faces = [{"face_id": t["face_id"], "quality": t.get("quality"), "source": t.get("source"),
               "pack_id": t.get("pack_id"), "created_at": t.get("created_at")} for t in subject.get("templates", [])]
-    return {k: subject.get(k) for k in ("subject_id", "name", "status", "metadata", "consent", "created_at",
-                                        "updated_at")} | {"faces": faces}
+    return {k: subject.get(k) for k in ("subject_id", "name", "status", "metadata", "consent", "minor",
+                                        "withdrawn_at", "created_at", "updated_at")} | {"faces": faces}
 
 
 @router.post("/v1/subjects", response_model=SubjectOut, status_code=201)
@@ -40,7 +47,7 @@ async def create_subject(body: SubjectCreate, request: Request, key=Depends(requ
     try:
         subject = await run_in_threadpool(st.gallery.store.add_subject, body.subject_id, name=body.name,
                                           status=body.status, metadata=body.metadata, consent=body.consent,
-                                          actor=key.actor)
+                                          actor=key.actor, minor=body.minor)
     except FacegateError as exc:
         await auditing.record(st, request, key, "api.subject.create", exc.code, subject_id=body.subject_id)
         raise
@@ -100,7 +107,9 @@ async def erase_subject(request: Request, subject_id: str = SubjectId, key=Depen
 
 @router.post("/v1/subjects/{subject_id}/faces", response_model=EnrolOut, status_code=201,
              openapi_extra=openapi_body(("image",), {"source": {"type": "string"},
-                                                     "allow_duplicate": {"type": "boolean"}}, ("image",)))
+                                                     "allow_duplicate": {"type": "boolean"},
+                                                     "purpose": {"type": "string", "enum": list(PURPOSES)}},
+                                        ("image",)))
 async def enrol_face(request: Request, subject_id: str = SubjectId, key=Depends(require("faces:write")),
                      st: ServiceState = Depends(state)):
     s = st.settings
@@ -109,11 +118,15 @@ async def enrol_face(request: Request, subject_id: str = SubjectId, key=Depends(
         image = image_field(fields, "image", s.max_image_bytes)
         source = text_field(fields, "source", max_len=200) or f"api:{key.key_id}"
         allow_duplicate = flag_field(fields, "allow_duplicate")
+        purpose = text_field(fields, "purpose", max_len=32)
+        if purpose is not None and purpose not in PURPOSES:
+            raise FacegateError("invalid_request", f"purpose must be one of {', '.join(PURPOSES)}", field="purpose")
         await run_in_threadpool(st.gallery.store.get_subject, subject_id)   # unknown_subject before inference
+        await run_in_threadpool(enrolment_allowed, st, subject_id, purpose)  # consent before inference
 
         def job():
             return st.gallery.enrol(subject_id, image, source=source, allow_duplicate=allow_duplicate,
-                                    actor=key.actor)
+                                    actor=key.actor, purpose=purpose)
 
         enrolled = await st.pool.run(job)
     except FacegateError as exc:

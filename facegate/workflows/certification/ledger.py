@@ -28,12 +28,13 @@ from facegate.clock import iso, utcnow
 from facegate.errors import FacegateError
 from facegate.liveness.service import LivenessProof
 from facegate.matching.decisions import ReviewRules, decide_1to1
-from facegate.storage import audit
+from facegate.storage import audit, consents
 from facegate.storage.aad import capture_aad
 from facegate.storage.audit import Actor
 from facegate.storage.db import write_transaction
-from facegate.storage.schema import certification_captures, certifications, fraud_signals, subjects
-from facegate.vocab import CERT_STATUSES, MANUAL_OUTCOMES, SIGNAL_KINDS
+from facegate.storage.schema import (alternatives_offered, certification_captures, certifications, fraud_signals,
+                                     subjects)
+from facegate.vocab import ALTERNATIVE_METHODS, CERT_STATUSES, MANUAL_OUTCOMES, SIGNAL_KINDS
 from facegate.workflows.certification.periods import Period, parse_period, period_at
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class CertificationLedger:
         period = self.current_period(now)
         with self.db.connect() as conn:
             subject_pk, status = self._subject(conn, subject_id)
+            consents.check_not_withdrawn(conn, subject_id)     # the way without a face remains (alternative)
             failures = self._recent_failures(conn, subject_pk, now)
         reasons: list[str] = []
         signals: list[dict] = []
@@ -252,10 +254,60 @@ class CertificationLedger:
                          | ({"operator": operator} if operator else {}))
         return self._answer(cert_id, subject_id, row, [], [])
 
+    def alternative(self, subject_id: str, method: str, checked_by: str, note: str, *, who: Actor,
+                    outcome: str = "certified") -> dict:
+        """A certification by a way without a face (不得作为唯一方式): ``method`` is one of
+        ``vocab.ALTERNATIVE_METHODS`` (counter, home_visit, video_call, document), ``checked_by`` the
+        person who checked, ``note`` how. A first-class outcome: the lists count it by method.
+        Allowed for a subject who declined or withdrew consent (that is what it is for)."""
+        if method not in ALTERNATIVE_METHODS:
+            raise FacegateError("invalid_request", f"method must be one of {', '.join(ALTERNATIVE_METHODS)}",
+                                field="method")
+        if outcome not in MANUAL_OUTCOMES:
+            raise FacegateError("invalid_request", "an alternative check's outcome is 'certified' or 'failed'",
+                                field="outcome")
+        checked_by = (checked_by or "").strip()
+        if not checked_by or len(checked_by) > 128:
+            raise FacegateError("invalid_request", "checked_by (who checked the person) must be 1-128 characters",
+                                field="checked_by")
+        if not note or not note.strip() or len(note) > 2000:
+            raise FacegateError("invalid_request", "note (how the person was checked) must be 1-2000 characters",
+                                field="note")
+        now = utcnow()
+        period = self.current_period(now)
+        with self.db.connect() as conn:
+            subject_pk, status = self._subject(conn, subject_id)
+        if status == "deceased" and outcome == "certified":
+            raise FacegateError("invalid_request", "a deceased subject cannot be certified; change the status first",
+                                subject_status=status)
+        row = {"subject_pk": subject_pk, "period": period.name, "outcome": outcome, "method": "manual",
+               "alternative": method, "checked_by": checked_by,
+               "valid_until": period.end if outcome == "certified" else None, "reasons": json.dumps([]),
+               "note": note.strip(), "key_id": who.key_id, "client_id": who.client_id, "created_at": now}
+        with write_transaction(self.db) as conn:
+            cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
+            audit.append(conn, **who.fields(), operation="certify_alternative", outcome=outcome, subject_id=subject_id,
+                         detail={"certification_id": cert_id, "period": period.name, "method": method,
+                                 "checked_by": checked_by, "note": row["note"]})
+        return self._answer(cert_id, subject_id, row, [], [])
+
+    def offer_alternative(self, subject_id: str, *, who: Actor) -> dict:
+        """Record that the way without a face was offered to the subject in this period (a person
+        who declines on the capture page or at the counter gets this row with their record)."""
+        now = utcnow()
+        period = self.current_period(now)
+        with write_transaction(self.db) as conn:
+            self._subject(conn, subject_id)
+            consents.offer_alternative(conn, subject_id, who.actor, None, period.name)
+            audit.append(conn, **who.fields(), operation="alternative.offer", outcome="ok", subject_id=subject_id,
+                         detail={"period": period.name})
+        return {"subject_id": subject_id, "period": period.name, "offered_at": iso(now)}
+
     @staticmethod
     def _answer(cert_id, subject_id, row, reasons, signals) -> dict:
         return {"certification_id": cert_id, "subject_id": subject_id, "period": row["period"],
-                "outcome": row["outcome"], "method": row["method"], "valid_until": iso(row["valid_until"]),
+                "outcome": row["outcome"], "method": row["method"], "alternative": row.get("alternative"),
+                "checked_by": row.get("checked_by"), "valid_until": iso(row["valid_until"]),
                 "score": row.get("score"), "threshold": row.get("threshold"), "fmr": row.get("fmr"),
                 "reasons": reasons, "fraud_signals": [s["kind"] for s in signals],
                 "liveness_session_id": row.get("liveness_session_id"), "created_at": iso(row["created_at"]),
@@ -268,7 +320,9 @@ class CertificationLedger:
 
         The status rule, written once (the ``CASE`` below): ``certified`` once any attempt
         certified (face or manual); ``manual_review`` while the last attempt waits for an
-        operator, even past the deadline; otherwise ``overdue`` once the period plus
+        operator, even past the deadline; ``alternative_offered`` when the person was offered the
+        way without a face in the period (they declined the face check: not ``overdue`` for
+        that); otherwise ``overdue`` once the period plus
         ``cert_grace_days`` has ended, else ``failed`` after a failed attempt, else ``due``."""
         as_of = as_of or utcnow()
         p = parse_period(period) if period else self.current_period(as_of)
@@ -284,36 +338,45 @@ class CertificationLedger:
                .where(in_period).group_by(c.c.subject_pk).subquery())
         cert, last = c.alias("cert"), c.alias("last")
         past = as_of >= p.end + timedelta(days=self.settings.cert_grace_days)
+        offered = (sa.select(alternatives_offered.c.subject_id)
+                   .where(alternatives_offered.c.offered_at >= p.start,
+                          alternatives_offered.c.offered_at <= min(as_of, p.end)).distinct().subquery())
         derived = sa.case(
             (agg.c.cert_id.is_not(None), "certified"),
             (last.c.outcome == "manual_review", "manual_review"),
+            (offered.c.subject_id.is_not(None), "alternative_offered"),
             *([(sa.true(), "overdue")] if past else []),
             (last.c.outcome == "failed", "failed"),
             else_="due").label("status")
         q = (sa.select(subjects.c.subject_id, subjects.c.name, subjects.c.status.label("subject_status"), derived,
-                       cert.c.created_at.label("certified_at"), cert.c.method.label("certified_by"),
+                       cert.c.created_at.label("certified_at"),
+                       sa.func.coalesce(cert.c.alternative, cert.c.method).label("certified_by"),
                        cert.c.valid_until, agg.c.attempts, last.c.outcome.label("last_outcome"),
                        last.c.created_at.label("last_attempt_at"))
              .select_from(subjects.outerjoin(agg, agg.c.subject_pk == subjects.c.pk)
                           .outerjoin(cert, cert.c.id == agg.c.cert_id)
-                          .outerjoin(last, last.c.id == agg.c.last_id)))
+                          .outerjoin(last, last.c.id == agg.c.last_id)
+                          .outerjoin(offered, offered.c.subject_id == subjects.c.subject_id)))
         if not include_inactive:
             q = q.where(subjects.c.status == "active")
         inner = q.subquery()
         counts_q = sa.select(inner.c.status, sa.func.count()).group_by(inner.c.status)
+        by_method_q = (sa.select(inner.c.certified_by, sa.func.count()).where(inner.c.certified_by.is_not(None))
+                       .group_by(inner.c.certified_by))
         rows_q = sa.select(inner)
         if status:
             rows_q = rows_q.where(inner.c.status == status)
         rows_q = rows_q.order_by(inner.c.subject_id).limit(limit).offset(offset)
         with self.db.connect() as conn:
             counts = {s: 0 for s in CERT_STATUSES} | dict(conn.execute(counts_q).all())
+            by_method = {m: 0 for m in ("face", "manual", *ALTERNATIVE_METHODS)} | dict(conn.execute(by_method_q).all())
             rows = conn.execute(rows_q).all()
         items = [{"subject_id": r.subject_id, "name": r.name, "status": r.status, "subject_status": r.subject_status,
                   "certified_at": iso(r.certified_at), "certified_by": r.certified_by,
                   "valid_until": iso(r.valid_until), "attempts": r.attempts or 0,
                   "last_outcome": r.last_outcome, "last_attempt_at": iso(r.last_attempt_at)} for r in rows]
         return {"period": p.name, "period_start": iso(p.start), "period_end": iso(p.end), "as_of": iso(as_of),
-                "counts": counts, "items": items, "limit": limit, "offset": offset}
+                "counts": counts, "certified_by": by_method, "items": items, "limit": limit, "offset": offset}
 
     def signals(self, kind: str | None = None, subject_id: str | None = None, period: str | None = None,
                 limit: int = 100, offset: int = 0) -> list[dict]:

@@ -15,7 +15,8 @@ and not expired refuses the decision (``case_claimed``). The decision itself goe
 ledger's manual path (:meth:`CertificationLedger.manual`): its row, its audit row and the case's
 closing are one transaction, closed by a conditional UPDATE, so two reviewers racing for one
 case record one decision (``case_decided`` for the other). Evidence is deleted
-``evidence_retention_days`` after the decision (:meth:`ReviewDesk.purge`).
+``retention_decision_evidence_days`` after the decision by the retention rule
+``decision_evidence`` (:mod:`facegate.storage.retention`).
 
 Every view of a person's image is audited (``evidence.view``: who saw which subject's what).
 """
@@ -237,7 +238,7 @@ class ReviewDesk:
         if ev is None:
             raise FacegateError("not_found", "no such evidence image (deleted after the retention period?)")
         data = self.keys.decrypt(ev.data_enc, ev.key_id, evidence_aad(row.id, kind, int(seq)))
-        audit.record(self.db, **who.fields(), operation="evidence.view", outcome="ok", subject_id=row.subject_id,
+        audit.record(self.db, **who.fields(), operation=audit.IMAGE_VIEW, outcome="ok", subject_id=row.subject_id,
                      detail={"case_id": int(row.id), "image": f"{kind}:{int(seq)}"})
         return data
 
@@ -249,7 +250,7 @@ class ReviewDesk:
         photos = self.store.reference_photos_of(row.subject_id)
         if not photos:
             raise FacegateError("not_found", "no reference photo is kept for this subject")
-        audit.record(self.db, **who.fields(), operation="evidence.view", outcome="ok", subject_id=row.subject_id,
+        audit.record(self.db, **who.fields(), operation=audit.IMAGE_VIEW, outcome="ok", subject_id=row.subject_id,
                      detail={"case_id": int(row.id), "image": f"reference:{photos[0]['face_id']}"})
         return photos[0]["jpeg"]
 
@@ -296,7 +297,7 @@ class ReviewDesk:
         if row.workflow != "certification" or not row.subject_id:
             raise FacegateError("invalid_request", "only certification cases are decided here", case_id=int(row.id))
         c = review_cases.c
-        purge_after = now + timedelta(days=self.settings.evidence_retention_days)
+        purge_after = now + timedelta(days=self.settings.retention_decision_evidence_days)
 
         def close(conn, certification_id: int) -> None:
             free = sa.or_(c.claimed_by.is_(None), c.claimed_by == operator, c.claim_expires_at <= now)
@@ -337,7 +338,7 @@ class ReviewDesk:
             done = conn.execute(review_cases.update().where(c.id == row.id, c.status == "pending", free).values(
                 status="decided", decided_by=operator, decided_at=now, decision=decision,
                 decided_subject_id=subject_id, note=note,
-                purge_after=now + timedelta(days=self.settings.evidence_retention_days),
+                purge_after=now + timedelta(days=self.settings.retention_decision_evidence_days),
                 claimed_by=None, claim_expires_at=None)).rowcount
             if done != 1:
                 raise FacegateError("case_decided", f"case {row.id} was decided meanwhile", case_id=int(row.id))
@@ -361,7 +362,7 @@ class ReviewDesk:
             photos = []
         if not photos:
             raise FacegateError("not_found", "no reference photo is kept for this candidate")
-        audit.record(self.db, **who.fields(), operation="evidence.view", outcome="ok", subject_id=sid,
+        audit.record(self.db, **who.fields(), operation=audit.IMAGE_VIEW, outcome="ok", subject_id=sid,
                      detail={"case_id": int(row.id), "image": f"reference:{photos[0]['face_id']}"})
         return photos[0]["jpeg"]
 
@@ -372,19 +373,6 @@ class ReviewDesk:
         if len(note) > MAX_NOTE:
             raise FacegateError("invalid_request", f"the note is at most {MAX_NOTE} characters", field="note")
         return note.strip()
-
-    # ------------------------------------------------------------------ retention
-    def purge(self, now: datetime | None = None) -> int:
-        """Delete the evidence of cases decided more than ``evidence_retention_days`` ago."""
-        now = now or utcnow()
-        c = review_cases.c
-        with write_transaction(self.db) as conn:
-            due = sa.select(c.id).where(c.status == "decided", c.purge_after <= now).scalar_subquery()
-            n = conn.execute(review_evidence.delete().where(review_evidence.c.case_id.in_(due))).rowcount
-            if n:
-                audit.append(conn, actor="system", operation="evidence.purge", outcome="ok",
-                             detail={"images_removed": n, "retention_days": self.settings.evidence_retention_days})
-        return n
 
     def cases_of_certifications(self, certification_ids) -> dict[int, int]:
         """certification id -> its review case id (for the fraud-signal list's links)."""

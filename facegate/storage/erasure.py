@@ -1,0 +1,122 @@
+"""Where a person's face information rests, and the one function that erases it.
+
+``FACE_DATA`` lists every table holding face information of an identified person (templates,
+their second opinions, certification captures, the live face of a liveness session, its
+frames). Withdrawal of consent, the retention purge of deceased subjects and the compliance
+report's storage count all read this registry, so a workflow that stores a new kind of face
+information adds **one entry** here and is then erased on withdrawal, purged, and counted.
+
+:func:`erase_face_data` runs in the caller's write transaction (with the change-log removes of
+the templates, so index replicas drop them) and returns the counts per entry for the audit row.
+On SQLite the database runs with ``secure_delete``, and the caller checkpoints the WAL after
+commit (:meth:`facegate.storage.store.Store.checkpoint`): no byte of an erased row stays in the
+data folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import sqlalchemy as sa
+
+from facegate.storage import changefeed
+from facegate.storage.schema import (certification_captures, change_log, liveness_evidence, liveness_frames,
+                                     liveness_sessions, reference_photos, review_cases, review_evidence, subjects,
+                                     template_family, templates)
+from facegate.clock import utcnow
+
+
+@dataclass(frozen=True)
+class FaceData:
+    """One kind of stored face information. ``subjects`` is a SELECT of the ``subject_pk`` and
+    ``subject_id`` columns it holds information of (for the storage count); ``erase(conn, pk,
+    subject_id)`` deletes one person's rows and returns how many went."""
+    name: str
+    what: str
+    subjects: Callable[[], sa.Select]
+    erase: Callable[[sa.Connection, int, str], int]
+
+
+def _erase_templates(conn: sa.Connection, pk: int, subject_id: str) -> int:
+    rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id).where(templates.c.subject_pk == pk)).all()
+    if rows:
+        now = utcnow()
+        conn.execute(change_log.insert(), [dict(op="remove", template_id=t.id, subject_pk=pk, pack_id=t.pack_id,
+                                                created_at=now) for t in rows])
+        changefeed.notify(conn, changefeed.CHANGES)
+    conn.execute(template_family.delete().where(template_family.c.subject_pk == pk))
+    conn.execute(templates.delete().where(templates.c.subject_pk == pk))
+    return len(rows)
+
+
+def _erase_family(conn: sa.Connection, pk: int, subject_id: str) -> int:
+    return conn.execute(template_family.delete().where(template_family.c.subject_pk == pk)).rowcount
+
+
+def _erase_references(conn: sa.Connection, pk: int, subject_id: str) -> int:
+    return conn.execute(reference_photos.delete().where(reference_photos.c.subject_pk == pk)).rowcount
+
+
+def _evidence_holders() -> sa.Select:
+    kept = sa.select(review_cases.c.subject_pk).join(review_evidence, review_evidence.c.case_id == review_cases.c.id)
+    held = sa.select(liveness_sessions.c.subject_id).join(
+        liveness_evidence, liveness_evidence.c.session_id == liveness_sessions.c.id)
+    return sa.select(subjects.c.pk.label("subject_pk")).where(
+        sa.or_(subjects.c.pk.in_(kept), subjects.c.subject_id.in_(held)))
+
+
+def _erase_evidence(conn: sa.Connection, pk: int, subject_id: str) -> int:
+    cases = sa.select(review_cases.c.id).where(review_cases.c.subject_pk == pk)
+    kept = conn.execute(review_evidence.delete().where(review_evidence.c.case_id.in_(cases))).rowcount
+    sessions = sa.select(liveness_sessions.c.id).where(liveness_sessions.c.subject_id == subject_id)
+    held = conn.execute(liveness_evidence.delete().where(liveness_evidence.c.session_id.in_(sessions))).rowcount
+    return kept + held
+
+
+def _erase_captures(conn: sa.Connection, pk: int, subject_id: str) -> int:
+    return conn.execute(certification_captures.delete().where(certification_captures.c.subject_pk == pk)).rowcount
+
+
+def _erase_live(conn: sa.Connection, pk: int, subject_id: str) -> int:
+    ids = sa.select(liveness_sessions.c.id).where(liveness_sessions.c.subject_id == subject_id)
+    frames = conn.execute(liveness_frames.delete().where(liveness_frames.c.session_id.in_(ids))).rowcount
+    faces = conn.execute(liveness_sessions.update().where(liveness_sessions.c.subject_id == subject_id,
+                                                          liveness_sessions.c.embedding_enc.is_not(None))
+                         .values(embedding_enc=None)).rowcount
+    return frames + faces
+
+
+# Order matters: second opinions and reference photos go with their templates too (ON DELETE
+# CASCADE), but they are counted first so the audit row says what went.
+FACE_DATA: tuple[FaceData, ...] = (
+    FaceData("template_family", "second-opinion templates (SFace) of enrolled photos",
+             lambda: sa.select(template_family.c.subject_pk), _erase_family),
+    FaceData("reference_photos", "enrolment photos' face crops kept for reviewers and re-embedding (console)",
+             lambda: sa.select(reference_photos.c.subject_pk), _erase_references),
+    FaceData("templates", "face templates (and stored photos with FACEGATE_STORE_IMAGES)",
+             lambda: sa.select(templates.c.subject_pk), _erase_templates),
+    FaceData("certification_captures", "embeddings of certification captures",
+             lambda: sa.select(certification_captures.c.subject_pk), _erase_captures),
+    FaceData("liveness", "live-face embeddings and frames of liveness sessions opened for the subject",
+             lambda: sa.select(subjects.c.pk.label("subject_pk")).join(
+                 liveness_sessions, liveness_sessions.c.subject_id == subjects.c.subject_id).where(
+                 liveness_sessions.c.embedding_enc.is_not(None)), _erase_live),
+    FaceData("decision_evidence", "frames a decision rested on: a judged capture's best frames, a reviewed case's "
+             "evidence (console)", _evidence_holders, _erase_evidence),
+)
+
+
+def erase_face_data(conn: sa.Connection, subject_pk: int, subject_id: str) -> dict[str, int]:
+    """Delete every kind of the person's face information in ``FACE_DATA`` (caller's transaction)."""
+    return {entry.name: int(entry.erase(conn, subject_pk, subject_id)) for entry in FACE_DATA}
+
+
+def stored_subjects() -> sa.Select:
+    """The distinct ``subject_pk`` of everyone whose face information is stored now."""
+    return sa.union(*(entry.subjects() for entry in FACE_DATA))
+
+
+def count_stored(conn: sa.Connection) -> int:
+    """How many individuals have face information stored now (the filing count, 备案)."""
+    held = stored_subjects().subquery()
+    return int(conn.execute(sa.select(sa.func.count()).select_from(held)).scalar_one())

@@ -1,0 +1,1 @@
+"""The compliance report: the filing count, consent coverage, retention backlog, the PIA annex."""
