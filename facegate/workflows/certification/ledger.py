@@ -231,6 +231,14 @@ class CertificationLedger:
         if not note or not note.strip():
             raise FacegateError("invalid_request", "a manual decision needs a note saying how the person was checked",
                                 field="note")
+        detail = {"operator": operator} if operator else {}
+        return self._person_decided(subject_id, outcome, note.strip()[:2000], who, "certify_manual",
+                                    {"operator": operator}, detail, also)
+
+    def _person_decided(self, subject_id: str, outcome: str, note: str, who: Actor, operation: str,
+                        columns: dict, detail: dict, also=None) -> dict:
+        """Record a decision a person made (the console's, or a way without a face): its row and
+        audit row in one transaction, ``also(conn, certification_id)`` inside it."""
         now = utcnow()
         period = self.current_period(now)
         with self.db.connect() as conn:
@@ -240,8 +248,7 @@ class CertificationLedger:
                                 subject_status=status)
         row = {"subject_pk": subject_pk, "period": period.name, "outcome": outcome, "method": "manual",
                "valid_until": period.end if outcome == "certified" else None, "reasons": json.dumps([]),
-               "note": note.strip()[:2000], "key_id": who.key_id, "client_id": who.client_id, "created_at": now,
-               "operator": operator}
+               "note": note, "key_id": who.key_id, "client_id": who.client_id, "created_at": now} | columns
         with write_transaction(self.db) as conn:
             if conn.execute(sa.select(subjects.c.pk).where(subjects.c.pk == subject_pk)).scalar() is None:
                 raise FacegateError("unknown_subject", f"no subject {subject_id!r} (erased meanwhile)",
@@ -249,9 +256,8 @@ class CertificationLedger:
             cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
             if also is not None:
                 also(conn, cert_id)
-            audit.append(conn, **who.fields(), operation="certify_manual", outcome=outcome, subject_id=subject_id,
-                         detail={"certification_id": cert_id, "period": period.name, "note": row["note"]}
-                         | ({"operator": operator} if operator else {}))
+            audit.append(conn, **who.fields(), operation=operation, outcome=outcome, subject_id=subject_id,
+                         detail={"certification_id": cert_id, "period": period.name, "note": note} | detail)
         return self._answer(cert_id, subject_id, row, [], [])
 
     def alternative(self, subject_id: str, method: str, checked_by: str, note: str, *, who: Actor,
@@ -273,23 +279,9 @@ class CertificationLedger:
         if not note or not note.strip() or len(note) > 2000:
             raise FacegateError("invalid_request", "note (how the person was checked) must be 1-2000 characters",
                                 field="note")
-        now = utcnow()
-        period = self.current_period(now)
-        with self.db.connect() as conn:
-            subject_pk, status = self._subject(conn, subject_id)
-        if status == "deceased" and outcome == "certified":
-            raise FacegateError("invalid_request", "a deceased subject cannot be certified; change the status first",
-                                subject_status=status)
-        row = {"subject_pk": subject_pk, "period": period.name, "outcome": outcome, "method": "manual",
-               "alternative": method, "checked_by": checked_by,
-               "valid_until": period.end if outcome == "certified" else None, "reasons": json.dumps([]),
-               "note": note.strip(), "key_id": who.key_id, "client_id": who.client_id, "created_at": now}
-        with write_transaction(self.db) as conn:
-            cert_id = conn.execute(certifications.insert().values(**row)).inserted_primary_key[0]
-            audit.append(conn, **who.fields(), operation="certify_alternative", outcome=outcome, subject_id=subject_id,
-                         detail={"certification_id": cert_id, "period": period.name, "method": method,
-                                 "checked_by": checked_by, "note": row["note"]})
-        return self._answer(cert_id, subject_id, row, [], [])
+        return self._person_decided(subject_id, outcome, note.strip(), who, "certify_alternative",
+                                    {"alternative": method, "checked_by": checked_by},
+                                    {"method": method, "checked_by": checked_by})
 
     def offer_alternative(self, subject_id: str, *, who: Actor) -> dict:
         """Record that the way without a face was offered to the subject in this period (a person

@@ -286,10 +286,7 @@ class ReviewDesk:
         if outcome not in MANUAL_OUTCOMES:
             raise FacegateError("invalid_request", f"decision is one of {', '.join(MANUAL_OUTCOMES)}",
                                 field="decision")
-        if not isinstance(note, str) or not note.strip():
-            raise FacegateError("invalid_request", "a decision needs a note saying why", field="note")
-        if len(note) > MAX_NOTE:
-            raise FacegateError("invalid_request", f"the note is at most {MAX_NOTE} characters", field="note")
+        note = self._note(note)
         now = utcnow()
         with self.db.connect() as conn:
             row = self._row(conn, case_id)
@@ -302,7 +299,7 @@ class ReviewDesk:
         def close(conn, certification_id: int) -> None:
             free = sa.or_(c.claimed_by.is_(None), c.claimed_by == operator, c.claim_expires_at <= now)
             done = conn.execute(review_cases.update().where(c.id == row.id, c.status == "pending", free).values(
-                status="decided", decided_by=operator, decided_at=now, decision=outcome, note=note.strip(),
+                status="decided", decided_by=operator, decided_at=now, decision=outcome, note=note,
                 purge_after=purge_after, claimed_by=None, claim_expires_at=None)).rowcount
             if done != 1:
                 self._check_open(self._row(conn, row.id), operator, now)
