@@ -41,7 +41,7 @@ class Console:
                           console_lockout_s=60)
         self.keys = {role: create_key(self.srv.env, role)["key"] for role in ("admin", "app")}
         for name, role in (("ana", "reviewer"), ("bo", "reviewer"), ("cy", "auditor"), ("di", "supervisor"),
-                           ("ed", "reviewer"), ("fu", "reviewer"), ("gi", "reviewer")):
+                           ("ed", "reviewer"), ("fu", "reviewer"), ("gi", "reviewer"), ("ha", "supervisor")):
             proc = subprocess.run([*FACEGATE, "operators", "add", name, "--role", role, "--password-stdin"],
                                   input=PASSWORD + "\n", env=self.srv.env, cwd=REPO, capture_output=True, text=True,
                                   timeout=60)
@@ -372,5 +372,36 @@ def test_a_kiosk_search_that_went_to_a_person_is_decided(console, browser):
     views = {e["detail"]["image"] for e in console.audit(operation="evidence.view")
              if e["actor"] == "operator:gi" and e["detail"]["case_id"] == case_id}
     assert {"frame:0", "frame:1", "frame:2"} <= views and len([v for v in views if v.startswith("reference:")]) >= 1
+    assert not violations(page) and not errors(page), errors(page)
+    page.context.close()
+
+
+def test_a_withdrawal_recorded_in_the_console_erases_the_face(console, browser):
+    """Withdrawal from the console (issue 24): the templates and the reference photo go, the
+    subject row stays marked withdrawn, the audit names the operator, a face check then answers
+    consent_withdrawn."""
+    console.add_subject("PEN-3", allow_duplicate=True)
+    with console.db() as db:
+        assert db.execute("SELECT count(*) FROM reference_photos r JOIN subjects s ON s.pk = r.subject_pk "
+                          "WHERE s.subject_id = 'PEN-3'").fetchone()[0] == 1
+    page = _page(browser)
+    sign_in(console, page, "ha")
+    page.goto(console.url + "/console/#/subjects/PEN-3")
+    page.wait_for_selector("#stored")
+    page.fill("#withdraw-reason", "letter received 3 December")
+    page.click("#withdraw")
+    assert "PEN-3" in _msg(page) and "withdrawn" in _msg(page)
+    page.wait_for_function("() => /reference_photos\\s*0/.test(document.querySelector('#stored').textContent)")
+    with console.db() as db:
+        held = db.execute("SELECT (SELECT count(*) FROM templates t JOIN subjects s ON s.pk = t.subject_pk "
+                          "WHERE s.subject_id = 'PEN-3'), (SELECT count(*) FROM reference_photos r JOIN subjects s "
+                          "ON s.pk = r.subject_pk WHERE s.subject_id = 'PEN-3')").fetchone()
+    assert held == (0, 0)
+    done = console.audit(subject_id="PEN-3", operation="consent.withdraw")
+    assert done and done[-1]["actor"] == "operator:ha" and done[-1]["detail"]["erased"]["reference_photos"] == 1
+    assert done[-1]["detail"]["reason"] == "letter received 3 December"
+    r = console.call("admin", "POST", "/v1/verify", data={"subject_id": "PEN-3"},
+                     files={"image": ("f.jpg", console.enrol_photo)})
+    assert r.status_code == 410 and r.json()["code"] == "consent_withdrawn", r.text
     assert not violations(page) and not errors(page), errors(page)
     page.context.close()

@@ -358,8 +358,10 @@ async function renderSubjects(id) {
     const status = h("select", { id: "status" }, ...["active", "suspended", "deceased"].map((v) => h("option", { value: v, text: v, selected: v === s.status })));
     const confirm = h("input", { id: "erase-confirm", maxlength: "128" });
     const eraseReason = h("input", { id: "erase-reason", maxlength: "500", size: "40" });
+    const withdrawReason = h("input", { id: "withdraw-reason", maxlength: "500", size: "40" });
     parts.push(h("section", { class: "card", id: "subject" }, h("h2", { text: s.subject_id }),
-      h("dl", { class: "kv" }, ...Object.entries({ name: s.name, status: s.status, created_at: when(s.created_at) })
+      h("dl", { class: "kv" }, ...Object.entries({ name: s.name, status: s.status, created_at: when(s.created_at),
+                                                 withdrawn_at: when(s.withdrawn_at) })
         .flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v || "" })])),
       h("h3", { text: t("stored") }),
       h("dl", { class: "kv", id: "stored" }, ...Object.entries(s.stored).flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: String(v) })]))),
@@ -367,6 +369,13 @@ async function renderSubjects(id) {
         h("button", { class: "primary", id: "status-save", text: t("save"), onclick: () => guarded(async () => {
           const out = await api("POST", `/subjects/${encodeURIComponent(id)}/status`, { status: status.value, reason: reason.value });
           message(t("statusSaved", { status: out.status }), true);
+        }) })),
+      h("section", { class: "card" }, h("h3", { text: t("withdraw") }), h("p", { text: t("withdrawExplain") }),
+        h("label", {}, t("reason"), withdrawReason),
+        h("button", { class: "danger", id: "withdraw", text: t("withdraw"), onclick: () => guarded(async () => {
+          await api("POST", `/subjects/${encodeURIComponent(id)}/withdraw`, { reason: withdrawReason.value });
+          await renderSubjects(id);
+          message(t("withdrawn", { id }), true);
         }) })),
       h("section", { class: "card" }, h("h3", { text: t("erase") }), h("p", { text: t("eraseConfirm") }), confirm,
         h("label", {}, t("reason"), eraseReason),

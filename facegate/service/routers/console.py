@@ -34,6 +34,8 @@ from facegate.service.deps import ServiceState, state
 from facegate.storage import ratelimits
 from facegate.storage.audit import Actor
 from facegate.vocab import MANUAL_OUTCOMES, REVIEW_STATUSES, REVIEW_WORKFLOWS, SIGNAL_KINDS, SUBJECT_STATUSES
+from facegate.service.schemas import WithdrawalOut
+from facegate.workflows.consent import consent as consent_flows
 from facegate.workflows.review import reports
 from facegate.workflows.review.operators import ConsoleSession
 
@@ -392,6 +394,19 @@ async def erase(subject_id: SubjectId, body: EraseIn, request: Request, st: Serv
         raise FacegateError("invalid_request", "type the subject id again to confirm the erasure", field="confirm")
     return await run_in_threadpool(lambda: st.gallery.erase(subject_id, actor=f"operator:{session.operator}",
                                                             reason=body.reason))
+
+
+class ConsoleWithdrawIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="how the person withdrew (a letter, at the counter)")
+
+
+@router.post("/subjects/{subject_id}/withdraw", response_model=WithdrawalOut)
+async def withdraw(subject_id: SubjectId, body: ConsoleWithdrawIn, request: Request, st: ServiceState = Depends(state),
+                   session: ConsoleSession = Depends(signed_in("subjects", csrf=True))):
+    """The person withdrew consent: their face information is erased, the subject row, its
+    consent and audit rows stay, and later decisions answer ``consent_withdrawn``."""
+    return await run_in_threadpool(consent_flows.withdraw, st.gallery, subject_id, _who(request, session),
+                                   body.reason)
 
 
 @router.get("/audit")

@@ -82,6 +82,7 @@ def subject_record(db: sa.Engine, subject_id: str) -> dict:
 
         return {"subject_id": row.subject_id, "name": row.name, "status": row.status,
                 "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+                "withdrawn_at": iso(row.withdrawn_at),
                 "stored": {"templates": count(templates, templates.c.subject_pk),
                            "reference_photos": count(reference_photos, reference_photos.c.subject_pk),
                            "certifications": count(certifications, certifications.c.subject_pk),
