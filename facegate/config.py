@@ -128,6 +128,7 @@ class Settings:
     retention_lease_s: float = 600.0      # a purge that died holds its lease this long at most
     filing_threshold: int = 100_000       # individuals whose face information is stored: the filing count (备案)
     stored_individuals_warn: int = 90_000  # the service logs a warning at or over this count
+    stored_count_interval_s: float = 600.0  # the service's filing count: counted once per interval across replicas
 
     def __post_init__(self):
         for name, allowed in _CLOSED.items():

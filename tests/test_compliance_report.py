@@ -125,7 +125,7 @@ def playwright_api():
 
 
 def test_metrics_gauge_and_warning(tmp_path, lfw_images):
-    srv = Server(tmp_path, retention_interval_s=2, stored_individuals_warn=2)
+    srv = Server(tmp_path, retention_interval_s=2, stored_individuals_warn=2, stored_count_interval_s=1)
     key = create_key(srv.env, "admin")["key"]
     srv.start()
     try:

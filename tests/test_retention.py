@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from facegate import clock
-from facegate.storage import audit, retention
+from facegate.storage import audit, erasure, retention
 from facegate.storage.schema import (audit_log, certification_captures, certifications, liveness_frames,
                                      liveness_sessions, operator_sessions, operators, review_cases, review_evidence,
                                      subjects, template_family, templates)
@@ -133,6 +133,20 @@ def test_the_console_s_decision_evidence_and_ended_sessions(store):
     assert count(store, review_evidence) == 2 and count(store, review_cases) == 2    # the pending case's, the rows
     assert run_at(store, T0 + timedelta(days=30, hours=8) + SEC)["operator_sessions"] == 1   # expired, never ended
     assert count(store, operator_sessions) == 0
+
+
+def test_the_filing_count_is_counted_once_per_interval(store):
+    """The service's gauge reads the count another replica made within the interval (it scans
+    every face-data table) and counts again after it."""
+    for sid in ("F-1", "F-2"):
+        store.add_subject(sid)
+    store.add_template("F-1", vec(1), "pack")
+    assert erasure.recent_count(store.db, 600) == 1
+    store.add_template("F-2", vec(2), "pack")
+    assert erasure.recent_count(store.db, 600) == 1
+    assert erasure.recent_count(store.db, 0) == 2
+    with store.db.connect() as conn:
+        assert erasure.count_stored(conn) == 2
 
 
 def test_certification_captures_two_periods(store):

@@ -126,15 +126,15 @@ async def _sync_loop(st: ServiceState, wake: asyncio.Event) -> None:
 
 
 def _stored_individuals(st: ServiceState) -> int:
-    with st.db.connect() as conn:
-        n = erasure.count_stored(conn)
+    n = erasure.recent_count(st.db, st.settings.stored_count_interval_s)
     metrics.STORED_INDIVIDUALS.set(n)
     return n
 
 
 async def _compliance_loop(st: ServiceState) -> None:
     """The filing count and the retention purge, inside the service: the stored-individuals
-    gauge every minute, with a warning log at or over ``stored_individuals_warn`` (again after
+    gauge every minute (counted again once per ``stored_count_interval_s`` across replicas:
+    :func:`facegate.storage.erasure.recent_count`), with a warning log at or over ``stored_individuals_warn`` (again after
     it fell below); the purge every ``retention_interval_s`` (0: off) on one replica at a time
     (:func:`facegate.storage.retention.run`: a lease row, one run per interval across replicas)."""
     s = st.settings

@@ -17,12 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import json
+from datetime import datetime, timedelta
+
 import sqlalchemy as sa
 
 from facegate.storage import changefeed
+from facegate.storage.db import write_transaction
 from facegate.storage.schema import (certification_captures, change_log, liveness_evidence, liveness_frames,
-                                     liveness_sessions, reference_photos, review_cases, review_evidence, subjects,
-                                     template_family, templates)
+                                     liveness_sessions, reference_photos, review_cases, review_evidence, store_info,
+                                     subjects, template_family, templates)
 from facegate.clock import utcnow
 
 
@@ -120,3 +124,26 @@ def count_stored(conn: sa.Connection) -> int:
     """How many individuals have face information stored now (the filing count, 备案)."""
     held = stored_subjects().subquery()
     return int(conn.execute(sa.select(sa.func.count()).select_from(held)).scalar_one())
+
+
+STORED_COUNT = "stored_individuals"
+
+
+def recent_count(db: sa.Engine, max_age_s: float) -> int:
+    """The filing count, counted again only when the last count (kept in ``store_info`` with its
+    time, so replicas share it) is older than ``max_age_s``: the count reads every face-data
+    table's subject index (benchmarks/compliance_scale.py)."""
+    now = utcnow()
+    with db.connect() as conn:
+        raw = conn.execute(sa.select(store_info.c.value).where(store_info.c.name == STORED_COUNT)).scalar()
+    if raw:
+        last = json.loads(raw)
+        if now - timedelta(seconds=max_age_s) < datetime.fromisoformat(last["at"]) <= now:
+            return int(last["count"])
+    with db.connect() as conn:
+        n = count_stored(conn)
+    with write_transaction(db) as conn:
+        conn.execute(store_info.delete().where(store_info.c.name == STORED_COUNT))
+        conn.execute(store_info.insert().values(name=STORED_COUNT,
+                                                value=json.dumps({"count": n, "at": now.isoformat()})))
+    return n
