@@ -11,7 +11,9 @@ fifth of them with a certification capture, then times:
   with any face information, a person counted once), which the service's compliance loop
   runs for the ``facegate_stored_individuals`` gauge;
 - ``backlog``: :func:`facegate.storage.retention.backlog` (what each retention rule finds due);
-- ``report``: :func:`facegate.workflows.compliance.report.build` (the whole report).
+- ``report``: :func:`facegate.workflows.compliance.report.build` (the whole report);
+- ``purge_deceased``: :func:`facegate.storage.retention.run` after ``--deceased`` people were
+  marked deceased 40 days ago (their face information is due): the whole run, every class.
 
 Results go to ``benchmarks/results/compliance.md`` (appended) and stdout.
 """
@@ -67,6 +69,19 @@ def fill(store, n: int) -> None:
                                                                 pack_id="bench", embedding_enc=emb, key_id=kid,
                                                                 created_at=now) for c, p in made])
 
+def purge_deceased(store, n: int) -> dict:
+    from facegate import clock
+    from facegate.storage import retention
+    from facegate.storage.db import write_transaction
+    from facegate.storage.schema import subjects
+    long_ago = clock.utcnow() - timedelta(days=40)
+    with write_transaction(store.db) as conn:
+        conn.execute(subjects.update().where(subjects.c.pk <= n).values(status="deceased", status_since=long_ago))
+    out = retention.run(store)
+    assert out["ran"], out
+    return out["counts"]
+
+
 def timed(fn, runs: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(runs):
@@ -80,6 +95,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--subjects", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--deceased", type=int, default=1000)
     ap.add_argument("--database-url", default="", help="PostgreSQL URL (default: SQLite in a temp folder)")
     args = ap.parse_args(argv)
 
@@ -110,11 +126,13 @@ def main(argv=None) -> int:
         count_ms, stored = timed(count, args.runs)
         backlog_ms, _ = timed(backlog, args.runs)
         report_ms, built = timed(lambda: report.build(store), 1)
+        purge_ms, purged = timed(lambda: purge_deceased(store, args.deceased), 1)
         store.close()
     assert stored == args.subjects, stored
     out = {"backend": store.backend, "subjects": args.subjects, "fill_s": round(fill_s, 1),
            "count_stored_ms": round(count_ms, 1), "backlog_ms": round(backlog_ms, 1),
-           "report_ms": round(report_ms, 1), "stored": stored,
+           "report_ms": round(report_ms, 1), "deceased": args.deceased, "purge_deceased_ms": round(purge_ms, 1),
+           "purged": purged, "stored": stored,
            "report_stored": built["filing"]["stored_individuals"], "load": uptime()}
     print(json.dumps(out))
     RESULTS.parent.mkdir(exist_ok=True)

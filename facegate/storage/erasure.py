@@ -1,8 +1,8 @@
 """Where a person's face information rests, and the one function that erases it.
 
 ``FACE_DATA`` lists every table holding face information of an identified person (templates,
-their second opinions, certification captures, the live face of a liveness session, its
-frames). Withdrawal of consent, the retention purge of deceased subjects and the compliance
+their second opinions, reference photos, certification captures, the live face of a liveness
+session and its frames, decision evidence). Withdrawal of consent, the retention purge of deceased subjects and the compliance
 report's storage count all read this registry, so a workflow that stores a new kind of face
 information adds **one entry** here and is then erased on withdrawal, purged, and counted.
 
@@ -14,31 +14,39 @@ data folder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Callable
 
 import sqlalchemy as sa
 
+from facegate.clock import utcnow
 from facegate.storage import changefeed
 from facegate.storage.db import write_transaction
 from facegate.storage.schema import (certification_captures, change_log, liveness_evidence, liveness_frames,
                                      liveness_sessions, reference_photos, review_cases, review_evidence, store_info,
                                      subjects, template_family, templates)
-from facegate.clock import utcnow
 
 
 @dataclass(frozen=True)
 class FaceData:
-    """One kind of stored face information. ``subjects`` is a SELECT of the ``subject_pk`` and
-    ``subject_id`` columns it holds information of (for the storage count); ``erase(conn, pk,
-    subject_id)`` deletes one person's rows and returns how many went."""
+    """One kind of stored face information. ``subjects`` is a SELECT of the ``subject_pk`` of
+    everyone it holds information of (the storage count); ``held(pk, subject_id)`` is true where
+    the subject of an outer query's row holds some (an indexed lookup: the retention rules ask it
+    of a few subjects); ``erase(conn, pk, subject_id)`` deletes one person's rows and returns how
+    many went."""
     name: str
     what: str
     subjects: Callable[[], sa.Select]
+    held: Callable[[sa.ColumnElement, sa.ColumnElement], sa.ColumnElement[bool]]
     erase: Callable[[sa.Connection, int, str], int]
+
+
+def _by_pk(column: sa.Column) -> dict:
+    """``subjects`` and ``held`` of a table with a ``subject_pk`` column."""
+    return {"subjects": lambda: sa.select(column),
+            "held": lambda pk, subject_id: sa.exists().where(column == pk)}
 
 
 def _erase_templates(conn: sa.Connection, pk: int, subject_id: str) -> int:
@@ -61,12 +69,30 @@ def _erase_references(conn: sa.Connection, pk: int, subject_id: str) -> int:
     return conn.execute(reference_photos.delete().where(reference_photos.c.subject_pk == pk)).rowcount
 
 
+def _kept_evidence(pk):
+    return sa.select(review_cases.c.subject_pk).join(
+        review_evidence, review_evidence.c.case_id == review_cases.c.id).where(pk)
+
+
+def _held_evidence(subject_id_cond):
+    return sa.select(liveness_sessions.c.subject_id).join(
+        liveness_evidence, liveness_evidence.c.session_id == liveness_sessions.c.id).where(subject_id_cond)
+
+
 def _evidence_holders() -> sa.Select:
-    kept = sa.select(review_cases.c.subject_pk).join(review_evidence, review_evidence.c.case_id == review_cases.c.id)
-    held = sa.select(liveness_sessions.c.subject_id).join(
-        liveness_evidence, liveness_evidence.c.session_id == liveness_sessions.c.id)
-    return sa.select(subjects.c.pk.label("subject_pk")).where(
-        sa.or_(subjects.c.pk.in_(kept), subjects.c.subject_id.in_(held)))
+    return sa.select(subjects.c.pk.label("subject_pk")).where(sa.or_(
+        subjects.c.pk.in_(_kept_evidence(review_cases.c.subject_pk.is_not(None))),
+        subjects.c.subject_id.in_(_held_evidence(liveness_sessions.c.subject_id.is_not(None)))))
+
+
+def _evidence_held(pk, subject_id):
+    return sa.or_(_kept_evidence(review_cases.c.subject_pk == pk).exists(),
+                  _held_evidence(liveness_sessions.c.subject_id == subject_id).exists())
+
+
+def _live_faces(subject_id_cond):
+    return sa.select(liveness_sessions.c.subject_id).where(subject_id_cond,
+                                                           liveness_sessions.c.embedding_enc.is_not(None))
 
 
 def _erase_evidence(conn: sa.Connection, pk: int, subject_id: str) -> int:
@@ -94,25 +120,33 @@ def _erase_live(conn: sa.Connection, pk: int, subject_id: str) -> int:
 # CASCADE), but they are counted first so the audit row says what went.
 FACE_DATA: tuple[FaceData, ...] = (
     FaceData("template_family", "second-opinion templates (SFace) of enrolled photos",
-             lambda: sa.select(template_family.c.subject_pk), _erase_family),
+             **_by_pk(template_family.c.subject_pk), erase=_erase_family),
     FaceData("reference_photos", "enrolment photos' face crops kept for reviewers and re-embedding (console)",
-             lambda: sa.select(reference_photos.c.subject_pk), _erase_references),
+             **_by_pk(reference_photos.c.subject_pk), erase=_erase_references),
     FaceData("templates", "face templates (and stored photos with FACEGATE_STORE_IMAGES)",
-             lambda: sa.select(templates.c.subject_pk), _erase_templates),
+             **_by_pk(templates.c.subject_pk), erase=_erase_templates),
     FaceData("certification_captures", "embeddings of certification captures",
-             lambda: sa.select(certification_captures.c.subject_pk), _erase_captures),
+             **_by_pk(certification_captures.c.subject_pk), erase=_erase_captures),
     FaceData("liveness", "live-face embeddings and frames of liveness sessions opened for the subject",
-             lambda: sa.select(subjects.c.pk.label("subject_pk")).join(
-                 liveness_sessions, liveness_sessions.c.subject_id == subjects.c.subject_id).where(
-                 liveness_sessions.c.embedding_enc.is_not(None)), _erase_live),
+             subjects=lambda: sa.select(subjects.c.pk.label("subject_pk")).where(
+                 subjects.c.subject_id.in_(_live_faces(liveness_sessions.c.subject_id.is_not(None)))),
+             held=lambda pk, subject_id: _live_faces(liveness_sessions.c.subject_id == subject_id).exists(),
+             erase=_erase_live),
     FaceData("decision_evidence", "frames a decision rested on: a judged capture's best frames, a reviewed case's "
-             "evidence (console)", _evidence_holders, _erase_evidence),
+             "evidence (console)", subjects=_evidence_holders, held=_evidence_held, erase=_erase_evidence),
 )
 
 
 def erase_face_data(conn: sa.Connection, subject_pk: int, subject_id: str) -> dict[str, int]:
     """Delete every kind of the person's face information in ``FACE_DATA`` (caller's transaction)."""
     return {entry.name: int(entry.erase(conn, subject_pk, subject_id)) for entry in FACE_DATA}
+
+
+def holds_face_data(pk: sa.ColumnElement, subject_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """True where the subject of an outer query's row (its ``pk`` and ``subject_id`` columns)
+    holds face information of any kind: indexed lookups, so a query over a few subjects (the
+    deceased, the withdrawn) does not read every holder in the gallery."""
+    return sa.or_(*(entry.held(pk, subject_id) for entry in FACE_DATA))
 
 
 def stored_subjects() -> sa.Select:

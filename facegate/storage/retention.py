@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from facegate.clock import iso, utcnow
 from facegate.storage import audit
 from facegate.storage.db import write_transaction
-from facegate.storage.erasure import FACE_DATA, erase_face_data
+from facegate.storage.erasure import erase_face_data, holds_face_data
 from facegate.storage.private import private_dir
 from facegate.storage.schema import (audit_log, certification_captures, liveness_evidence, liveness_frames,
                                      liveness_sessions, operator_sessions, retention_runs, review_cases,
@@ -103,10 +103,6 @@ def _sessions_purge(conn, now, settings, limit, ctx) -> int:
 
 
 # ---------------------------------------------------------------- face data of the withdrawn and the deceased
-def _holders():
-    return sa.union(*(e.subjects() for e in FACE_DATA)).subquery()
-
-
 def _people_q(now: datetime, settings, kind: str):
     if kind == "withdrawn":
         cond = subjects.c.withdrawn_at < now - timedelta(days=settings.retention_withdrawn_days)
@@ -114,8 +110,8 @@ def _people_q(now: datetime, settings, kind: str):
         cond = sa.and_(subjects.c.status == "deceased",
                        sa.func.coalesce(subjects.c.status_since, subjects.c.updated_at)
                        < now - timedelta(days=settings.retention_deceased_days))
-    held = _holders()
-    return sa.select(subjects.c.pk, subjects.c.subject_id).where(cond, subjects.c.pk.in_(sa.select(held.c.subject_pk)))
+    held = holds_face_data(subjects.c.pk, subjects.c.subject_id)
+    return sa.select(subjects.c.pk, subjects.c.subject_id).where(cond, held)
 
 
 def _people_due(kind):
@@ -127,7 +123,7 @@ def _people_due(kind):
 def _people_purge(kind):
     def purge(conn, now, settings, limit, ctx) -> int:
         n = 0
-        for pk, sid in conn.execute(_people_q(now, settings, kind).limit(max(1, limit // 20))).all():
+        for pk, sid in conn.execute(_people_q(now, settings, kind).limit(max(1, limit // 4))).all():
             erased = erase_face_data(conn, pk, sid)
             audit.append(conn, actor="retention", operation="retention.erase", outcome="erased", subject_id=sid,
                          detail={"data_class": f"{kind}_face_data", "erased": erased})

@@ -47,6 +47,8 @@ subjects = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
     sa.CheckConstraint(check_sql("status", SUBJECT_STATUSES), name="ck_subjects_status"),
+    sa.Index("ix_subjects_status", "status"),              # the deceased for retention, lists by status (0008)
+    sa.Index("ix_subjects_withdrawn_at", "withdrawn_at"),  # the withdrawn for retention (0008)
     sqlite_autoincrement=True,
 )
 
@@ -194,6 +196,7 @@ certification_captures = sa.Table(
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Index("ix_certification_captures_period", "period", "pack_id"),
+    sa.Index("ix_certification_captures_subject_pk", "subject_pk"),   # erasure, retention (0008)
 )
 
 fraud_signals = sa.Table(
@@ -268,6 +271,7 @@ liveness_sessions = sa.Table(
     sa.CheckConstraint(check_sql("status", LIVENESS_STATUSES), name="ck_liveness_sessions_status"),
     sa.Index("ix_liveness_sessions_owner_status", "owner", "status"),
     sa.Index("ix_liveness_sessions_expires_at", "expires_at"),
+    sa.Index("ix_liveness_sessions_subject_id", "subject_id"),    # erasure, retention (0008)
 )
 
 liveness_frames = sa.Table(
