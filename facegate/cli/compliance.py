@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from facegate.cli import cli_actor
+from facegate.cli.gallery import _gallery, _store
 from facegate.config import Settings
 from facegate.errors import FacegateError
 from facegate.vocab import ALTERNATIVE_METHODS, CONSENT_DECISIONS, GUARDIAN_RELATIONS, MANUAL_OUTCOMES, PURPOSES
@@ -22,11 +23,6 @@ from facegate.vocab import ALTERNATIVE_METHODS, CONSENT_DECISIONS, GUARDIAN_RELA
 
 def _print(args, data, text: str) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=1, default=str) if getattr(args, "json", False) else text)
-
-
-def _store():
-    from facegate.storage.store import Store
-    return Store.open(Settings.load())
 
 
 def _who():
@@ -103,22 +99,16 @@ def cmd_notices_publish(args) -> int:
         raw = path.read_bytes()
     except OSError as exc:
         raise FacegateError("notice_invalid", f"cannot read {path}: {exc.strerror}") from None
-    store = _store()
-    try:
+    with _store() as store:
         out = notices.publish(store.db, raw, cli_actor())
-    finally:
-        store.close()
     _print(args, out, f"published notice version {out['version']} (sha256 {out['sha256'][:12]}…)")
     return 0
 
 
 def cmd_notices_show(args) -> int:
     from facegate.storage import notices
-    store = _store()
-    try:
+    with _store() as store:
         out = notices.history(store.db) if args.all else notices.current(store.db)
-    finally:
-        store.close()
     if out is None:
         raise FacegateError("notice_missing")
     _print(args, out, "")
@@ -127,14 +117,11 @@ def cmd_notices_show(args) -> int:
 
 def cmd_consent_record(args) -> int:
     from facegate.workflows.consent import consent as flows
-    store = _store()
-    try:
+    with _store() as store:
         out = flows.record_for_subject(store.db, store.settings, args.subject_id, decision=args.decision,
                                        channel=args.channel, who=_who(), purpose=args.purpose,
                                        notice_version=args.notice_version, guardian_name=args.guardian_name,
                                        guardian_relation=args.guardian_relation)
-    finally:
-        store.close()
     _print(args, out, f"consent {out['consent_id']}: {out['subject_id']} {out['decision']} for {out['purpose']} "
                       f"(notice version {out['notice_version']})")
     return 0
@@ -142,46 +129,33 @@ def cmd_consent_record(args) -> int:
 
 def cmd_consent_list(args) -> int:
     from facegate.workflows.consent import consent as flows
-    store = _store()
-    try:
+    with _store() as store:
         out = flows.records(store.db, args.subject_id)
-    finally:
-        store.close()
     _print(args, out, "")
     return 0
 
 
 def cmd_consent_withdraw(args) -> int:
-    from facegate.cli.gallery import _gallery
     from facegate.workflows.consent import consent as flows
-    g = _gallery()
-    try:
+    with _gallery() as g:
         out = flows.withdraw(g, args.subject_id, _who(), args.reason)
-    finally:
-        g.close()
     _print(args, out, f"withdrawn: {out['subject_id']}; erased {out['erased']}")
     return 0
 
 
 def cmd_certify_alternative(args) -> int:
     from facegate.workflows.certification.ledger import CertificationLedger
-    store = _store()
-    try:
+    with _store() as store:
         out = CertificationLedger(store.settings, store).alternative(args.subject_id, args.method, args.checked_by,
                                                                       args.note, who=_who(), outcome=args.outcome)
-    finally:
-        store.close()
     _print(args, out, f"{out['subject_id']}: {out['outcome']} by {args.method} (period {out['period']})")
     return 0
 
 
 def cmd_retention_run(args) -> int:
     from facegate.storage import retention
-    store = _store()
-    try:
+    with _store() as store:
         out = retention.run(store, holder=cli_actor(), dry_run=args.dry_run, actor=cli_actor())
-    finally:
-        store.close()
     _print(args, out, json.dumps(out, indent=1, default=str))
     return 0 if out.get("ran") or args.dry_run else 3
 
@@ -194,11 +168,8 @@ def cmd_retention_policy(args) -> int:
 
 def cmd_compliance_report(args) -> int:
     from facegate.workflows.compliance import report as rep
-    store = _store()
-    try:
+    with _store() as store:
         data = rep.build(store)
-    finally:
-        store.close()
     if args.html:
         text = rep.html(data)
     elif args.json:

@@ -72,6 +72,12 @@ class Store(FamilyStore, StoreReads):
     def close(self) -> None:
         self.db.dispose()
 
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @property
     def backend(self) -> str:
         return self.db.dialect.name
