@@ -384,10 +384,25 @@ def test_a_withdrawal_recorded_in_the_console_erases_the_face(console, browser):
     with console.db() as db:
         assert db.execute("SELECT count(*) FROM reference_photos r JOIN subjects s ON s.pk = r.subject_pk "
                           "WHERE s.subject_id = 'PEN-3'").fetchone()[0] == 1
+    # device credentials (kiosk and app keys, even an admin key, a capture token) have no console session
+    s = console.call("app", "POST", "/v1/liveness/sessions", json={"subject_id": "PEN-3"}).json()
+    for headers in [{"X-API-Key": console.keys[r]} for r in ("kiosk", "app", "admin")] + [
+            {"Authorization": f"Bearer {s['capture_token']}"}]:
+        r = httpx.post(console.url + "/console/api/subjects/PEN-3/withdraw", json={"reason": "x"}, headers=headers)
+        assert r.status_code == 401 and r.json()["code"] == "session_expired", r.text
     page = _page(browser)
     sign_in(console, page, "ha")
     page.goto(console.url + "/console/#/subjects/PEN-3")
     page.wait_for_selector("#stored")
+    bounds = page.evaluate("""async () => { const me = await (await fetch('/console/api/me')).json();
+        const send = async (body) => { const r = await fetch('/console/api/subjects/PEN-3/withdraw', {method: 'POST',
+            headers: {'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf}, body: JSON.stringify(body)});
+            return [r.status, (await r.json()).code]; };
+        return [await send({reason: 'x'.repeat(501)}), await send({}), await send({reason: ''})]; }""")
+    assert [b[0] for b in bounds] == [422, 422, 422] and all(b[1] for b in bounds), bounds
+    with console.db() as db:
+        assert db.execute("SELECT count(*) FROM templates t JOIN subjects s ON s.pk = t.subject_pk "
+                          "WHERE s.subject_id = 'PEN-3'").fetchone()[0] == 1, "nothing erased by a refused request"
     page.fill("#withdraw-reason", "letter received 3 December")
     page.click("#withdraw")
     assert "PEN-3" in _msg(page) and "withdrawn" in _msg(page)
