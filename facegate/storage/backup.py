@@ -17,11 +17,12 @@ import sqlalchemy as sa
 from facegate.clock import iso, utcnow
 from facegate.errors import FacegateError
 from facegate.storage import audit
+from facegate.storage.changefeed import log_changes
 from facegate.storage.aad import embedding_aad, family_aad
 from facegate.storage.db import head_revision, write_transaction
 from facegate.storage.private import open_private
 from facegate.storage.schema import consent_records, notices, subjects, template_family, templates
-from facegate.storage.store import Store, json_in, json_out, log_changes, subject_dict
+from facegate.storage.store import Store, json_in, json_out, subject_dict
 
 EXPORT_FORMAT = "facegate-export"
 EXPORT_VERSION = 3          # 2: templates carry their "family"; 3: the notices (header), each subject's consent

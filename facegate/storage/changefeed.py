@@ -2,7 +2,7 @@
 
 Two channels:
 
-- :data:`CHANGES`: change-log rows were written (:func:`facegate.storage.store.log_changes`);
+- :data:`CHANGES`: change-log rows were written (:func:`log_changes`);
   a replica then re-reads the change log at once instead of at its next poll;
 - :data:`KEYS`: an API key was revoked (:func:`facegate.storage.apikeys.mark_revoked`); the
   payload is its key id, and a replica drops it from its key cache.
@@ -30,6 +30,9 @@ from typing import Callable, Sequence
 
 import sqlalchemy as sa
 
+from facegate.clock import utcnow
+from facegate.storage.schema import change_log
+
 log = logging.getLogger(__name__)
 
 CHANGES = "facegate_changes"
@@ -42,6 +45,16 @@ def notify(conn: sa.Connection, channel: str, payload: str = "") -> None:
     (PostgreSQL; nothing on SQLite). Identical notifications of one transaction arrive once."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+
+
+def log_changes(conn: sa.Connection, op: str, rows: list[tuple[int, int, str]]) -> None:
+    """Change-log rows (template id, subject pk, pack id) for index replicas, in the caller's
+    transaction, announced on :data:`CHANGES` at commit."""
+    if rows:
+        now = utcnow()
+        conn.execute(change_log.insert(), [dict(op=op, template_id=t, subject_pk=s, pack_id=p, created_at=now)
+                                           for t, s, p in rows])
+        notify(conn, CHANGES)
 
 
 def supported(url: str | sa.URL) -> bool:

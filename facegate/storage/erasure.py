@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from facegate.clock import utcnow
 from facegate.storage import changefeed
 from facegate.storage.db import write_transaction
-from facegate.storage.schema import (certification_captures, change_log, liveness_evidence, liveness_frames,
+from facegate.storage.schema import (certification_captures, liveness_evidence, liveness_frames,
                                      liveness_sessions, reference_photos, review_cases, review_evidence, store_info,
                                      subjects, template_family, templates)
 
@@ -51,12 +51,7 @@ def _by_pk(column: sa.Column) -> dict:
 
 def _erase_templates(conn: sa.Connection, pk: int, subject_id: str) -> int:
     rows = conn.execute(sa.select(templates.c.id, templates.c.pack_id).where(templates.c.subject_pk == pk)).all()
-    if rows:
-        now = utcnow()
-        conn.execute(change_log.insert(), [dict(op="remove", template_id=t.id, subject_pk=pk, pack_id=t.pack_id,
-                                                created_at=now) for t in rows])
-        changefeed.notify(conn, changefeed.CHANGES)
-    conn.execute(template_family.delete().where(template_family.c.subject_pk == pk))
+    changefeed.log_changes(conn, "remove", [(t.id, pk, t.pack_id) for t in rows])
     conn.execute(templates.delete().where(templates.c.subject_pk == pk))
     return len(rows)
 

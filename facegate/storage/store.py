@@ -30,7 +30,7 @@ from facegate.storage.db import open_database, write_transaction
 from facegate.storage.family import FamilyStore, insert_family
 from facegate.storage.reads import StoreReads
 from facegate.storage.erasure import erase_face_data
-from facegate.storage.schema import (change_log, consent_records, import_items, reference_photos, review_cases,
+from facegate.storage.schema import (consent_records, import_items, reference_photos, review_cases,
                                      store_info, subjects, template_family, templates)
 from facegate.vocab import SUBJECT_STATUSES
 
@@ -309,7 +309,7 @@ class Store(FamilyStore, StoreReads):
                     width=int(reference[1]), height=int(reference[2]), created_at=now))
             models = insert_family(conn, self.keys, template_id=face_id, subject_pk=subj.pk, subject_id=subject_id,
                                    pack_id=pack_id, family=family or {})
-            log_changes(conn, "add", [(face_id, subj.pk, pack_id)])
+            changefeed.log_changes(conn, "add", [(face_id, subj.pk, pack_id)])
             if import_item is not None:
                 self._mark_import(conn, import_item["item_key"], subject_id, import_item["path"], "done", face_id, None)
             audit.append(conn, actor=actor, operation="template.add", outcome="ok", subject_id=subject_id,
@@ -328,7 +328,7 @@ class Store(FamilyStore, StoreReads):
                                .where(templates.c.id == int(face_id))).one_or_none()
             if row is None or (subject_id is not None and row.subject_id != subject_id):
                 raise FacegateError("unknown_face", f"no face template {face_id}", face_id=int(face_id))
-            log_changes(conn, "remove", [(row.id, row.subject_pk, row.pack_id)])
+            changefeed.log_changes(conn, "remove", [(row.id, row.subject_pk, row.pack_id)])
             conn.execute(template_family.delete().where(template_family.c.template_id == row.id))
             conn.execute(reference_photos.delete().where(reference_photos.c.template_id == row.id))
             conn.execute(templates.delete().where(templates.c.id == row.id))
@@ -379,13 +379,3 @@ class Store(FamilyStore, StoreReads):
     def audit_verify(self) -> dict:
         with self.snapshot() as conn:
             return audit.verify(conn)
-
-
-
-def log_changes(conn: sa.Connection, op: str, rows: list[tuple[int, int, str]]) -> None:
-    """Change-log rows (template id, subject pk, pack id) for index replicas, in the caller's transaction."""
-    if rows:
-        now = utcnow()
-        conn.execute(change_log.insert(), [dict(op=op, template_id=t, subject_pk=s, pack_id=p, created_at=now)
-                                           for t, s, p in rows])
-        changefeed.notify(conn, changefeed.CHANGES)   # replicas re-read the change log at commit
