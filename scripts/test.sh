@@ -16,13 +16,6 @@
 #   prometheus                    promtool, for the alert rules' tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-# The MiniFASNet PAD models are built from the evaluation copy of their weights when it is
-# there (operators supply their own; nothing of it is committed), so every machine tests the same.
-SHARED_DIR=${FACEGATE_SHARED:-../shared}
-if [ -d "$SHARED_DIR/models/minifasnet" ]; then
-  .venv/bin/facegate liveness build-pad --weights "$SHARED_DIR/models/minifasnet" >/dev/null
-fi
 
 # tool|a path that proves it|Debian package|what needs it|FACEGATE_REQUIRE_* that makes it a must
 TOOLS="chromium|/usr/bin/chromium|chromium|the browser tests|BROWSER
@@ -40,7 +33,8 @@ podman-compose|/usr/bin/podman-compose|podman-compose|the image tests (the compo
 promtool|/usr/bin/promtool|prometheus|the alert rules' tests|IMAGE"
 # Where PostgreSQL is required (CI), nginx is too, unless FACEGATE_REQUIRE_NGINX says otherwise.
 export FACEGATE_REQUIRE_NGINX="${FACEGATE_REQUIRE_NGINX:-${FACEGATE_REQUIRE_POSTGRES:-}}"
-have() { compgen -G "$1" >/dev/null; }
+# FACEGATE_TOOLS_ROOT and FACEGATE_NO_APT are for tests/test_scripts.py: a machine without the tools.
+have() { compgen -G "${FACEGATE_TOOLS_ROOT:-}$1" >/dev/null; }
 missing_packages() {
   local tool path pkg why req
   while IFS='|' read -r tool path pkg why req; do
@@ -48,7 +42,7 @@ missing_packages() {
   done <<<"$TOOLS"
 }
 need=$(missing_packages | sort -u | tr '\n' ' ')
-if [ -n "${need// /}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+if [ -n "${need// /}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${FACEGATE_NO_APT:-}" ]; then
   echo "installing with apt-get: $need" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null) \
     || echo "warning: apt-get install $need failed" >&2
@@ -67,6 +61,14 @@ while IFS='|' read -r tool path pkg why req; do
   fi
 done <<<"$TOOLS"
 [ "$must_stop" = 0 ] || exit 1
+
+bash scripts/setup.sh
+# The MiniFASNet PAD models are built from the evaluation copy of their weights when it is
+# there (operators supply their own; nothing of it is committed), so every machine tests the same.
+SHARED_DIR=${FACEGATE_SHARED:-../shared}
+if [ -d "$SHARED_DIR/models/minifasnet" ]; then
+  .venv/bin/facegate liveness build-pad --weights "$SHARED_DIR/models/minifasnet" >/dev/null
+fi
 
 if have /usr/bin/npm && [ ! -d tests/oidc/node_modules/oidc-provider ]; then
   (cd tests/oidc && npm install --no-audit --no-fund --silent) || echo "warning: npm install in tests/oidc failed" >&2
