@@ -37,7 +37,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     FACEGATE_PORT=8000
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/facegate/models/default /opt/facegate/models/default
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/facegate --shell /usr/sbin/nologin facegate \
+RUN groupadd --system --gid 10001 facegate \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/facegate --shell /usr/sbin/nologin facegate \
  && mkdir -p /var/lib/facegate && chown facegate:facegate /var/lib/facegate && chmod 700 /var/lib/facegate \
  && facegate models list
 USER 10001

@@ -20,6 +20,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "pack_mismatch": (409, "Templates were made by a different model pack; re-enrol."),
     "not_enrolled": (404, "The subject has no enrolled face template."),
     "data_key_unavailable": (500, "The data key that decrypts stored templates is missing or wrong."),
+    "data_dir_not_writable": (500, "The data folder belongs to another user: chown it to the service's uid."),
     "invalid_request": (422, "The request is malformed."),
     "unauthorized": (401, "A valid X-API-Key header is required."),
     "forbidden": (403, "This key's role may not perform this operation."),

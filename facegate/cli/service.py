@@ -85,12 +85,15 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from facegate.config import Settings
+    from facegate.storage.private import private_dir
 
     for name, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers),
                         ("GRACEFUL_SHUTDOWN_S", args.graceful_shutdown_s)):
         if value is not None:
             os.environ[f"FACEGATE_{name}"] = str(value)  # the worker processes read their settings from env
     settings = Settings.load()
+    # A data folder the service may not own is one line here rather than a traceback in uvicorn's startup.
+    private_dir(settings.data_dir)
     ssl = {}
     if args.ssl_keyfile or args.ssl_certfile:
         ssl = {"ssl_keyfile": args.ssl_keyfile, "ssl_certfile": args.ssl_certfile}

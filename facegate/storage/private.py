@@ -10,13 +10,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from facegate.errors import FacegateError
+
 
 def private_dir(path: str | Path) -> Path:
-    """``path`` (and missing parents) created if needed; ``path`` itself set to 0700."""
+    """``path`` (and missing parents) created if needed; ``path`` itself set to 0700. A folder
+    this process may not create or own (a bind mount of a host folder owned by root) is
+    ``data_dir_not_writable``, whose message names this process's uid and the fixes."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except PermissionError:
+        raise FacegateError("data_dir_not_writable", _not_ours(path)) from None
     return path
+
+
+def _not_ours(path: Path) -> str:
+    uid, gid = os.getuid(), os.getgid()
+    where = path if os.path.lexists(path) else next(p for p in path.parents if os.path.lexists(p))
+    try:
+        owner = where.stat().st_uid
+        whose = f"it belongs to uid {owner}" if where == path else f"it would be made in {where}, owned by uid {owner}"
+    except OSError as exc:
+        whose = f"{where}: {exc.strerror}"
+    return (f"uid {uid} cannot make {path} its private folder (0700): {whose}. Give it to uid {uid} "
+            f"(`chown -R {uid}:{gid} {where}`; for a bind mount, on the host: `chown -R {uid}:{gid} <host folder>`) "
+            f"or mount a named volume there instead of a host folder")
 
 
 def open_private(path: str | Path, mode: str = "wb", **kwargs):
