@@ -7,7 +7,8 @@ anyone), replicas A and B (each its own data folder for its index snapshot, one 
 file), and nginx from Debian's package running ``deploy/nginx.conf`` with the addresses replaced.
 
 What the issue asks, each a test below: a key revoked with ``facegate keys revoke`` is refused
-by the other replica on the very next request; an enrolment through A is found by identify on
+by the other replica on the very next request; a client's forged X-Forwarded-For does not
+choose the source address a replica audits it under; an enrolment through A is found by identify on
 B within 200 ms (p95 over 50 enrolments); after an erase through A has answered (+200 ms) B
 never returns the subject; a rate limit of 60/min holds across both replicas; kill -9 of a
 replica during a burst of 200 enrolments through nginx loses and duplicates nothing; /readyz
@@ -22,11 +23,13 @@ where it fails instead.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -100,6 +103,24 @@ def test_revoked_key_is_refused_by_the_other_replica_on_the_next_request(topo):
     r = httpx.get(b.url + "/v1/subjects", headers=h)
     assert r.status_code == 401 and r.json()["code"] == "unauthorized", r.text
     assert httpx.get(a.url + "/v1/subjects", headers=h).status_code == 401
+
+
+# ------------------------------------------------------------------ nginx
+def test_a_forged_x_forwarded_for_does_not_choose_the_source_address(topo):
+    """The source a refused call is audited and rate-capped under is the address nginx was
+    reached from, whatever X-Forwarded-For the client sent."""
+    rid = uuid.uuid4().hex
+    r = httpx.get(topo["nginx"].url + "/v1/subjects", headers={"X-API-Key": "fg_forged", "X-Request-Id": rid,
+                                                                "X-Forwarded-For": "203.0.113.9"})
+    assert r.status_code == 401, r.text
+    db = _db(topo)
+    try:
+        with db.connect() as conn:
+            detail = conn.execute(sa.text("SELECT detail FROM audit_log WHERE request_id = :rid AND "
+                                          "operation = 'auth.refused'"), {"rid": rid}).scalar_one()
+    finally:
+        db.dispose()
+    assert json.loads(detail)["source"] == "127.0.0.1", detail
 
 
 # ------------------------------------------------------------------ the index
