@@ -72,17 +72,18 @@ class Settings:
                                           # reviewers; `templates reembed` rebuilds templates from it); 0 = none kept
     console_idle_min: float = 15.0        # operator console: a session unused this long ends
     console_absolute_h: float = 8.0       # ... and every session ends this long after sign-in
-    console_max_failures: int = 5         # failed sign-ins in a row before the operator is locked out
-    console_lockout_s: float = 60.0       # the first lockout; each further failure doubles it (at most a day)
+    console_max_failures: int = 5         # failed sign-ins under a name or device before each try waits
+    console_source_max_failures: int = 20  # ... from one address (a service hall's NAT), likewise
+    console_lockout_s: float = 60.0       # the first wait; each further failure doubles it ...
+    console_throttle_max_s: float = 900.0  # ... up to this (a wait, never a lock an outsider can hold)
     console_claim_s: int = 600            # a reviewer's claim on a case lasts this long
     console_secure_cookie: bool = True    # the session cookie is Secure (served over TLS, or on loopback)
     console_oidc_issuer: str = ""         # single sign-on (OpenID Connect, authorization code + PKCE): the provider's issuer
     console_oidc_client_id: str = ""
     console_oidc_client_secret: str = ""
     console_oidc_redirect_uri: str = ""   # default: this server's /console/api/oidc/callback as the request reached it
-    console_oidc_role_claim: str = "facegate_role"   # the ID token claim (a string or a list) that names the role
-    console_oidc_role_map: str = ""       # "group=role,..." when the claim holds the provider's groups; "" = role names
-    console_oidc_name_claim: str = "preferred_username"   # the operator's name (else "sso-" + a hash of ``sub``)
+    console_oidc_name_claim: str = "preferred_username"   # the name an auto-created operator gets, when free
+    console_oidc_auto_create: bool = False   # an unknown (issuer, sub) becomes an operator with no role until granted
     liveness_seed: int | None = None      # tests only: deterministic challenges
     liveness_challenge: str = ""          # tests only: every session gets this challenge (comma list of actions)
     cert_period: str = "year"             # pension certification period: year | half | quarter | month

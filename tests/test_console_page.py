@@ -48,6 +48,6 @@ def test_console_api_answers_problems_declared_in_openapi(tmp_path):
     for path, method, op in ops:
         assert {"401", "403", "409", "422"} <= set(op["responses"]), (path, method)
     from facegate.errors import ERROR_CODES
-    for code in ("sign_in_failed", "operator_locked", "session_expired", "csrf_failed", "case_claimed",
+    for code in ("sign_in_failed", "sign_in_throttled", "session_expired", "csrf_failed", "case_claimed",
                  "case_decided", "unknown_case"):
         assert code in ERROR_CODES

@@ -98,10 +98,11 @@ def cmd_report_certifications(args) -> int:
                       | {"items": items}, out, indent=2)
             out.write("\n")
         else:
+            from facegate.workflows.review.reports import csv_safe
             w = csv.DictWriter(out, fieldnames=["period"] + REPORT_COLUMNS)
             w.writeheader()
             for item in items:
-                w.writerow({"period": first["period"], **{c: item.get(c) for c in REPORT_COLUMNS}})
+                w.writerow({"period": first["period"], **{c: csv_safe(item.get(c)) for c in REPORT_COLUMNS}})
     finally:
         if args.output:
             out.close()

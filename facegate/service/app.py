@@ -41,11 +41,11 @@ from facegate.service.inference import InferencePool
 from facegate.service.middleware import ServiceMiddleware
 from facegate.service.routers import (audit, certifications, compare, consent, console, identify, kiosk, liveness,
                                       subjects, verify)
-from facegate.storage import changefeed, erasure, ratelimits, retention
+from facegate.storage import changefeed, erasure, ratelimits, retention, signin_failures
 from facegate.workflows.certification.ledger import CertificationLedger
 from facegate.workflows.context import WorkflowContext
 from facegate.workflows.review.desk import ReviewDesk
-from facegate.workflows.review.operators import Operators
+from facegate.workflows.review.operators import FORGET_S, Operators
 
 log = logging.getLogger("facegate.service")
 
@@ -62,7 +62,7 @@ def _load(settings: Settings) -> ServiceState:
     ledger = CertificationLedger(settings, gallery.store, engine, gallery)
     st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery, liveness=lv,
                       ledger=ledger, review=ReviewDesk(settings, gallery.store, ledger),
-                      operators=Operators(settings, gallery.store),
+                      operators=Operators(settings, gallery.store, on_unaudited=metrics.REFUSALS_UNAUDITED.inc),
                       workflows=WorkflowContext(settings, engine, gallery, lv, observe=metrics.StageObserver()),
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
                                          settings.retry_after_s),
@@ -121,6 +121,7 @@ async def _sync_loop(st: ServiceState, wake: asyncio.Event) -> None:
             if now - pruned_at >= ratelimits.REFILL_S:
                 pruned_at = now
                 await run_in_threadpool(ratelimits.prune, st.db)
+                await run_in_threadpool(signin_failures.prune, st.db, time.time(), FORGET_S)
         except Exception:  # logged by sync_index; /readyz turns 503 until a sync succeeds
             pass
 

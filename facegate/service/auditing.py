@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from facegate.errors import FacegateError
 from facegate.service import metrics
-from facegate.storage import audit, ratelimits
+from facegate.storage import audit
 from facegate.storage.apikeys import ApiKey
 from facegate.storage.audit import Actor
 
@@ -28,25 +28,26 @@ def caller(request: Request, key: ApiKey | None) -> Actor:
                  getattr(request.state, "client_id", None), getattr(request.state, "request_id", None))
 
 
-# Refused calls (401/403) are audited at most this often per source address (shared by every
-# replica through the rate buckets), so a caller knocking without a key cannot flood the trail.
-REFUSALS_PER_MINUTE = 30
+def write_capped(st, source: str, who: Actor, operation: str, outcome: str, detail: dict) -> bool:
+    """Audit what anyone can cause without a key (a refused call, a failed sign-in) at most
+    :data:`facegate.storage.audit.REFUSALS_PER_MINUTE` per source address; False (and counted in
+    ``facegate_refusals_unaudited_total``) when it was left out."""
+    written = audit.record_capped(st.db, source, **who.fields(), operation=operation, outcome=outcome,
+                                  detail=detail)
+    if not written:
+        metrics.REFUSALS_UNAUDITED.inc()
+    return written
 
 
 def record_refusal(st, request: Request, key: ApiKey | None, exc: FacegateError) -> bool:
     """Audit a refused call: who (the key when one was recognised, else ``anonymous``), the
-    route, the client, the source address and the request id. Returns False when this source's
-    refusals are over :data:`REFUSALS_PER_MINUTE` (counted in ``facegate_refusals_unaudited_total``
-    instead)."""
+    route, the client, the source address and the request id (capped: :func:`write_capped`)."""
     source = request.client.host if request.client else "unknown"
-    if not ratelimits.take(st.db, f"refusal:{source}", REFUSALS_PER_MINUTE).allowed:
-        metrics.REFUSALS_UNAUDITED.inc()
-        return False
     who = Actor(key.actor if key else "anonymous", key.key_id if key else None,
                 request.headers.get("x-client-id", "")[:64] or None, getattr(request.state, "request_id", None))
-    write(st, who, "auth.refused", exc.code, detail={"route": request.url.path[:200], "method": request.method,
-                                                     "source": source, "reason": exc.message[:200]})
-    return True
+    return write_capped(st, source, who, "auth.refused", exc.code,
+                        {"route": request.url.path[:200], "method": request.method, "source": source,
+                         "reason": exc.message[:200]})
 
 
 def write(st, who: Actor, operation: str, outcome: str, subject_id: str | None = None,

@@ -11,11 +11,15 @@ when the body was not read):
    by the route's dependency (:func:`facegate.service.deps.require`), which answers 401 for a
    wrong key as before. CORS preflights (``OPTIONS``) pass. The refusal is audited like the
    dependency's (``auth.refused``, actor ``anonymous``, at most
-   :data:`facegate.service.auditing.REFUSALS_PER_MINUTE` per source address).
+   :data:`facegate.storage.audit.REFUSALS_PER_MINUTE` per source address).
 2. **Declared size**: a ``Content-Length`` over ``FACEGATE_MAX_REQUEST_BYTES`` is 413
    ``image_too_large``.
 3. **Path and query text**: a path or query value holding a control, bidi override or
    surrogate character (:func:`facegate.service.schemas.unsafe_char`) is 422 ``invalid_request``.
+
+Every answer under ``/console/api/`` (the operators' console: personal data, the CSRF token),
+refusals and errors included, carries ``Cache-Control: no-store`` and ``Pragma: no-cache``,
+whatever the route set.
 
 Then, for a **model route** (a route whose JSON body FastAPI parses into a Pydantic model:
 ``POST /v1/subjects``, ``PATCH /v1/subjects/{id}``), the body is read here, at most
@@ -55,6 +59,8 @@ from facegate.service.uploads import MAX_MODEL_BODY, parse_json
 log = logging.getLogger("facegate.service")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+NO_STORE_PREFIX = "/console/api/"
+NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 
 
 class BodyTooLarge(FacegateError):
@@ -135,12 +141,15 @@ class ServiceMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
         status_holder = {"status": 500}
+        no_store = (scope.get("path", "") + "/").startswith(NO_STORE_PREFIX)
 
         async def send_out(message):
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode())]
+                headers = list(message.get("headers", [])) + [(b"x-request-id", rid.encode())]
+                if no_store:
+                    headers = [(k, v) for k, v in headers if k.lower() not in (b"cache-control", b"pragma")] + NO_STORE
+                message["headers"] = headers
             await send(message)
 
         try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from facegate.errors import ERROR_CODES
 from facegate.vocab import (AlternativeMethod, ManualOutcome, ConsentChannel, ConsentDecision, GuardianRelation, Purpose,
@@ -39,10 +39,16 @@ def unsafe_char(text: str, multiline: bool = False) -> str | None:
     return f"U+{ord(found.group()):04X}" if found else None
 
 
-def _plain_text(value: str | None) -> str | None:
-    if value is not None and (bad := unsafe_char(value)):
+def _plain_text(value: str | None, multiline: bool = False) -> str | None:
+    if value is not None and (bad := unsafe_char(value, multiline)):
         raise ValueError(f"contains the control or bidi character {bad}")
     return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+"""A one-line free-text field of a JSON body (a reason, a name) under :func:`unsafe_char`."""
+NoteText = Annotated[str, AfterValidator(lambda value: _plain_text(value, multiline=True))]
+"""A multi-line free-text field (a note): the same rule, tab and line breaks allowed."""
 
 
 # ------------------------------------------------------------------ free-form JSON (metadata, consent)
@@ -415,7 +421,7 @@ contract."""
 
 # ---------------------------------------------------------------- compliance (docs/compliance.md)
 class Guardian(Strict):
-    name: str = Field(min_length=1, max_length=128)
+    name: PlainText = Field(min_length=1, max_length=128)
     relation: GuardianRelation
 
 
@@ -448,7 +454,7 @@ class ConsentList(BaseModel):
 
 
 class WithdrawIn(Strict):
-    reason: str | None = Field(default=None, max_length=500)
+    reason: PlainText | None = Field(default=None, max_length=500)
 
 
 class WithdrawalOut(BaseModel):
@@ -480,8 +486,8 @@ class NoticeOut(BaseModel):
 class AlternativeIn(Strict):
     subject_id: str = Field(min_length=1, max_length=128)
     method: AlternativeMethod
-    checked_by: str = Field(min_length=1, max_length=128, description="who checked the person")
-    note: str = Field(min_length=1, max_length=2000, description="how the person was checked")
+    checked_by: PlainText = Field(min_length=1, max_length=128, description="who checked the person")
+    note: NoteText = Field(min_length=1, max_length=2000, description="how the person was checked")
     outcome: ManualOutcome = "certified"
 
 

@@ -15,8 +15,8 @@ from typing import Callable, Mapping
 import sqlalchemy as sa
 
 from facegate.storage.schema import (certification_captures, liveness_evidence, liveness_frames, liveness_sessions,
-                                     operator_totp, reference_photos, review_evidence, subjects, template_family,
-                                     templates)
+                                     operator_sessions, operator_totp, reference_photos, review_evidence, subjects,
+                                     template_family, templates)
 
 
 def embedding_aad(subject_id: str, pack_id: str) -> bytes:
@@ -67,6 +67,11 @@ def totp_aad(operator: str) -> bytes:
     return f"facegate:totp:v1:{operator}".encode()
 
 
+def pending_totp_aad(operator: str, session_hash: str) -> bytes:
+    """The TOTP secret an enrolling session was shown, bound to that session."""
+    return totp_aad(operator) + b":pending:" + session_hash.encode()
+
+
 @dataclass(frozen=True)
 class EncryptedTable:
     """A table with ciphertext columns. Each row names its data key in ``key_id``; ``aad`` maps
@@ -97,6 +102,9 @@ ENCRYPTED: tuple[EncryptedTable, ...] = (
     EncryptedTable(liveness_evidence, "id", {"data_enc": lambda r: held_frame_aad(r["session_id"], r["seq"])}),
     EncryptedTable(review_evidence, "id", {"data_enc": lambda r: evidence_aad(r["case_id"], r["kind"], r["seq"])}),
     EncryptedTable(operator_totp, "operator", {"secret_enc": lambda r: totp_aad(r["operator"])}),
+    EncryptedTable(operator_sessions, "id_hash", {
+        "totp_pending_enc": lambda r: pending_totp_aad(r["operator"], r["id_hash"]),
+    }),
 )
 
 
@@ -105,7 +113,8 @@ def rows_to_reencrypt(entry: EncryptedTable, not_key: str, limit: int) -> sa.Sel
     what their AAD needs."""
     t = entry.table
     cols = [t.c[entry.key], t.c.key_id, *(t.c[name] for name in entry.aad)]
-    cols += [t.c[name] for name in ("pack_id", "model", "template_id", "session_id", "seq", "case_id", "kind")
+    cols += [t.c[name] for name in ("pack_id", "model", "template_id", "session_id", "seq", "case_id", "kind",
+                                    "operator")
              if name in t.c and name != entry.key]
     q = sa.select(*cols)
     if "subject_pk" in t.c:

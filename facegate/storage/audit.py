@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from facegate.storage import ratelimits
 from facegate.storage.db import WRITE_LOCK_KEY, write_transaction
 from facegate.storage.schema import audit_log, store_info
 
@@ -85,6 +86,20 @@ def record(db: sa.Engine, **fields) -> int:
     """``append`` in its own write transaction."""
     with write_transaction(db) as conn:
         return append(conn, **fields)
+
+
+# Refusals and failed sign-ins, which anyone can cause without a key, are audited at most this
+# often per source address (shared by every replica through the rate buckets), so a caller
+# knocking from outside cannot flood the trail or queue the writes behind it.
+REFUSALS_PER_MINUTE = 30
+
+
+def record_capped(db: sa.Engine, source: str, **fields) -> bool:
+    """:func:`record` unless ``source`` is over :data:`REFUSALS_PER_MINUTE`; False when it was not written."""
+    if not ratelimits.take(db, f"refusal:{source}", REFUSALS_PER_MINUTE).allowed:
+        return False
+    record(db, **fields)
+    return True
 
 
 def verify(conn: sa.Connection) -> dict:

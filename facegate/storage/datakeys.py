@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import json
 import os
 import time
 from pathlib import Path
@@ -182,6 +183,21 @@ class DataKeys:
         except InvalidTag:
             raise FacegateError("data_key_unavailable", f"a template encrypted with {kid} failed authentication: "
                                 "the row was altered or moved to another subject") from None
+
+    def seal(self, value: dict, aad: bytes) -> str:
+        """A small JSON value sealed into URL-safe text (a cookie's content): key id and ciphertext."""
+        blob, kid = self.encrypt(json.dumps(value).encode(), aad)
+        return base64.urlsafe_b64encode(kid.encode() + b"." + blob).decode()
+
+    def unseal(self, text: str | None, aad: bytes) -> dict | None:
+        """The value :meth:`seal` sealed with ``aad``; None for anything else (altered, foreign, garbage)."""
+        try:
+            raw = base64.urlsafe_b64decode((text or "").encode())
+            kid, blob = raw.split(b".", 1)
+            value = json.loads(self.decrypt(blob, kid.decode(), aad))
+        except (ValueError, UnicodeDecodeError, FacegateError):
+            return None
+        return value if isinstance(value, dict) else None
 
     # ------------------------------------------------------------------ rotation
     def rotate(self) -> str:

@@ -30,7 +30,8 @@ def key_usage(db: sa.Engine) -> dict[str, int]:
     with db.connect() as conn:
         for entry in ENCRYPTED:
             t = entry.table
-            for k, n in conn.execute(sa.select(t.c.key_id, sa.func.count()).group_by(t.c.key_id)).all():
+            for k, n in conn.execute(sa.select(t.c.key_id, sa.func.count()).where(t.c.key_id.is_not(None))
+                                     .group_by(t.c.key_id)).all():
                 usage[k] = usage.get(k, 0) + int(n)
     return usage
 

@@ -84,7 +84,7 @@ def _statements(dialect: str, clock_given: bool) -> tuple[sa.TextClause, sa.Text
 
 
 @contextmanager
-def _transaction(db: sa.Engine) -> Iterator[sa.Connection]:
+def short_transaction(db: sa.Engine) -> Iterator[sa.Connection]:
     """PostgreSQL: autocommit (each statement its own transaction: no BEGIN/COMMIT round trips).
     SQLite: a plain transaction (its connections are set up for explicit BEGINs by
     :mod:`facegate.storage.db`, which SQLAlchemy's AUTOCOMMIT switch would undo on return),
@@ -118,7 +118,7 @@ def take(db: sa.Engine, bucket: str, per_minute: float, *, now: float | None = N
     params = {"bucket": bucket, "cap": cap, "rate": rate}
     if now is not None:
         params["now"] = float(now)
-    with _transaction(db) as conn:
+    with short_transaction(db) as conn:
         left = conn.execute(stmt, params).scalar()
         if left is not None:
             return Take(True, float(left))
@@ -132,7 +132,7 @@ def prune(db: sa.Engine, *, now: float | None = None) -> int:
     is); returns how many."""
     dialect = _dialect(db)
     clock = ":now" if now is not None else _CLOCK[dialect]
-    with _transaction(db) as conn:
+    with short_transaction(db) as conn:
         result = conn.execute(sa.text(f"DELETE FROM rate_buckets WHERE updated < {clock} - :idle"),
                               {"idle": REFILL_S, **({"now": float(now)} if now is not None else {})})
         return int(result.rowcount or 0)

@@ -388,15 +388,18 @@ operators = sa.Table(
     "operators", metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("display_name", sa.String(256)),
-    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("role", sa.String(16)),                  # None: no role granted yet (0009)
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("password_hash", sa.String(256)),
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until", TS),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("disabled_at", TS),
+    # A single sign-on operator is the provider's (issuer, sub), never a name (0009); a local
+    # operator has neither.
+    sa.Column("sso_issuer", sa.String(512)),
+    sa.Column("sso_subject", sa.String(255)),
     sa.CheckConstraint(check_sql("role", OPERATOR_ROLES), name="ck_operators_role"),
     sa.CheckConstraint(check_sql("status", OPERATOR_STATUSES), name="ck_operators_status"),
+    sa.UniqueConstraint("sso_issuer", "sso_subject", name="uq_operators_sso"),
 )
 
 operator_totp = sa.Table(
@@ -425,8 +428,21 @@ operator_sessions = sa.Table(
     sa.Column("last_seen", TS, nullable=False),
     sa.Column("expires_at", TS, nullable=False),          # absolute end
     sa.Column("ended_at", TS),
+    # The TOTP secret shown to this session while enrolling (once), until a code confirms it, and
+    # the data key that encrypted it (0009).
+    sa.Column("totp_pending_enc", sa.LargeBinary),
+    sa.Column("key_id", sa.String(64)),
     sa.CheckConstraint(check_sql("stage", CONSOLE_STAGES), name="ck_operator_sessions_stage"),
     sa.Index("ix_operator_sessions_operator", "operator"),
+)
+
+sign_in_failures = sa.Table(
+    # Failed console sign-ins per key (a source address, a name whether an operator has it or
+    # not, a device cookie): the growing delays of facegate.workflows.review.operators (0009).
+    "sign_in_failures", metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_at", sa.Float, nullable=False),        # epoch seconds
 )
 
 # ---------------------------------------------------------------- compliance (revision 0007)

@@ -1,12 +1,13 @@
 // A real OpenID Connect provider (npm oidc-provider) for the console's single sign-on tests.
-// node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI ROLES_JSON
-// ROLES_JSON maps a login name to its facegate_role claim ({"olga": "supervisor"}); a name not
-// in it gets no role claim. Sign-in uses the provider's development interactions (any login,
-// then a consent screen), which the browser test fills like a person would.
+// node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI CLAIMS_JSON
+// Every login is a user whose sub and preferred_username are the login; CLAIMS_JSON gives some
+// logins other claims ({"mallory": {"preferred_username": "ana"}}: a user who renamed
+// themselves). Sign-in uses the provider's development interactions (any login, then a consent
+// screen), which the browser test fills like a person would.
 import Provider from "oidc-provider";
 
-const [port, clientId, clientSecret, redirectUri, rolesJson] = process.argv.slice(2);
-const roles = JSON.parse(rolesJson || "{}");
+const [port, clientId, clientSecret, redirectUri, claimsJson] = process.argv.slice(2);
+const extra = JSON.parse(claimsJson || "{}");
 
 const provider = new Provider(`http://127.0.0.1:${port}`, {
   clients: [{
@@ -18,11 +19,11 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     token_endpoint_auth_method: "client_secret_basic",
   }],
   pkce: { required: () => true },
-  claims: { openid: ["sub"], profile: ["preferred_username", "facegate_role"] },
+  claims: { openid: ["sub"], profile: ["preferred_username"] },
   conformIdTokenClaims: false,
   findAccount: (ctx, id) => ({
     accountId: id,
-    claims: () => ({ sub: id, preferred_username: id, ...(roles[id] ? { facegate_role: roles[id] } : {}) }),
+    claims: () => ({ sub: id, preferred_username: id, ...(extra[id] || {}), sub: id }),
   }),
   features: { devInteractions: { enabled: true } },
   cookies: { keys: ["facegate-test-only-cookie-key"] },

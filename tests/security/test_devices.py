@@ -69,7 +69,7 @@ def test_the_app_role_cannot_search_the_gallery_and_verifies_only_its_own_sessio
 
 
 def test_refused_calls_are_audited_and_cannot_flood_the_trail(server):
-    from facegate.service.auditing import REFUSALS_PER_MINUTE
+    from facegate.storage.audit import REFUSALS_PER_MINUTE
     bogus = {"X-API-Key": "fg_k_000000000000.not-a-key"}
     for _ in range(REFUSALS_PER_MINUTE + 20):
         r = httpx.post(server.url + "/v1/verify", headers=bogus, json={"subject_id": "x"}, timeout=30)

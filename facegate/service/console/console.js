@@ -116,6 +116,10 @@ function renderChrome() {
 }
 
 // ------------------------------------------------------------------ sign-in
+// What the single sign-on callback may send back in ?sso=, each with its sentence.
+const SSO_FAILURES = { sign_in_failed: "ssoSignInFailed", forbidden: "ssoForbidden", not_ready: "ssoNotReady",
+                       sign_in_throttled: "ssoThrottled", sso_not_registered: "ssoNotRegistered" };
+
 function renderSignIn() {
   renderChrome();
   const name = h("input", { id: "name", name: "name", autocomplete: "username", maxlength: "64", required: true });
@@ -137,9 +141,11 @@ function renderSignIn() {
     if (sso.enabled) card.append(h("p", {}, h("a", { id: "sso", class: "secondary", href: `${API}/oidc/start`, text: t("signInSso") })));
   }).catch(() => {});
   const failed = new URLSearchParams(location.search).get("sso");
-  if (failed) {
-    message(problemText(new Problem({ code: failed }, 0)));
-    document.getElementById("message").dataset.code = failed;
+  if (failed !== null) {
+    // the callback's code comes back in the address: only a known code picks a sentence
+    const code = Object.hasOwn(SSO_FAILURES, failed) ? failed : "other";
+    message(t(SSO_FAILURES[code] || "ssoOther"));
+    document.getElementById("message").dataset.code = code;
     history.replaceState(null, "", location.pathname);
   }
 }
@@ -159,9 +165,11 @@ async function renderSecondFactor() {
   const card = h("section", { class: "card signin", id: enrol ? "enrol" : "mfa" },
                  h("h1", { text: t(enrol ? "enrolTitle" : "mfaTitle") }), h("p", { text: t(enrol ? "enrolText" : "mfaText") }));
   if (enrol) {
-    const e = await api("GET", "/enrolment");
-    card.append(h("img", { id: "qr", class: "qr", alt: "QR", src: e.qr_svg }),
-                h("p", { class: "secret", id: "secret", text: e.secret }));
+    // the secret is shown once, to this session: after a reload only a new sign-in shows one
+    let e = null;
+    try { e = await api("GET", "/enrolment"); } catch (p) { if (!(p instanceof Problem)) throw p; message(problemText(p)); }
+    if (e) card.append(h("img", { id: "qr", class: "qr", alt: "QR", src: e.qr_svg }),
+                       h("p", { class: "secret", id: "secret", text: e.secret }));
   }
   card.append(h("label", { for: "code", text: t("code") }), code, submit);
   show(card);
@@ -358,6 +366,7 @@ async function renderSubjects(id) {
     const status = h("select", { id: "status" }, ...["active", "suspended", "deceased"].map((v) => h("option", { value: v, text: v, selected: v === s.status })));
     const confirm = h("input", { id: "erase-confirm", maxlength: "128" });
     const eraseReason = h("input", { id: "erase-reason", maxlength: "500", size: "40" });
+    const withdrawConfirm = h("input", { id: "withdraw-confirm", maxlength: "128" });
     const withdrawReason = h("input", { id: "withdraw-reason", maxlength: "500", size: "40" });
     parts.push(h("section", { class: "card", id: "subject" }, h("h2", { text: s.subject_id }),
       h("dl", { class: "kv" }, ...Object.entries({ name: s.name, status: s.status, created_at: when(s.created_at),
@@ -371,9 +380,11 @@ async function renderSubjects(id) {
           message(t("statusSaved", { status: out.status }), true);
         }) })),
       h("section", { class: "card" }, h("h3", { text: t("withdraw") }), h("p", { text: t("withdrawExplain") }),
+        h("p", { text: t("withdrawConfirm") }), withdrawConfirm,
         h("label", {}, t("reason"), withdrawReason),
         h("button", { class: "danger", id: "withdraw", text: t("withdraw"), onclick: () => guarded(async () => {
-          await api("POST", `/subjects/${encodeURIComponent(id)}/withdraw`, { reason: withdrawReason.value });
+          await api("POST", `/subjects/${encodeURIComponent(id)}/withdraw`, { confirm: withdrawConfirm.value,
+                                                                             reason: withdrawReason.value });
           await renderSubjects(id);
           message(t("withdrawn", { id }), true);
         }) })),
@@ -388,13 +399,17 @@ async function renderSubjects(id) {
   show(...parts);
 }
 
-async function renderAudit(filters = {}) {
-  const out = await api("GET", `/audit${query({ ...filters, verify: "true", limit: 200 })}`);
-  const chain = out.chain.ok ? h("p", { class: "good", id: "chain", text: t("chainOk", { rows: out.chain.rows }) })
-                             : h("p", { class: "bad", id: "chain", text: t("chainBad", { seq: out.chain.first_bad_seq }) });
+async function renderAudit(filters = {}, verify = false) {
+  // walking the whole chain is costly: only when the operator asks (the server rate-limits it too)
+  const out = await api("GET", `/audit${query({ ...filters, ...(verify ? { verify: "true" } : {}), limit: 200 })}`);
+  const chain = !out.chain ? null
+    : out.chain.ok ? h("p", { class: "good", id: "chain", text: t("chainOk", { rows: out.chain.rows }) })
+                   : h("p", { class: "bad", id: "chain", text: t("chainBad", { seq: out.chain.first_bad_seq }) });
+  const check = h("button", { class: "secondary", type: "button", id: "verify-chain", text: t("verifyChain"),
+                              onclick: () => guarded(() => renderAudit(filters, true)) });
   const bar = filterBar([["subject_id", "colSubject", null], ["operator", "operator", null], ["operation", "operation", null],
                          ["since", "since", null], ["until", "until", null]], filters, (f) => guarded(() => renderAudit(f)));
-  show(h("h1", { text: t("auditTitle") }), chain, bar,
+  show(h("h1", { text: t("auditTitle") }), h("p", {}, check), chain, bar,
        table("audit", ["colTime", "colActor", "operation", "colSubject", "colOutcome", "colDetail"], out.entries.map((e) => [
          e.ts, e.actor, e.operation, e.subject_id || "", e.outcome, e.detail ? JSON.stringify(e.detail) : ""])));
 }

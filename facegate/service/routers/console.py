@@ -34,15 +34,17 @@ from facegate.service.deps import ServiceState, state
 from facegate.storage import ratelimits
 from facegate.storage.audit import Actor
 from facegate.vocab import MANUAL_OUTCOMES, REVIEW_STATUSES, REVIEW_WORKFLOWS, SIGNAL_KINDS, SUBJECT_STATUSES
-from facegate.service.schemas import WithdrawalOut
+from facegate.service.schemas import NoteText, PlainText, WithdrawalOut
 from facegate.workflows.consent import consent as consent_flows
 from facegate.workflows.review import reports
-from facegate.workflows.review.operators import ConsoleSession
+from facegate.workflows.review.operators import DEVICE_TTL_S, ConsoleSession, SignedIn
 
 router = APIRouter(prefix="/console/api", tags=["console"])
 
 COOKIE = "fg_console"
 COOKIE_PATH = "/console"
+DEVICE_COOKIE = "fg_device"
+DEVICE_COOKIE_PATH = "/console/api"
 CSRF_HEADER = "x-csrf-token"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -51,7 +53,9 @@ CAN: dict[str, frozenset[str]] = {
     "supervisor": frozenset({"review:read", "review:decide", "images", "subjects", "signals", "reports", "audit"}),
     "auditor": frozenset({"review:read", "signals", "reports", "audit"}),
 }
-REFUSALS_PER_MINUTE = 30
+# Verifying the audit chain walks every row: at most this many walks a minute for the whole
+# service (one bucket shared by every operator and replica), whoever asks.
+CHAIN_VERIFICATIONS_PER_MINUTE = 2
 CaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 SubjectId = Annotated[str, Path(min_length=1, max_length=128)]
 
@@ -61,13 +65,11 @@ def _source(request: Request) -> str:
 
 
 def _refused(st: ServiceState, request: Request, exc: FacegateError, operator: str | None) -> None:
-    if not ratelimits.take(st.db, f"refusal:{_source(request)}", REFUSALS_PER_MINUTE).allowed:
-        return
     who = Actor(f"operator:{operator}" if operator else "anonymous", None, "console",
                 getattr(request.state, "request_id", None))
-    auditing.write(st, who, "console.refused", exc.code, detail={"route": request.url.path[:200],
-                                                                "method": request.method, "source": _source(request),
-                                                                "reason": exc.message[:200]})
+    auditing.write_capped(st, _source(request), who, "console.refused", exc.code,
+                          {"route": request.url.path[:200], "method": request.method, "source": _source(request),
+                           "reason": exc.message[:200]})
 
 
 def signed_in(permission: str | None = None, *, stages: tuple[str, ...] = ("active",), csrf: bool = False):
@@ -106,6 +108,14 @@ def _set_cookie(response: Response, st: ServiceState, secret: str) -> None:
                         path=COOKIE_PATH, max_age=int(st.settings.console_absolute_h * 3600))
 
 
+def _signed_in(response: Response, st: ServiceState, done: SignedIn) -> None:
+    """A complete sign-in's cookies: the new session's, and the device cookie that lets this
+    browser sign in as this operator however many failures others cause under the name."""
+    _set_cookie(response, st, done.secret)
+    response.set_cookie(DEVICE_COOKIE, done.device, httponly=True, secure=st.settings.console_secure_cookie,
+                        samesite="strict", path=DEVICE_COOKIE_PATH, max_age=int(DEVICE_TTL_S))
+
+
 # ---------------------------------------------------------------------------- sign-in
 class SignIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
@@ -133,7 +143,8 @@ def _session_out(s: ConsoleSession) -> dict:
 
 @router.post("/sign-in", response_model=SessionOut)
 async def sign_in(body: SignIn, request: Request, response: Response, st: ServiceState = Depends(state)):
-    secret, session = await run_in_threadpool(st.operators.sign_in, body.name, body.password, _source(request))
+    secret, session = await run_in_threadpool(st.operators.sign_in, body.name, body.password, _source(request),
+                                              request.cookies.get(DEVICE_COOKIE))
     _set_cookie(response, st, secret)
     response.headers.update(NO_STORE)
     return _session_out(session)
@@ -153,10 +164,12 @@ async def enrolment(response: Response, st: ServiceState = Depends(state),
 
 
 @router.post("/mfa", response_model=SessionOut)
-async def second_factor(body: Code, request: Request, st: ServiceState = Depends(state),
+async def second_factor(body: Code, request: Request, response: Response, st: ServiceState = Depends(state),
                         session: ConsoleSession = Depends(signed_in(stages=("mfa", "enrol"), csrf=True))):
-    done = await run_in_threadpool(st.operators.verify_code, session, body.code, _source(request))
-    return _session_out(done)
+    done = await run_in_threadpool(st.operators.verify_code, session, body.code, _source(request),
+                                   request.cookies.get(DEVICE_COOKIE))
+    _signed_in(response, st, done)
+    return _session_out(done.session)
 
 
 @router.get("/me", response_model=SessionOut)
@@ -217,18 +230,21 @@ async def sso_callback(request: Request, st: ServiceState = Depends(state), code
     try:
         if error:
             raise FacegateError("sign_in_failed", f"the identity provider answered {error[:64]}")
-        name, role, claims = await run_in_threadpool(console_sso.finish, st.settings, st.gallery.store.keys,
-                                                     request.cookies.get(console_sso.LOGIN_COOKIE), code, state_)
-        secret, _session = await run_in_threadpool(st.operators.open_sso, name, role, _source(request))
-    except Exception as exc:          # noqa: BLE001 - every failure is audited and sent back to the sign-in page
+        issuer, subject, name = await run_in_threadpool(console_sso.finish, st.settings, st.gallery.store.keys,
+                                                        request.cookies.get(console_sso.LOGIN_COOKIE), code, state_)
+        done = await run_in_threadpool(st.operators.open_sso, issuer, subject, name, _source(request),
+                                       request.cookies.get(DEVICE_COOKIE))
+    except Exception as exc:          # noqa: BLE001 - every failure is audited (capped) and sent back to the sign-in page
         code_ = exc.code if isinstance(exc, FacegateError) else "sign_in_failed"
         reason = exc.message if isinstance(exc, FacegateError) else type(exc).__name__
-        await run_in_threadpool(auditing.write, st, Actor("anonymous", None, "console", None), "console.sign_in",
-                                code_, None, None, {"via": "oidc", "source": _source(request), "reason": reason[:200]})
+        await run_in_threadpool(auditing.write_capped, st, _source(request),
+                                Actor("anonymous", None, "console", getattr(request.state, "request_id", None)),
+                                "console.sign_in", code_, {"via": "oidc", "source": _source(request),
+                                                           "reason": reason[:200]})
         response = RedirectResponse(f"/console/?sso={code_}", status_code=303, headers=NO_STORE)
     else:
         response = RedirectResponse(target, status_code=303, headers=NO_STORE)
-        _set_cookie(response, st, secret)
+        _signed_in(response, st, done)
     response.delete_cookie(console_sso.LOGIN_COOKIE, path="/console/api/oidc")
     return response
 
@@ -265,7 +281,7 @@ async def claim(case_id: CaseId, request: Request, st: ServiceState = Depends(st
 
 class DecisionIn(BaseModel):
     decision: Literal[MANUAL_OUTCOMES]                                              # type: ignore[valid-type]
-    note: str = Field(min_length=1, max_length=2000)
+    note: NoteText = Field(min_length=1, max_length=2000)
 
 
 @router.post("/cases/{case_id}/decision")
@@ -278,7 +294,7 @@ async def decide(case_id: CaseId, body: DecisionIn, request: Request, st: Servic
 class IdentificationIn(BaseModel):
     subject_id: str | None = Field(default=None, min_length=1, max_length=128,
                                    description="the candidate who is the person; null: none of them")
-    note: str = Field(min_length=1, max_length=2000)
+    note: NoteText = Field(min_length=1, max_length=2000)
 
 
 @router.post("/cases/{case_id}/identification")
@@ -343,17 +359,10 @@ async def certifications(st: ServiceState = Depends(state), session: ConsoleSess
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for item in out["items"]:
-            w.writerow({k: _csv_safe(item.get(k)) for k in cols})
+            w.writerow({k: reports.csv_safe(item.get(k)) for k in cols})
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                         headers=NO_STORE | {"Content-Disposition": f'attachment; filename="certifications-{out["period"]}.csv"'})
     return out
-
-
-def _csv_safe(value):
-    """A cell a spreadsheet will not run as a formula."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 @router.get("/kiosks")
@@ -372,7 +381,7 @@ async def subject(subject_id: SubjectId, st: ServiceState = Depends(state),
 
 class StatusIn(BaseModel):
     status: Literal[SUBJECT_STATUSES]                                               # type: ignore[valid-type]
-    reason: str = Field(min_length=1, max_length=500)
+    reason: PlainText = Field(min_length=1, max_length=500)
 
 
 @router.post("/subjects/{subject_id}/status")
@@ -382,22 +391,31 @@ async def subject_status(subject_id: SubjectId, body: StatusIn, request: Request
         subject_id, status=body.status, actor=f"operator:{session.operator}", reason=body.reason))
 
 
-class EraseIn(BaseModel):
+class ConfirmedIn(BaseModel):
+    """What erases a subject's face information: the subject id typed again, and why."""
     confirm: str = Field(min_length=1, max_length=128, description="the subject id typed again")
-    reason: str = Field(min_length=1, max_length=500)
+    reason: PlainText = Field(min_length=1, max_length=500)
+
+    def confirmed(self, subject_id: str, what: str) -> None:
+        if self.confirm != subject_id:
+            raise FacegateError("invalid_request", f"type the subject id again to confirm the {what}", field="confirm")
+
+
+class EraseIn(ConfirmedIn):
+    pass
 
 
 @router.post("/subjects/{subject_id}/erase")
 async def erase(subject_id: SubjectId, body: EraseIn, request: Request, st: ServiceState = Depends(state),
                 session: ConsoleSession = Depends(signed_in("subjects", csrf=True))):
-    if body.confirm != subject_id:
-        raise FacegateError("invalid_request", "type the subject id again to confirm the erasure", field="confirm")
+    body.confirmed(subject_id, "erasure")
     return await run_in_threadpool(lambda: st.gallery.erase(subject_id, actor=f"operator:{session.operator}",
                                                             reason=body.reason))
 
 
-class ConsoleWithdrawIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=500, description="how the person withdrew (a letter, at the counter)")
+class ConsoleWithdrawIn(ConfirmedIn):
+    reason: PlainText = Field(min_length=1, max_length=500,
+                              description="how the person withdrew (a letter, at the counter)")
 
 
 @router.post("/subjects/{subject_id}/withdraw", response_model=WithdrawalOut)
@@ -405,6 +423,7 @@ async def withdraw(subject_id: SubjectId, body: ConsoleWithdrawIn, request: Requ
                    session: ConsoleSession = Depends(signed_in("subjects", csrf=True))):
     """The person withdrew consent: their face information is erased, the subject row, its
     consent and audit rows stay, and later decisions answer ``consent_withdrawn``."""
+    body.confirmed(subject_id, "withdrawal")
     return await run_in_threadpool(consent_flows.withdraw, st.gallery, subject_id, _who(request, session),
                                    body.reason)
 
@@ -417,9 +436,15 @@ async def audit_search(st: ServiceState = Depends(state), session: ConsoleSessio
                        since: str | None = Query(None, max_length=40), until: str | None = Query(None, max_length=40),
                        after_seq: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=200),
                        verify: bool = False):
+    """Audit rows; with ``verify`` also the whole chain walked (:func:`reports.chain_status`), at
+    most :data:`CHAIN_VERIFICATIONS_PER_MINUTE` times a minute (``rate_limited`` past it)."""
     out = await run_in_threadpool(lambda: reports.audit_search(
         st.db, subject_id=subject_id, operator=operator, operation=operation, since=parse_instant(since, "since"),
         until=parse_instant(until, "until"), after_seq=after_seq, limit=limit))
     if verify:
+        taken = await run_in_threadpool(ratelimits.take, st.db, "console:audit-verify", CHAIN_VERIFICATIONS_PER_MINUTE)
+        if not taken.allowed:
+            raise FacegateError("rate_limited", "the audit chain was verified moments ago; try again shortly",
+                                retry_after=max(1, int(taken.retry_after_s + 0.999)))
         out["chain"] = await run_in_threadpool(reports.chain_status, st.db)
     return out

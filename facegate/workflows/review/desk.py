@@ -18,7 +18,10 @@ case record one decision (``case_decided`` for the other). Evidence is deleted
 ``retention_decision_evidence_days`` after the decision by the retention rule
 ``decision_evidence`` (:mod:`facegate.storage.retention`).
 
-Every view of a person's image is audited (``evidence.view``: who saw which subject's what).
+Every view of a person's image is audited (``evidence.view``: who saw which subject's what). A
+kiosk case has no subject of its own: a view of its frames is one audit row per candidate (the
+person at the kiosk may be any of them), in one transaction, so each candidate's audit trail
+shows it.
 """
 from __future__ import annotations
 
@@ -238,8 +241,14 @@ class ReviewDesk:
         if ev is None:
             raise FacegateError("not_found", "no such evidence image (deleted after the retention period?)")
         data = self.keys.decrypt(ev.data_enc, ev.key_id, evidence_aad(row.id, kind, int(seq)))
-        audit.record(self.db, **who.fields(), operation=audit.IMAGE_VIEW, outcome="ok", subject_id=row.subject_id,
-                     detail={"case_id": int(row.id), "image": f"{kind}:{int(seq)}"})
+        concerned = _concerned(row)
+        detail = {"case_id": int(row.id), "image": f"{kind}:{int(seq)}"}
+        if not row.subject_id:
+            detail["subjects"] = concerned
+        with write_transaction(self.db) as conn:
+            for subject_id in concerned:
+                audit.append(conn, **who.fields(), operation=audit.IMAGE_VIEW, outcome="ok", subject_id=subject_id,
+                             detail=detail)
         return data
 
     def reference_image(self, case_id: int, who: Actor) -> bytes:
@@ -385,6 +394,16 @@ class ReviewDesk:
         with self.db.connect() as conn:
             return dict(conn.execute(sa.select(review_cases.c.status, sa.func.count())
                                      .group_by(review_cases.c.status)).all())
+
+
+def _concerned(row) -> list[str | None]:
+    """Whom a case's evidence shows: its subject, or a kiosk search's candidates."""
+    if row.subject_id:
+        return [row.subject_id]
+    ids = [c["subject_id"] for c in _json(row.scores, {}).get("candidates", [])]
+    if row.decided_subject_id:
+        ids.append(row.decided_subject_id)
+    return list(dict.fromkeys(ids)) or [None]
 
 
 def _aware(ts: datetime) -> datetime:

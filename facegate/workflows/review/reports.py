@@ -1,5 +1,6 @@
 """What the console's other screens read: kiosks per day, the audit trail searched, a subject's
-stored data. Read-only, bounded, no images."""
+stored data. Read-only, bounded, no images. And the one rule for a CSV cell (:func:`csv_safe`),
+which the console's and the CLI's certification exports both follow."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -14,6 +15,14 @@ from facegate.storage.schema import (audit_log, certifications, kiosk_events, ki
 
 MAX_DAYS = 92
 MAX_AUDIT_PAGE = 200
+
+
+def csv_safe(value):
+    """A cell a spreadsheet will not run as a formula: text starting with ``=``, ``+``, ``-``,
+    ``@``, tab or CR gets a leading ``'`` (OWASP's CSV injection rule); anything else is unchanged."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def kiosks_per_day(db: sa.Engine, days: int = 14, now: datetime | None = None) -> dict:
