@@ -91,6 +91,7 @@ class Settings:
     cert_max_failures: int = 3            # failed face attempts within the window -> locked to manual review
     cert_failure_window_h: float = 24.0
     kiosk_require_liveness: bool = True   # kiosk: no passed liveness session -> manual_review, never a match
+    kiosk_review_wait_s: float = 180.0    # kiosk: how long the person waits for a reviewer before the counter
     liveness_pad: str = "auto"            # passive PAD: auto | none | comma list of fr_liveness, minifasnet
     liveness_pad_threshold: float = 0.5   # fused P(live) needed to pass: mean over PAD families of each one's median
     liveness_pad_frames: int = 4          # frames of a capture scored by passive PAD

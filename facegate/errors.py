@@ -45,6 +45,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "session_expired": (401, "The console session has expired or was ended; sign in again."),
     "csrf_failed": (403, "The request's CSRF token is missing, stale or belongs to another session."),
     "unknown_operator": (404, "No such operator."),
+    "case_expired": (409, "The kiosk stopped waiting for this case; the person was sent to a counter."),
     "operator_exists": (409, "An operator with this name already exists."),
     "unknown_case": (404, "No such review case."),
     "case_claimed": (409, "Another reviewer holds this case."),

@@ -80,7 +80,8 @@ CONSOLE_STAGES: tuple[str, ...] = get_args(ConsoleStage)
 # what the evidence rows hold (liveness frames, the still sent with the capture).
 ReviewWorkflow = Literal["certification", "kiosk"]
 REVIEW_WORKFLOWS: tuple[str, ...] = get_args(ReviewWorkflow)
-ReviewStatus = Literal["pending", "decided"]
+# ``expired``: a kiosk case nobody took before the person at the kiosk stopped waiting (0010).
+ReviewStatus = Literal["pending", "decided", "expired"]
 REVIEW_STATUSES: tuple[str, ...] = get_args(ReviewStatus)
 EvidenceKind = Literal["frame", "still"]
 EVIDENCE_KINDS: tuple[str, ...] = get_args(EvidenceKind)

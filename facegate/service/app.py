@@ -61,7 +61,8 @@ def _load(settings: Settings) -> ServiceState:
     lv = LivenessService.load(engine, gallery.store, settings)
     ledger = CertificationLedger(settings, gallery.store, engine, gallery)
     st = ServiceState(settings=settings, db=gallery.store.db, engine=engine, gallery=gallery, liveness=lv,
-                      ledger=ledger, review=ReviewDesk(settings, gallery.store, ledger),
+                      ledger=ledger, review=ReviewDesk(settings, gallery.store, ledger,
+                                       on_ended=lambda how, s: metrics.KIOSK_REVIEW_SECONDS.labels(how).observe(s)),
                       operators=Operators(settings, gallery.store, on_unaudited=metrics.REFUSALS_UNAUDITED.inc),
                       workflows=WorkflowContext(settings, engine, gallery, lv, observe=metrics.StageObserver()),
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
@@ -82,6 +83,11 @@ def _gallery_gauges(st: ServiceState) -> None:
     staged = stats["index"].get("staged_searches")
     if staged is not None:
         metrics.count_staged_searches(staged, st.staged_seen)
+    for case_id in st.review.expire_waiting():
+        st.review_waits.wake(case_id)
+    waiting = st.review.kiosk_waiting()
+    metrics.KIOSK_REVIEWS_WAITING.set(waiting["waiting"])
+    metrics.KIOSK_REVIEW_OLDEST_WAIT.set(waiting["oldest_wait_s"])
 
 
 def _health_gauges(st: ServiceState) -> None:
@@ -163,8 +169,9 @@ async def _compliance_loop(st: ServiceState) -> None:
 
 
 def _start_feed(st: ServiceState, wake: asyncio.Event) -> changefeed.Listener | None:
-    """PostgreSQL: listen for commits (wake the sync loop) and key revocations (drop the key
-    from the cache, which is on only while the feed is connected). SQLite: no feed (None)."""
+    """PostgreSQL: listen for commits (wake the sync loop), key revocations (drop the key from
+    the cache, which is on only while the feed is connected) and decided kiosk review cases (wake
+    the kiosks waiting for them). SQLite: no feed (None)."""
     if not changefeed.supported(st.db.url):
         return None
     loop = asyncio.get_running_loop()
@@ -177,9 +184,12 @@ def _start_feed(st: ServiceState, wake: asyncio.Event) -> changefeed.Listener | 
             st.keys.drop(payload)
         elif channel == changefeed.CHANGES:
             wake_sync()
+        elif channel == changefeed.REVIEWS and payload.isdigit():
+            st.review_waits.wake(int(payload))
 
     def on_resync() -> None:           # connected: hints may have been missed before
         st.keys.reset(enabled=True)
+        st.review_waits.wake()
         wake_sync()
 
     def on_lost(_error: str) -> None:  # revocations cannot reach us now: read every key; is the database gone?

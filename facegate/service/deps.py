@@ -26,6 +26,7 @@ from facegate.liveness.service import LivenessService
 from facegate.service import auditing, auth, metrics
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.inference import InferencePool
+from facegate.service.review_waits import ReviewWaits
 from facegate.liveness import tokens
 from facegate.storage.changefeed import Listener
 from facegate.storage.apikeys import ApiKey
@@ -59,6 +60,7 @@ class ServiceState:
     operators: Operators                              # console operators, their sign-in and sessions
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))   # on only while the change feed is connected
     listener: Listener | None = None                  # the change feed (PostgreSQL); None on SQLite
+    review_waits: ReviewWaits = field(default_factory=ReviewWaits)   # kiosks long-polling their review case
     last_sync: float = 0.0
     index_stats: dict = field(default_factory=dict)   # counts from the last sync, shown by /readyz
     staged_seen: dict = field(default_factory=dict)   # the index's early-stop totals already counted

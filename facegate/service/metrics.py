@@ -29,6 +29,13 @@ KIOSK_DECISIONS = Counter("facegate_kiosk_decisions_total", "Kiosk authenticatio
                           ["kiosk", "mode", "decision"])
 KIOSK_SECONDS = Histogram("facegate_kiosk_seconds", "Kiosk authentication latency", ["kiosk"],
                           buckets=(.05, .1, .15, .2, .3, .5, .75, 1, 2, 5))
+KIOSK_REVIEWS_WAITING = Gauge("facegate_kiosk_reviews_waiting", "Kiosk review cases a person is waiting for "
+                              "(read from the database: the same on every replica)", multiprocess_mode="max")
+KIOSK_REVIEW_OLDEST_WAIT = Gauge("facegate_kiosk_review_oldest_wait_seconds", "How long the person waiting longest "
+                                 "at a kiosk for a reviewer has waited", multiprocess_mode="max")
+KIOSK_REVIEW_SECONDS = Histogram("facegate_kiosk_review_seconds", "From a kiosk case's opening to its end, by how it "
+                                 "ended (decided | expired)", ["ended"],
+                                 buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600))
 INFERENCE_PENDING = Gauge("facegate_inference_pending", "Inference jobs running or queued",
                           multiprocess_mode="livesum")
 REFUSALS_UNAUDITED = Counter("facegate_refusals_unaudited_total",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -242,6 +242,22 @@ class AuditEntry(BaseModel):
     hash: str
 
 
+class KioskReviewOut(BaseModel):
+    review_case_id: int
+    status: Literal["pending", "decided", "expired"]
+    action: Literal["wait", "proceed", "go_to_counter"] = Field(
+        description="wait: ask again; proceed: the decision below stands; go_to_counter: nobody took the case in "
+                    "time (FACEGATE_KIOSK_REVIEW_WAIT_S): send the person to a counter")
+    decision: Literal["identified", "none"] | None = Field(
+        default=None, description="decided: a person named one of the candidates (identified) or none of them")
+    subject_id: str | None = Field(default=None, description="identified: the subject a person named")
+    decided_by_role: str | None = Field(default=None, description="the decider's console role (never their name)")
+    decided_at: str | None = None
+    created_at: str
+    wait_until: str | None = None
+    waited_s: float = Field(description="seconds from the case's opening to its decision (or to now)")
+
+
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
     next_after_seq: int | None = None
@@ -263,7 +279,9 @@ class KioskOut(BaseModel):
     required_margin: float | None = None
     rule: str | None = Field(default=None, description="mode search: 'fused' or 'single' (as /v1/identify)")
     rule_note: str | None = None
-    review_case_id: int | None = Field(default=None, description="mode search: the case opened for a person to decide")
+    review_case_id: int | None = Field(default=None, description="mode search: the case opened for a person to "
+                                       "decide; wait for it with GET /v1/kiosk/reviews/{review_case_id}?wait=S")
+    review_wait_until: str | None = Field(default=None, description="when the case ends `expired` if nobody took it")
     mode: KioskMode
     kiosk_id: str
     liveness: dict[str, Any] | None = None

@@ -6,6 +6,9 @@ Two channels:
   a replica then re-reads the change log at once instead of at its next poll;
 - :data:`KEYS`: an API key was revoked (:func:`facegate.storage.apikeys.mark_revoked`); the
   payload is its key id, and a replica drops it from its key cache.
+- :data:`REVIEWS`: a kiosk's review case was decided or expired
+  (:mod:`facegate.workflows.review.desk`); the payload is the case id, and a replica wakes the
+  kiosks waiting for it.
 
 Decisions, and why:
 
@@ -37,7 +40,8 @@ log = logging.getLogger(__name__)
 
 CHANGES = "facegate_changes"
 KEYS = "facegate_keys"
-CHANNELS = (CHANGES, KEYS)
+REVIEWS = "facegate_reviews"
+CHANNELS = (CHANGES, KEYS, REVIEWS)
 
 
 def notify(conn: sa.Connection, channel: str, payload: str = "") -> None:

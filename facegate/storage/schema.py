@@ -358,6 +358,10 @@ review_cases = sa.Table(
     sa.Column("decided_subject_id", sa.String(128)),     # a kiosk search: the subject the person chose (None: none)
     sa.Column("note", sa.Text),
     sa.Column("purge_after", TS),
+    # A kiosk case: the kiosk key that opened it (only it may wait for the answer) and when the
+    # person stops waiting; unclaimed then, the case is ``expired`` (0010).
+    sa.Column("opened_by_key", sa.String(64)),
+    sa.Column("wait_until", TS),
     sa.CheckConstraint(check_sql("workflow", REVIEW_WORKFLOWS), name="ck_review_cases_workflow"),
     sa.CheckConstraint(check_sql("status", REVIEW_STATUSES), name="ck_review_cases_status"),
     sa.Index("ix_review_cases_status_created", "status", "created_at", "id"),

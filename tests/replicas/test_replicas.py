@@ -15,7 +15,8 @@ replica during a burst of 200 enrolments through nginx loses and duplicates noth
 answers 503 ``not_ready`` while the database is down and 200 again after it returns, without a
 restart; SIGTERM lets an in-flight request finish; a liveness session opened on one replica is
 filled, judged and consumed on the others, and a passed session consumed on both at once is
-used once. The tests run in this order and share state (the last one stops replica B).
+used once; a kiosk waiting on B hears within 1 s the decision a reviewer made on A, another
+kiosk key hears nothing, and a case nobody takes ends ``expired`` at its time. The tests run in this order and share state (the last one stops replica B).
 
 Without PostgreSQL's binaries or nginx the module skips, unless FACEGATE_REQUIRE_POSTGRES=1 or
 FACEGATE_REQUIRE_NGINX=1 (scripts/test.sh sets the second from the first; CI sets the first),
@@ -45,6 +46,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 PROPAGATION_ENROLMENTS = 50
 BURST_ENROLMENTS = 200
+KIOSK_WAIT_S = 15
 
 
 def _need(ok: bool, message: str, *require_vars: str) -> None:
@@ -71,7 +73,7 @@ def topo(tmp_path_factory):
         # one onnxruntime thread per replica: two replicas share this machine's two cores
         # the liveness tests' clip answers this challenge (FACEGATE_LIVENESS_CHALLENGE: tests only)
         common = dict(rate_limit_per_minute=100_000, inference_queue=64, intra_op_threads=1,
-                      liveness_challenge="open_mouth,blink")
+                      liveness_challenge="open_mouth,blink", kiosk_review_wait_s=KIOSK_WAIT_S)
         a = Replica(work / "a", pg.url, key_file, **common)
         b = Replica(work / "b", pg.url, key_file, **common)
         keys = {role: create_key(a.env, role) for role in ("admin", "kiosk")}
@@ -167,6 +169,83 @@ def test_erased_subject_is_never_returned_by_b_after_the_erase_answered(topo):
             assert sid not in ids
     # the erase is final everywhere at once (B reads the templates from the database): none at all
     assert not [x for x in late if x[2]], late
+
+
+# ------------------------------------------------------------------ a kiosk waiting for its reviewer
+def _reviewer_on(replica) -> dict:
+    """A reviewer signed in to ``replica``'s console (password, then the TOTP enrolled now)."""
+    import pyotp
+    import subprocess
+    from service_support import FACEGATE, REPO
+    add = subprocess.run([*FACEGATE, "operators", "add", "rhea", "--role", "reviewer", "--password-stdin"],
+                         input="a long enough password\n", env=replica.env, cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert add.returncode == 0, add.stderr
+    api = replica.url + "/console/api"
+    r = httpx.post(api + "/sign-in", json={"name": "rhea", "password": "a long enough password"})
+    cookie = {"Cookie": f"fg_console={r.cookies['fg_console']}"}
+    secret = httpx.get(api + "/enrolment", headers=cookie).json()["secret"]
+    r = httpx.post(api + "/mfa", json={"code": pyotp.TOTP(secret).now()},
+                   headers=cookie | {"X-CSRF-Token": r.json()["csrf"]})
+    assert r.status_code == 200, r.text
+    return {"Cookie": f"fg_console={r.cookies['fg_console']}", "X-CSRF-Token": r.json()["csrf"]}
+
+
+def _kiosk_search(replica, key: str, photo: bytes) -> dict:
+    r = httpx.post(replica.url + "/v1/kiosk/authenticate", files={"image": ("k.jpg", photo, "image/jpeg")},
+                   headers={"X-API-Key": key}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decision"] == "manual_review" and body["review_case_id"], body      # no liveness: a person decides
+    return body
+
+
+def test_a_kiosk_waiting_on_b_hears_the_decision_made_on_a_within_1_s(topo):
+    a, b = topo["a"], topo["b"]
+    photos = dict(topo["people"])
+    sid = _enrolled(topo)[-1]
+    reviewer = _reviewer_on(a)
+    case = _kiosk_search(a, topo["kiosk"], photos[sid])["review_case_id"]
+    other = create_key(a.env, "kiosk")["key"]
+    r = httpx.get(b.url + f"/v1/kiosk/reviews/{case}", headers={"X-API-Key": other})
+    assert r.status_code == 404 and r.json()["code"] == "unknown_case"
+    heard = {}
+
+    def wait_on_b():
+        r = httpx.get(b.url + f"/v1/kiosk/reviews/{case}", params={"wait": 30}, headers={"X-API-Key": topo["kiosk"]},
+                      timeout=40)
+        heard.update(r.json(), at=time.perf_counter(), http=r.status_code)
+
+    waiter = threading.Thread(target=wait_on_b)
+    waiter.start()
+    time.sleep(1.0)                                        # B is waiting (the long poll has started)
+    assert not heard
+    r = httpx.post(a.url + f"/console/api/cases/{case}/identification", headers=reviewer,
+                   json={"subject_id": sid, "note": "the same person as the candidate"})
+    decided_at = time.perf_counter()
+    assert r.status_code == 200, r.text
+    waiter.join(40)
+    lag = heard["at"] - decided_at
+    print(f"\nkiosk on B heard the decision made on A {1000 * lag:.0f} ms after it was answered")
+    assert heard["http"] == 200 and heard["status"] == "decided" and heard["action"] == "proceed"
+    assert heard["subject_id"] == sid and heard["decided_by_role"] == "reviewer" and "rhea" not in json.dumps(heard)
+    assert lag <= 1.0, lag
+
+
+def test_a_kiosk_case_nobody_takes_ends_expired_at_its_time(topo):
+    a, b = topo["a"], topo["b"]
+    photos = dict(topo["people"])
+    body = _kiosk_search(a, topo["kiosk"], photos[_enrolled(topo)[-1]])
+    opened = time.time()
+    r = httpx.get(b.url + f"/v1/kiosk/reviews/{body['review_case_id']}", params={"wait": 60},
+                  headers={"X-API-Key": topo["kiosk"]}, timeout=70)
+    waited = time.time() - opened
+    print(f"\nan untaken kiosk case answered expired {waited:.2f} s after it was opened (wait {KIOSK_WAIT_S} s)")
+    assert r.status_code == 200 and r.json()["status"] == "expired" and r.json()["action"] == "go_to_counter"
+    assert KIOSK_WAIT_S - 1 <= waited <= KIOSK_WAIT_S + 1.5, waited
+    ended = [line for r in (a, b) for line in httpx.get(r.url + "/metrics").text.splitlines()
+             if line.startswith('facegate_kiosk_review_seconds_count{ended="expired"}')]
+    assert ended and sum(float(line.split()[-1]) for line in ended) >= 1, ended
 
 
 # ------------------------------------------------------------------ rate limits

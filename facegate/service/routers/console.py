@@ -300,8 +300,10 @@ class IdentificationIn(BaseModel):
 @router.post("/cases/{case_id}/identification")
 async def identification(case_id: CaseId, body: IdentificationIn, request: Request, st: ServiceState = Depends(state),
                          session: ConsoleSession = Depends(signed_in("review:decide", csrf=True))):
-    return await run_in_threadpool(lambda: st.review.identify(case_id, body.subject_id, body.note,
-                                                              operator=session.operator, who=_who(request, session)))
+    out = await run_in_threadpool(lambda: st.review.identify(case_id, body.subject_id, body.note,
+                                                             operator=session.operator, who=_who(request, session)))
+    st.review_waits.wake(case_id)
+    return out
 
 
 def _image(data: bytes) -> Response:

@@ -18,6 +18,13 @@ case record one decision (``case_decided`` for the other). Evidence is deleted
 ``retention_decision_evidence_days`` after the decision by the retention rule
 ``decision_evidence`` (:mod:`facegate.storage.retention`).
 
+A kiosk search sent to a person is waited for: the kiosk key that opened the case asks for its
+answer (:meth:`ReviewDesk.kiosk_review`, long-polled by the service) until
+``kiosk_review_wait_s`` after it opened; a case nobody holds by then ends ``expired`` (the kiosk
+sends the person to a counter). A decision or an expiry is announced on the change feed's
+:data:`facegate.storage.changefeed.REVIEWS` channel, so a kiosk waiting on another replica hears
+of it at once; waiting kiosk cases come first in the queue.
+
 Every view of a person's image is audited (``evidence.view``: who saw which subject's what). A
 kiosk case has no subject of its own: a view of its frames is one audit row per candidate (the
 person at the kiosk may be any of them), in one transaction, so each candidate's audit trail
@@ -33,11 +40,11 @@ import sqlalchemy as sa
 from facegate.clock import iso, utcnow
 from facegate.errors import FacegateError
 from facegate.liveness.capture import stored_jpeg
-from facegate.storage import audit
+from facegate.storage import audit, changefeed
 from facegate.storage.aad import evidence_aad
 from facegate.storage.audit import Actor
 from facegate.storage.db import write_transaction
-from facegate.storage.schema import reference_photos, review_cases, review_evidence, subjects
+from facegate.storage.schema import operators, reference_photos, review_cases, review_evidence, subjects
 from facegate.vocab import MANUAL_OUTCOMES, REVIEW_STATUSES, REVIEW_WORKFLOWS
 
 MAX_PAGE = 100                 # cases per queue page
@@ -76,12 +83,15 @@ def _bounded(value: str | None, field: str, max_len: int = MAX_FILTER) -> str | 
 class ReviewDesk:
     """Review cases over the store's database; decisions through ``ledger`` (the certification ledger)."""
 
-    def __init__(self, settings, store, ledger):
+    def __init__(self, settings, store, ledger, on_ended=None):
+        """``on_ended(how, waited_s)``: a kiosk case ended (``decided`` or ``expired``) after its
+        person waited ``waited_s`` seconds (the service's metrics)."""
         self.settings = settings
         self.store = store
         self.db = store.db
         self.keys = store.keys
         self.ledger = ledger
+        self.on_ended = on_ended or (lambda how, waited_s: None)
 
     # ------------------------------------------------------------------ opening
     def needs_person(self, answer: dict) -> bool:
@@ -110,9 +120,10 @@ class ReviewDesk:
             frames.append(("still", 0, stored_jpeg(still, s.max_image_bytes, s.max_image_pixels), {}))
         return frames
 
-    def kiosk_keeper(self, proof=None, still: bytes | None = None):
+    def kiosk_keeper(self, proof=None, still: bytes | None = None, key_id: str | None = None):
         """The kiosk decision's ``also`` hook: a 1:N search that goes to a person opens a case
-        with the candidates and the capture's evidence (a person then picks the right subject, or none)."""
+        with the candidates and the capture's evidence (a person then picks the right subject, or
+        none), which the kiosk key ``key_id`` may wait for until ``review_wait_until``."""
         def keep(conn, answer) -> None:
             if answer.mode != "search" or answer.decision.decision != "manual_review":
                 return
@@ -123,13 +134,17 @@ class ReviewDesk:
                       "candidates": [{"subject_id": c["subject_id"], "score": c["score"]}
                                      for c in (answer.detail.get("candidates") or [])][:10],
                       "liveness": live}
+            wait_until = utcnow() + timedelta(seconds=self.settings.kiosk_review_wait_s)
             answer.detail["review_case_id"] = self.open_case(
                 conn, workflow="kiosk", kiosk_id=answer.kiosk_id, outcome="manual_review",
-                reasons=list(answer.decision.reasons), scores=scores, evidence=self._evidence(proof, still))
+                reasons=list(answer.decision.reasons), scores=scores, evidence=self._evidence(proof, still),
+                opened_by_key=key_id, wait_until=wait_until)
+            answer.detail["review_wait_until"] = iso(wait_until)
         return keep
 
     def open_case(self, conn, *, workflow: str, outcome: str, reasons, scores, signals=(), subject_pk=None,
-                  subject_id=None, certification_id=None, kiosk_id=None, period=None, evidence=()) -> int:
+                  subject_id=None, certification_id=None, kiosk_id=None, period=None, evidence=(),
+                  opened_by_key=None, wait_until=None) -> int:
         """A pending case and its encrypted evidence, in the caller's transaction."""
         if workflow not in REVIEW_WORKFLOWS:
             raise ValueError(workflow)
@@ -138,7 +153,8 @@ class ReviewDesk:
             workflow=workflow, status="pending", subject_pk=subject_pk, subject_id=subject_id,
             certification_id=certification_id, kiosk_id=kiosk_id, period=period, outcome=outcome,
             reasons=json.dumps(list(reasons)), scores=json.dumps(scores, default=float),
-            signals=json.dumps(list(signals)), created_at=now)).inserted_primary_key[0]
+            signals=json.dumps(list(signals)), created_at=now, opened_by_key=opened_by_key,
+            wait_until=wait_until)).inserted_primary_key[0]
         for kind, seq, jpeg, sc in evidence:
             blob, kid = self.keys.encrypt(jpeg, evidence_aad(case_id, kind, seq))
             conn.execute(review_evidence.insert().values(case_id=case_id, kind=kind, seq=seq,
@@ -161,28 +177,37 @@ class ReviewDesk:
             raise FacegateError("invalid_request", f"limit is 1 to {MAX_PAGE}", field="limit")
         reason, period = _bounded(reason, "reason", 64), _bounded(period, "period", 16)
         kiosk_id, subject_id = _bounded(kiosk_id, "kiosk_id", 64), _bounded(subject_id, "subject_id")
+        self.expire_waiting()
         c = review_cases.c
-        q = (sa.select(c.id, c.workflow, c.status, c.subject_id, c.certification_id, c.kiosk_id, c.period,
-                       c.outcome, c.reasons, c.scores, c.signals, c.created_at, c.claimed_by, c.claim_expires_at,
-                       c.decided_by, c.decided_at, c.decision, c.decided_subject_id)
-             .where(c.status == status).order_by(c.id).limit(int(limit)))
+        columns = (c.id, c.workflow, c.status, c.subject_id, c.certification_id, c.kiosk_id, c.period,
+                   c.outcome, c.reasons, c.scores, c.signals, c.created_at, c.claimed_by, c.claim_expires_at,
+                   c.decided_by, c.decided_at, c.decision, c.decided_subject_id, c.wait_until)
+        where = [c.status == status]
+        if workflow:
+            where.append(c.workflow == workflow)
+        if period:
+            where.append(c.period == period)
+        if kiosk_id:
+            where.append(c.kiosk_id == kiosk_id)
+        if subject_id:
+            where.append(c.subject_id == subject_id)
+        if reason:
+            where.append(c.reasons.contains(json.dumps(reason), autoescape=True))
+        # People standing at a kiosk come first: the first page of pending cases leads with the
+        # kiosk cases still waited for, which the keyset pages (oldest first) leave out.
+        waiting = sa.and_(c.workflow == "kiosk", c.status == "pending", c.wait_until.is_not(None))
+        q = sa.select(*columns).where(*where).order_by(c.id).limit(int(limit))
+        if status == "pending":
+            q = q.where(sa.not_(waiting))
         if after:
             q = q.where(c.id > int(after))
-        if workflow:
-            q = q.where(c.workflow == workflow)
-        if period:
-            q = q.where(c.period == period)
-        if kiosk_id:
-            q = q.where(c.kiosk_id == kiosk_id)
-        if subject_id:
-            q = q.where(c.subject_id == subject_id)
-        if reason:
-            q = q.where(c.reasons.contains(json.dumps(reason), autoescape=True))
         with self.db.connect() as conn:
+            lead = [] if after or status != "pending" else conn.execute(
+                sa.select(*columns).where(*where, waiting).order_by(c.id).limit(MAX_PAGE)).all()
             rows = conn.execute(q).all()
         now = utcnow()
-        items = [self._case_dict(r, now) for r in rows]
-        return {"cases": items, "next_after": items[-1]["case_id"] if len(items) == int(limit) else None}
+        return {"cases": [self._case_dict(r, now) for r in (*lead, *rows)],
+                "next_after": int(rows[-1].id) if len(rows) == int(limit) else None}
 
     @staticmethod
     def _case_dict(r, now: datetime) -> dict:
@@ -198,7 +223,7 @@ class ReviewDesk:
                 "claimed_by": m["claimed_by"] if claim_live else None,
                 "claim_expires_at": iso(m["claim_expires_at"]) if claim_live else None,
                 "decided_by": m["decided_by"], "decided_at": iso(m["decided_at"]), "decision": m["decision"],
-                "decided_subject_id": m.get("decided_subject_id")}
+                "decided_subject_id": m.get("decided_subject_id"), **_waiting(m, now)}
 
     def _row(self, conn, case_id: int):
         row = conn.execute(sa.select(review_cases).where(review_cases.c.id == int(case_id))).one_or_none()
@@ -269,6 +294,7 @@ class ReviewDesk:
         now = utcnow()
         until = now + timedelta(seconds=self.settings.console_claim_s)
         c = review_cases.c
+        self.expire_waiting()
         with write_transaction(self.db) as conn:
             row = self._row(conn, case_id)
             self._check_open(row, operator, now)
@@ -280,6 +306,9 @@ class ReviewDesk:
 
     @staticmethod
     def _check_open(row, operator: str, now: datetime) -> None:
+        if row.status == "expired":
+            raise FacegateError("case_expired", f"case {row.id} expired: the person at the kiosk was sent to a "
+                                "counter", case_id=int(row.id))
         if row.status == "decided":
             raise FacegateError("case_decided", f"case {row.id} was decided by {row.decided_by}",
                                 case_id=int(row.id), decided_by=row.decided_by)
@@ -324,6 +353,7 @@ class ReviewDesk:
     def identify(self, case_id: int, subject_id: str | None, note: str, *, operator: str, who: Actor) -> dict:
         """A person's answer to a kiosk search: the right subject among the candidates, or none."""
         note = self._note(note)
+        self.expire_waiting()
         now = utcnow()
         c = review_cases.c
         with write_transaction(self.db) as conn:
@@ -350,9 +380,78 @@ class ReviewDesk:
                 raise FacegateError("case_decided", f"case {row.id} was decided meanwhile", case_id=int(row.id))
             audit.append(conn, **who.fields(), operation="review.decide", outcome=decision, subject_id=subject_id,
                          detail={"case_id": int(row.id), "kiosk_id": row.kiosk_id, "operator": operator,
-                                 "note": note, "candidates": candidates})
+                                 "note": note, "candidates": candidates,
+                                 "waited_s": round((now - _aware(row.created_at)).total_seconds(), 1)})
+            changefeed.notify(conn, changefeed.REVIEWS, str(int(row.id)))
+        waited_s = (now - _aware(row.created_at)).total_seconds()
+        if row.wait_until is not None:
+            self.on_ended("decided", waited_s)
         return {"case_id": int(row.id), "decision": decision, "subject_id": subject_id, "decided_by": operator,
-                "decided_at": iso(now)}
+                "decided_at": iso(now), "waited_s": round(waited_s, 1)}
+
+    # ------------------------------------------------------------------ the kiosk waiting for its case
+    def kiosk_review(self, case_id: int, key_id: str) -> dict:
+        """What the kiosk that opened the case is told now: ``pending`` (keep waiting),
+        ``decided`` (the subject a person named, or none; by which role, when) or ``expired``
+        (send the person to a counter). Another key's case, or no kiosk case, is ``unknown_case``."""
+        c = review_cases.c
+        q = (sa.select(review_cases, operators.c.role.label("decided_by_role"))
+             .outerjoin(operators, operators.c.name == c.decided_by)
+             .where(c.id == int(case_id), c.workflow == "kiosk", c.opened_by_key == key_id))
+        with self.db.connect() as conn:
+            row = conn.execute(q).one_or_none()
+        if row is None:
+            raise FacegateError("unknown_case", f"no review case {case_id} for this kiosk", case_id=int(case_id))
+        now = utcnow()
+        if row.status == "pending" and _overdue(row, now):
+            self.expire_waiting(now)               # or another replica did: read it again either way
+            with self.db.connect() as conn:
+                row = conn.execute(q).one()
+        action = {"pending": "wait", "decided": "proceed", "expired": "go_to_counter"}[row.status]
+        decided = row.status == "decided"
+        return {"review_case_id": int(row.id), "status": row.status, "action": action,
+                "decision": row.decision if decided else None,
+                "subject_id": row.decided_subject_id if decided else None,
+                "decided_by_role": row.decided_by_role if decided else None,
+                "decided_at": iso(row.decided_at), "created_at": iso(row.created_at),
+                "wait_until": iso(row.wait_until),
+                "waited_s": round(((_aware(row.decided_at) if row.decided_at else now)
+                                   - _aware(row.created_at)).total_seconds(), 1)}
+
+    def expire_waiting(self, now: datetime | None = None) -> dict[int, float]:
+        """End the kiosk cases whose person stopped waiting and that nobody holds: ``expired``,
+        audited, announced. Returns their ids and how long each was waited for (seconds)."""
+        now = now or utcnow()
+        c = review_cases.c
+        overdue = sa.and_(c.workflow == "kiosk", c.status == "pending", c.wait_until <= now,
+                          sa.or_(c.claimed_by.is_(None), c.claim_expires_at <= now))
+        with self.db.connect() as conn:
+            if conn.execute(sa.select(c.id).where(overdue).limit(1)).first() is None:
+                return {}
+        with write_transaction(self.db) as conn:
+            rows = conn.execute(sa.select(c.id, c.kiosk_id, c.created_at).where(overdue).order_by(c.id)
+                                .limit(500)).all()
+            for r in rows:
+                conn.execute(review_cases.update().where(c.id == r.id).values(
+                    status="expired", decided_at=now, claimed_by=None, claim_expires_at=None,
+                    purge_after=now + timedelta(days=self.settings.retention_decision_evidence_days)))
+                audit.append(conn, actor="system", operation="review.expired", outcome="expired",
+                             detail={"case_id": int(r.id), "kiosk_id": r.kiosk_id,
+                                     "waited_s": round((now - _aware(r.created_at)).total_seconds(), 1)})
+                changefeed.notify(conn, changefeed.REVIEWS, str(int(r.id)))
+        waited = {int(r.id): (now - _aware(r.created_at)).total_seconds() for r in rows}
+        for waited_s in waited.values():
+            self.on_ended("expired", waited_s)
+        return waited
+
+    def kiosk_waiting(self) -> dict:
+        """Kiosk cases people are waiting for now: how many, and the longest wait (seconds)."""
+        c = review_cases.c
+        now = utcnow()
+        with self.db.connect() as conn:
+            n, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(c.created_at)).where(
+                c.workflow == "kiosk", c.status == "pending", c.wait_until.is_not(None))).one()
+        return {"waiting": int(n), "oldest_wait_s": (now - _aware(oldest)).total_seconds() if oldest else 0.0}
 
     def candidate_reference(self, case_id: int, n: int, who: Actor) -> bytes:
         """A kiosk case's ``n``-th candidate's reference photo (audited view)."""
@@ -394,6 +493,18 @@ class ReviewDesk:
         with self.db.connect() as conn:
             return dict(conn.execute(sa.select(review_cases.c.status, sa.func.count())
                                      .group_by(review_cases.c.status)).all())
+
+
+def _overdue(row, now: datetime) -> bool:
+    claim_live = row.claimed_by and row.claim_expires_at and _aware(row.claim_expires_at) > now
+    return bool(row.wait_until is not None and _aware(row.wait_until) <= now and not claim_live)
+
+
+def _waiting(m, now: datetime) -> dict:
+    """A pending kiosk case's person is waiting at the kiosk: since when, and until when."""
+    if m["workflow"] != "kiosk" or m["status"] != "pending" or m.get("wait_until") is None:
+        return {"waiting_s": None, "wait_until": iso(m.get("wait_until"))}
+    return {"waiting_s": round((now - _aware(m["created_at"])).total_seconds(), 1), "wait_until": iso(m["wait_until"])}
 
 
 def _concerned(row) -> list[str | None]:
