@@ -29,7 +29,8 @@ DASHBOARD = REPO / "deploy" / "grafana" / "facegate.json"
 PROMETHEUS_OWN = {"up"}          # made by Prometheus for every scrape target, not by the service
 ALERTS = {"FacegateDown", "FacegateHigh5xxRate", "FacegateDecisionLatencyHigh", "FacegateReviewRateJump",
           "FacegateLivenessFailureJump", "FacegateIndexLagging", "FacegateChangeFeedDisconnected",
-          "FacegateDatabaseUnreachable", "FacegateDataKeyOld", "FacegateGalleryLarge"}
+          "FacegateDatabaseUnreachable", "FacegateDataKeyOld", "FacegateGalleryLarge",
+          "FacegateKioskPersonWaiting"}
 _NAME = re.compile(r"\b(facegate_[a-z0-9_]+|up)\b(?=\s*[{\[)\s=<>*/+-]|\s*$)")
 
 

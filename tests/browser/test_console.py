@@ -11,6 +11,7 @@ live), and the same face enrolled for PEN-1 sends it to a person (``shared_face`
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import time
@@ -142,6 +143,85 @@ def sign_in(console, page, name: str, password: str = PASSWORD, shots: str | Non
     page.fill("#code", code)
     page.click("#code-submit")
     page.wait_for_selector("#queue, #queue-empty", timeout=15_000)
+
+
+def _shift_case(console, case_id: int, column: str, seconds: float) -> None:
+    """Move a case's timestamp (the shared SQLite database stores naive UTC text)."""
+    from datetime import datetime, timedelta
+    with console.db() as db:
+        (value,) = db.execute(f"SELECT {column} FROM review_cases WHERE id = ?", (case_id,)).fetchone()
+        moved = datetime.fromisoformat(value) + timedelta(seconds=seconds)
+        db.execute(f"UPDATE review_cases SET {column} = ? WHERE id = ?",
+                   (moved.strftime("%Y-%m-%d %H:%M:%S.%f"), case_id))
+
+
+def test_a_person_waiting_at_a_kiosk_comes_first_and_is_told_when_nobody_came(console, browser):
+    """A kiosk search sent to a person: the queue shows it first (before the older pending
+    certification case), marked, with how long the person has waited (counting on), the case
+    screen too, with when the kiosk stops waiting; once it stopped, a decision is refused with
+    ``case_expired`` in words and the case lists under ``expired``. Runs first: the fixture's
+    certification case is still pending."""
+    older = console.case["review_case_id"]
+    sid, verdict = console.live_session(None, role="kiosk")
+    assert verdict["live"], verdict["reasons"]
+    r = console.call("kiosk", "POST", "/v1/kiosk/authenticate", data={"liveness_session_id": sid})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decision"] == "manual_review" and body["review_case_id"], body
+    case_id = body["review_case_id"]
+    assert case_id > older
+    _shift_case(console, case_id, "created_at", -80)         # the person has been waiting 80 s already
+    proc = subprocess.run([*FACEGATE, "operators", "add", "ivo", "--role", "reviewer", "--password-stdin"],
+                          input=PASSWORD + "\n", env=console.srv.env, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    page = _page(browser)
+    sign_in(console, page, "ivo")
+    page.wait_for_selector(f"tr[data-case='{older}']")
+    order = page.eval_on_selector_all("#queue tbody tr", "rs => rs.map(r => [Number(r.dataset.case), r.className])")
+    assert order[0] == [case_id, "row waiting"], order
+    assert [c for c, _ in order].index(older) > 0 and dict(order)[older] == "row", order
+    row = f"tr[data-case='{case_id}']"
+    first = page.text_content(f"{row} .wait")
+    assert re.fullmatch(r"waiting [12] min \d+ s", first), first
+    page.wait_for_function(f"(t) => document.querySelector(\"{row} .wait\").textContent !== t", arg=first,
+                           timeout=5_000)                   # the clock counts on in the page
+    assert page.query_selector(f"tr[data-case='{older}'] .wait") is None
+    shoot(page, "console-kiosk-waiting-queue")
+
+    page.click(row)
+    page.wait_for_selector("#decide")
+    waiting = page.text_content("#waiting-time")
+    assert re.fullmatch(r"waiting [12] min \d+ s", waiting), waiting
+    assert "kiosk waits until" in page.text_content("#wait-until") and "counter" in page.text_content("#wait-until")
+    page.click("#lang")                                      # the same in Chinese
+    page.wait_for_function("() => /^已等待 [12] 分 \\d+ 秒$/.test("
+                           "document.querySelector('#waiting-time')?.textContent)")
+    assert "柜台" in page.text_content("#wait-until")
+    page.click("#lang")
+    page.wait_for_function("() => /^waiting [12] min/.test(document.querySelector('#waiting-time')?.textContent)")
+
+    # the kiosk stops waiting while the reviewer looks: the decision is refused in words
+    _shift_case(console, case_id, "wait_until", -200)
+    page.fill("#note", "asked for the ID card")
+    page.click("#identify-none")
+    assert "stopped waiting and was sent to a counter" in _msg(page)
+    assert page.get_attribute("#message", "data-code") == "case_expired"
+    page.wait_for_selector("#expired")
+    assert page.query_selector("#decide") is None and page.query_selector("#waiting") is None
+    assert "counter" in page.text_content("#expired")
+    told = console.call("kiosk", "GET", f"/v1/kiosk/reviews/{case_id}").json()
+    assert told["status"] == "expired" and told["action"] == "go_to_counter", told
+    page.click("a[href='#/queue']")
+    page.wait_for_selector(f"tr[data-case='{older}']")
+    assert page.query_selector(row) is None
+    page.select_option("#f-status", "expired")
+    page.click("#apply")
+    page.wait_for_selector(row)
+    assert page.text_content("main h1") == "Kiosk cases nobody took in time"
+    assert page.query_selector(f"{row}.waiting") is None and page.query_selector(f"{row} .wait") is None
+    assert not violations(page) and not errors(page), errors(page)
+    page.context.close()
 
 
 def test_first_sign_in_enrols_totp_and_a_manual_review_is_decided_with_its_evidence(console, browser):

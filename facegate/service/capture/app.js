@@ -9,6 +9,18 @@
 //                          {type: "facegate:session-request"}   kiosk: a person pressed Start
 //                          {type: "facegate:result", summary}   to the origin that sent the session
 //   parent/opener -> page: {type: "facegate:start", sessionId, token, locale?, upload?, cause?}
+//                          {type: "facegate:review", status, decision?, waitUntil?}   kiosk, see below
+//
+// ``facegate:review`` (kiosk mode only): the kiosk's 1:N search went to a person
+// (``decision: "manual_review"``) and the kiosk software waits for their decision
+// (GET /v1/kiosk/reviews/{id}?wait=S). ``status: "pending"`` stops the reset countdown and shows
+// that a staff member is checking (``waitUntil``, ISO 8601: the case's ``review_wait_until``, for
+// "usually no more than N minutes"); ``"decided"`` with ``decision: "identified" | "none"``, or
+// ``"expired"``, shows the outcome, then the usual countdown back to the welcome screen. Accepted
+// only from the parent/opener, from the origin that handed the page its current session (or, with
+// none, the origin that handed it the last one, or facegate's own), never during a capture. The
+// page never shows who the person was found to be (no subject id, no name: the kiosk is public).
+// Each accepted one is also fired as a ``facegate:review`` event ({status, decision}) on the window.
 //
 // ``cause`` (also ``#...&cause=`` in the fragment): why the service refused the person's last
 // photo (the refusal's problem ``cause``: too_bright, too_dark, blurred, turned, too_far,
@@ -23,8 +35,10 @@ const kiosk = query.get("mode") === "kiosk";
 const resetSeconds = Math.min(120, Math.max(3, Number(query.get("reset")) || 10));
 const host = window.parent !== window ? window.parent : window.opener;
 let replyOrigin = null;          // the origin that handed us the current session
+let sessionOrigin = null;        // ... or the last one (the kiosk software's, not the person's: kept across people)
 let running = false;
 let resetTimer = null;
+let reviewing = null;            // kiosk: the review screen shown ("pending", "identified", "none", "expired")
 let locale = pickLocale(query.get("lang"));
 
 if (kiosk) document.documentElement.dataset.kiosk = "true";
@@ -51,6 +65,7 @@ function tell(message, origin) {
 async function run(session, { autoStart = false } = {}) {
   if (running) return;
   running = true;
+  reviewing = null;
   clearTimeout(resetTimer);
   locale = pickLocale(session.locale || locale);
   const summary = await start({ sessionId: session.sessionId, token: session.token, element: root, locale,
@@ -112,6 +127,7 @@ function scheduleReset() {
 function reset() {
   clearTimeout(resetTimer);
   replyOrigin = null;
+  reviewing = null;
   root.replaceChildren();
   for (const v of document.querySelectorAll("video")) { v.srcObject = null; v.remove(); }
   if (performance.clearResourceTimings) performance.clearResourceTimings();
@@ -176,12 +192,59 @@ function welcome() {
   tell({ type: "facegate:ready" });
 }
 
+// ---------------------------------------------------------------- kiosk: a staff member decides
+const REVIEW_SCREENS = {
+  pending: ["reviewTitle", "reviewPending"],
+  identified: ["reviewIdentifiedTitle", "reviewIdentified"],
+  none: ["reviewCounterTitle", "reviewNone"],
+  expired: ["reviewCounterTitle", "reviewExpired"],
+};
+
+/** Whether a ``facegate:review`` may come from ``origin`` (its source is already the host). */
+function reviewOriginOk(origin) {
+  if (replyOrigin) return origin === replyOrigin;
+  return origin === sessionOrigin || origin === location.origin;
+}
+
+/** The waiting screen or the staff member's outcome; nothing of who the person is. */
+function review({ status, decision, waitUntil }) {
+  const which = status === "pending" ? "pending" : status === "expired" ? "expired"
+    : status === "decided" && (decision === "identified" || decision === "none") ? decision : null;
+  if (!which) return;
+  clearTimeout(resetTimer);
+  const [titleKey, textKey] = REVIEW_SCREENS[which];
+  if (which !== "pending" || reviewing !== "pending") {
+    const { panel } = screen(titleKey, textKey, which === "pending" ? "review" : "reviewed");
+    const section = root.querySelector("section");
+    section.dataset.review = which;
+    if (which === "pending") section.setAttribute("aria-busy", "true");     // the title's calm spinner
+    else if (which === "identified") section.dataset.outcome = "pass";
+    const time = document.createElement("p");
+    time.className = "fg-text fg-review-time";
+    panel.append(time);
+  }
+  reviewing = which;
+  const time = root.querySelector(".fg-review-time");
+  const minutes = typeof waitUntil === "string" ? Math.ceil((Date.parse(waitUntil) - Date.now()) / 60000) : NaN;
+  time.textContent = which === "pending" && minutes > 0 && minutes <= 60
+    ? translator(locale)(minutes === 1 ? "reviewTimeOne" : "reviewTime", { minutes }) : "";
+  window.dispatchEvent(new CustomEvent("facegate:review",
+                                       { detail: { status, decision: status === "decided" ? decision : null } }));
+  if (which !== "pending") scheduleReset();
+}
+
 // ---------------------------------------------------------------- sessions arriving
 window.addEventListener("message", (e) => {
-  if (!host || e.source !== host || !e.data || e.data.type !== "facegate:start") return;
+  if (!host || e.source !== host || !e.data) return;
+  if (e.data.type === "facegate:review") {
+    if (kiosk && !running && reviewOriginOk(e.origin)) review(e.data);
+    return;
+  }
+  if (e.data.type !== "facegate:start") return;
   const { sessionId, token } = e.data;
   if (typeof sessionId !== "string" || typeof token !== "string") return;
   replyOrigin = e.origin;
+  sessionOrigin = e.origin;
   // a session sent after a person pressed Start (kiosk) or by an integrator's own page
   run({ sessionId, token, locale: e.data.locale, upload: e.data.upload, cause: e.data.cause },
       { autoStart: kiosk || e.data.autoStart === true });

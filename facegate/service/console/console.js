@@ -7,7 +7,7 @@
 import { pickLocale, translator } from "./i18n.js";
 
 const API = "/console/api";
-const state = { session: null, locale: pickLocale(location.search, navigator.languages), blobs: [] };
+const state = { session: null, locale: pickLocale(location.search, navigator.languages), blobs: [], timers: [], shown: 0 };
 let t = translator(state.locale);
 
 // ------------------------------------------------------------------ helpers
@@ -29,6 +29,9 @@ const app = () => document.getElementById("app");
 function show(...nodes) {
   for (const u of state.blobs) URL.revokeObjectURL(u);
   state.blobs = [];
+  for (const id of state.timers) clearInterval(id);     // a screen's clocks and refreshes end with it
+  state.timers = [];
+  state.shown += 1;
   app().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
 }
 
@@ -89,6 +92,26 @@ async function imageInto(img, path) {
 const when = (iso) => (iso ? new Date(iso).toLocaleString(state.locale) : "");
 const word = (prefix, v) => { const k = `${prefix}_${v}`; const s = t(k); return s === k ? v : s; };
 const can = (p) => !!state.session && (state.session.can || []).includes(p);
+
+// A person at a kiosk waiting for a reviewer: how long, counted on in the page from what the
+// server said (waiting_s) when the screen was drawn.
+function duration(seconds) {
+  const s = Math.max(0, Math.floor(Number(seconds) || 0));
+  return s >= 60 ? t("durMinSec", { m: Math.floor(s / 60), s: s % 60 }) : t("durSec", { s });
+}
+const isWaiting = (c) => c.waiting_s !== null && c.waiting_s !== undefined;
+
+function waitingClock(c, attrs = {}) {
+  return h("span", { ...attrs, class: "wait", text: t("waitingFor", { time: duration(c.waiting_s) }),
+                     dataset: { waitingS: c.waiting_s, since: performance.now() } });
+}
+
+function tickWaiting() {
+  for (const el of document.querySelectorAll("[data-waiting-s]")) {
+    const s = Number(el.dataset.waitingS) + (performance.now() - Number(el.dataset.since)) / 1000;
+    el.textContent = t("waitingFor", { time: duration(s) });
+  }
+}
 
 // ------------------------------------------------------------------ chrome
 function renderChrome() {
@@ -203,23 +226,39 @@ function query(params) {
   return s ? `?${s}` : "";
 }
 
-async function renderQueue(filters = { status: "pending" }) {
+async function renderQueue(filters = { status: "pending" }, refreshOf = null) {
   const page = await api("GET", `/queue${query(filters)}`);
-  const rows = page.cases.map((c) => h("tr", { class: "row", dataset: { case: c.case_id },
+  if (refreshOf !== null && refreshOf !== state.shown) return;       // the operator went elsewhere meanwhile
+  // the server puts the kiosk cases people are waiting for first: the order is kept as it came
+  const rows = page.cases.map((c) => h("tr", { class: isWaiting(c) ? "row waiting" : "row", dataset: { case: c.case_id },
                                                 onclick: () => { location.hash = `#/case/${c.case_id}`; } },
-    h("td", { text: `#${c.case_id}` }), h("td", { text: when(c.created_at) }), h("td", { text: word("wf", c.workflow) }),
+    h("td", { text: `#${c.case_id}` }),
+    h("td", {}, when(c.created_at), isWaiting(c) ? [h("br"), waitingClock(c)] : null),
+    h("td", { text: word("wf", c.workflow) }),
     h("td", { text: c.subject_id || "" }), h("td", { text: word("out", c.outcome) }),
     h("td", { text: c.reasons.map((r) => word("reason", r)).join("; ") }), h("td", { text: c.claimed_by || "" })));
   const table = h("table", { id: "queue" }, h("thead", {}, h("tr", {}, ...["colCase", "colWhen", "colWorkflow", "colSubject",
     "colOutcome", "colReasons", "colClaimed"].map((k) => h("th", { text: t(k) })))), h("tbody", {}, rows));
-  const bar = filterBar([["status", "filterStatus", [["pending", t("st_pending")], ["decided", t("st_decided")]]],
+  const bar = filterBar([["status", "filterStatus", [["pending", t("st_pending")], ["decided", t("st_decided")],
+                                                     ["expired", t("st_expired")]]],
                          ["workflow", "filterWorkflow", [["certification", t("wf_certification")], ["kiosk", t("wf_kiosk")]]],
                          ["reason", "filterReason", null], ["period", "filterPeriod", null], ["kiosk_id", "filterKiosk", null]],
                         filters, (f) => guarded(() => renderQueue(f)));
   const next = page.next_after ? h("button", { class: "secondary", id: "next", text: t("next"),
                                                onclick: () => guarded(() => renderQueue({ ...filters, after: page.next_after })) }) : null;
-  show(h("h1", { text: t(filters.status === "decided" ? "decidedTitle" : "queueTitle") }), bar,
+  const title = { decided: "decidedTitle", expired: "expiredTitle" }[filters.status] || "queueTitle";
+  show(h("h1", { text: t(title) }), bar,
        page.cases.length ? table : h("p", { class: "muted", id: "queue-empty", text: t("empty") }), next);
+  if (page.cases.some(isWaiting)) {
+    state.timers.push(setInterval(tickWaiting, 1000));
+    // while someone waits at a kiosk, the first page refreshes itself (not while a filter is being typed)
+    if (!filters.after) {
+      state.timers.push(setInterval(() => {
+        if (document.activeElement && document.activeElement.closest(".filters")) return;
+        renderQueue(filters, state.shown).catch(() => {});
+      }, 10_000));
+    }
+  }
 }
 
 function scoreTable(c) {
@@ -245,6 +284,10 @@ async function renderCase(id) {
                  h("h1", { text: t("caseTitle", { id: c.case_id }) }),
                  h("p", { class: "muted", text: [word("wf", c.workflow), c.subject_id, c.kiosk_id, c.period, when(c.created_at)]
                                                  .filter(Boolean).join(" · ") })];
+  if (isWaiting(c)) {
+    parts.push(h("p", { class: "card waiting", id: "waiting" }, waitingClock(c, { id: "waiting-time" }), " ",
+                 h("span", { id: "wait-until", text: t("kioskWaitsUntil", { until: when(c.wait_until) }) })));
+  }
   const faces = h("div", { class: "faces", id: "faces" });
   if (!c.images_allowed) {
     parts.push(h("p", { class: "hidden-images", id: "images-hidden", text: t("imagesHidden") }));
@@ -281,17 +324,26 @@ async function renderCase(id) {
     const what = c.workflow === "kiosk" ? (c.decided_subject_id || t("noneOfThem")) : word("out", c.decision);
     parts.push(h("p", { class: "card good", id: "decided", text: t("decided", { decision: what, name: c.decided_by, when: when(c.decided_at) }) }),
                c.note ? h("p", { class: "muted", text: c.note }) : null);
+  } else if (c.status === "expired") {
+    parts.push(h("p", { class: "card bad", id: "expired", text: t("caseExpired", { when: when(c.decided_at) }) }));
   } else if (can("review:decide")) {
     const note = h("textarea", { id: "note", rows: "3", maxlength: "2000" });
     const claimInfo = h("p", { id: "claim-info", class: "muted",
       text: c.claimed_by ? (c.claimed_by === state.session.operator ? t("claimedByYou", { until: when(c.claim_expires_at) })
                                                                      : t("claimedBy", { name: c.claimed_by, until: when(c.claim_expires_at) })) : "" });
-    const decide = (decision) => guarded(async () => {
+    // the kiosk may stop waiting while the case is open here: the refusal (case_expired) shows the case as it is now
+    const onCase = (fn) => guarded(async () => {
+      try { await fn(); } catch (e) {
+        if (e instanceof Problem && e.body.code === "case_expired") await renderCase(c.case_id);
+        throw e;
+      }
+    });
+    const decide = (decision) => onCase(async () => {
       const done = await api("POST", `/cases/${c.case_id}/decision`, { decision, note: note.value });
       await renderCase(c.case_id);
       message(t("decisionSaved", { id: done.case_id }), true);
     });
-    const identify = (subjectId) => guarded(async () => {
+    const identify = (subjectId) => onCase(async () => {
       const done = await api("POST", `/cases/${c.case_id}/identification`, { subject_id: subjectId, note: note.value });
       await renderCase(c.case_id);
       message(t("decisionSaved", { id: done.case_id }), true);
@@ -304,10 +356,11 @@ async function renderCase(id) {
          h("button", { class: "danger", type: "button", id: "decide-failed", text: t("decideFailed"), onclick: () => decide("failed") })];
     parts.push(h("section", { class: "card", id: "decide" }, claimInfo,
       h("button", { class: "secondary", id: "claim", type: "button", text: t("claim"),
-                    onclick: () => guarded(async () => { await api("POST", `/cases/${c.case_id}/claim`); await renderCase(c.case_id); }) }),
+                    onclick: () => onCase(async () => { await api("POST", `/cases/${c.case_id}/claim`); await renderCase(c.case_id); }) }),
       h("label", { for: "note", text: t("note") }), note, ...buttons));
   }
   show(...parts.filter(Boolean));
+  if (isWaiting(c)) state.timers.push(setInterval(tickWaiting, 1000));
 }
 
 // ------------------------------------------------------------------ other screens
