@@ -118,14 +118,14 @@ class BenchServer(ServerProcess):
     """A started server on a temporary data directory, with an admin and a kiosk key, whose
     ``/metrics`` sum all its workers."""
 
-    def __init__(self, workers: int, concurrency: int, queue: int, intra_op_threads: int = 0):
+    def __init__(self, workers: int, concurrency: int, queue: int, intra_op_threads: int = 0, **settings):
         self.tmp = tempfile.TemporaryDirectory(prefix="facegate-bench-")
         metrics_dir = Path(self.tmp.name) / "metrics"
         metrics_dir.mkdir()
         super().__init__(self.tmp.name, workers, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
                          serve_args=("--no-access-log",), log_path=None, rate_limit_per_minute=1000000,
                          inference_concurrency=concurrency, inference_queue=queue,
-                         intra_op_threads=intra_op_threads)
+                         intra_op_threads=intra_op_threads, **settings)
         self.admin = create_key(self.env, "admin")["key"]
         self.kiosk = create_key(self.env, "kiosk")["key"]
         self.start(timeout=120, interval=0.3)

@@ -24,6 +24,9 @@ class Settings:
     pack: str = "default"                 # a pack name under model_dir, or a folder path
     providers: str = "auto"               # "auto", or a comma list e.g. "CPUExecutionProvider"
     intra_op_threads: int = 0             # 0 = onnxruntime default (all cores)
+    runtime: str = "auto"                 # auto | onnxruntime | openvino, per model (facegate/models/runtime.py)
+    precision: str = "auto"               # auto | fp32 | bf16 (OpenVINO on a CPU with bf16, behind the gate)
+    runtime_cosine_floor: float = 0.995   # a precision is used only where its outputs agree with fp32 this well
     data_dir: str = "./data"
     database_url: str = ""                # default: sqlite under data_dir
     max_image_bytes: int = 15 * 1024 * 1024

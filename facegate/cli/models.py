@@ -7,6 +7,7 @@ from pathlib import Path
 from facegate.config import Settings
 from facegate.matching.operating_points import populations
 from facegate.models.pack import MANIFEST, ModelPack, build_default_pack, installed_ok, pack_dir
+from facegate.models.runtime import remembered
 
 
 def register(sub) -> None:
@@ -26,11 +27,14 @@ def register(sub) -> None:
 
 
 def cmd_build(args) -> int:
+    from facegate.models.gate_faces import build_gate_faces
     settings = Settings.load()
     path, built = build_default_pack(settings.model_dir, force=args.force)
+    gate = build_gate_faces(path, Path(settings.model_dir).expanduser() / "downloads", settings)
     manifest = json.loads((path / MANIFEST).read_text())
     verb = "built" if built else "up to date:"
-    print(f"{verb} {path} ({manifest['pack_id']}, {len(manifest['models'])} models)")
+    print(f"{verb} {path} ({manifest['pack_id']}, {len(manifest['models'])} models"
+          + (f", {gate['count']} gate faces" if gate else ", no gate faces: bf16 will not be chosen") + ")")
     return 0
 
 
@@ -49,7 +53,8 @@ def cmd_list(args) -> int:
                                                                         m["source"].get("version")) if v),
                                     "licence": m["source"].get("licence"),
                                     "model_licence": m["source"].get("model_licence")}
-                                 for m in manifest["models"]]})
+                                 for m in manifest["models"]],
+                      "placements": {k: v.as_dict() for k, v in remembered(mf.parent, settings).items()}})
     if args.json:
         print(json.dumps(packs, indent=2))
         return 0
@@ -63,6 +68,14 @@ def cmd_list(args) -> int:
         for m in p["models"]:
             licence = m["licence"] + (f"; model: {m['model_licence']}" if m.get("model_licence") else "")
             print(f"  {m['name']:<12} {m['task']:<24} {m['source']:<42} {licence}  sha256 {m['sha256'][:16]}")
+        placed = p["placements"]
+        if placed:
+            print(f"  runtime on this machine (FACEGATE_RUNTIME={settings.runtime}, "
+                  f"FACEGATE_PRECISION={settings.precision}):")
+            for name, pl in placed.items():
+                print(f"    {name:<12} {pl['runtime']:<12} {pl['precision']:<5} {pl['why']}")
+        elif p["kind"] == "facegate":
+            print("  runtime: not measured on this machine yet (the first load measures and remembers it)")
     return 0
 
 

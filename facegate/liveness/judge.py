@@ -21,7 +21,7 @@ from facegate.liveness.pad import load_pad_models
 from facegate.liveness.pose import HeadPoseEstimator
 from facegate.liveness.tracker import FaceTracker, FrameObservation, fill_pose
 from facegate.models.alignment import align_face
-from facegate.models.onnx import create_session
+from facegate.models.runtime import open_model
 from facegate.models.registry import build_detector
 
 MIN_FACE_FRACTION = 0.8           # of frames in which the one face must be found
@@ -64,7 +64,7 @@ class LivenessJudge:
         detector = build_detector(engine.pack, threads)
 
         def session(name):
-            return create_session(engine.pack.verified_path(name), threads.providers, threads.intra_op_threads)
+            return open_model(engine.pack.verified_path(name), threads)
 
         tracker = FaceTracker(detector, Landmarker68(session("fr_landmark")),
                               EyeStateClassifier(session("fr_eye")), HeadPoseEstimator(session("fr_pose")),

@@ -68,7 +68,7 @@ def load_pad_models(settings, default_pack) -> list:
     """
     from facegate.errors import FacegateError
     from facegate.models.pack import load_pack
-    from facegate.models.onnx import create_session
+    from facegate.models.runtime import open_model
 
     wanted = [w.strip() for w in (settings.liveness_pad or "auto").split(",") if w.strip()]
     if wanted == ["none"]:
@@ -77,7 +77,7 @@ def load_pad_models(settings, default_pack) -> list:
     models = []
 
     def session(pack, name):
-        return create_session(pack.verified_path(name), settings.providers, settings.intra_op_threads)
+        return open_model(pack.verified_path(name), settings)
 
     if auto or "fr_liveness" in wanted:
         if default_pack.has("fr_liveness"):

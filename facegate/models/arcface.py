@@ -4,6 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def pixels(bgr_nchw: np.ndarray, mean: float, std: float, swap_rb: bool) -> np.ndarray:
+    arr = bgr_nchw[:, ::-1] if swap_rb else bgr_nchw
+    return np.ascontiguousarray((arr - mean) / std, dtype=np.float32)
+
+
 class ArcFaceStyleEmbedder:
     """An ArcFace-style ONNX embedder: NCHW input, (pixel - mean) / std, one embedding output.
 
@@ -25,10 +30,11 @@ class ArcFaceStyleEmbedder:
 
     def _blob(self, crops: list[np.ndarray]) -> np.ndarray:
         arr = np.stack(crops).astype(np.float32)
-        if self.swap_rb:
-            arr = arr[..., ::-1]
-        arr = (arr - self.mean) / self.std
-        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+        return self.pixels(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+
+    def pixels(self, bgr_nchw: np.ndarray) -> np.ndarray:
+        """BGR crops as float NCHW -> what the model wants (colour order, scaling)."""
+        return pixels(bgr_nchw, self.mean, self.std, self.swap_rb)
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         """Embeddings (N x dim, float32, unit length) for aligned BGR crops."""

@@ -37,7 +37,7 @@ import numpy as np
 
 from facegate.models.base import Detection
 from facegate.models.mtcnn import WINDOW, MTCNNDetector, _crops, _regress, _square
-from facegate.models.onnx import create_session
+from facegate.models.runtime import open_model
 from facegate.models.pack import ModelPack
 from facegate.models.yunet import YuNet
 
@@ -236,7 +236,7 @@ class FastPathDetector:
 def load(pack: ModelPack, settings, mtcnn: MTCNNDetector) -> FastPathDetector:
     """The fast path on ``pack``'s YuNet and ``mtcnn``'s O-Net (checksums verified), with the
     shipped box calibration."""
-    session = create_session(pack.verified_path("yunet"), settings.providers, settings.intra_op_threads)
+    session = open_model(pack.verified_path("yunet"), settings)
     calibration = BoxCalibration.from_dict(shipped_calibration())
     return FastPathDetector(YuNet(session, score_threshold=YUNET_SCORE, max_side=YUNET_MAX_SIDE),
                             OnetRefiner(mtcnn.onet), calibration, mtcnn)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from facegate.models.base import Detection
-from facegate.models.onnx import create_session
+from facegate.models.runtime import open_model
 from facegate.models.pack import ModelPack
 
 # P-Net's window: no face smaller than this is found, and no image smaller than it holds one.
@@ -183,5 +183,5 @@ class MTCNNDetector:
 def load(pack: ModelPack, settings) -> MTCNNDetector:
     """The detector on ``pack``'s three MTCNN graphs (checksums verified)."""
     def session(name):
-        return create_session(pack.verified_path(name), settings.providers, settings.intra_op_threads)
+        return open_model(pack.verified_path(name), settings)
     return MTCNNDetector(session("mtcnn_pnet"), session("mtcnn_rnet"), session("mtcnn_onet"))

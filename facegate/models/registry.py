@@ -6,13 +6,14 @@ Adding a pack kind means a module with a ``build(pack, settings)`` and one line 
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 from facegate.errors import FacegateError
 from facegate.models import fast_path, insightface, mtcnn
-from facegate.models.arcface import ArcFaceStyleEmbedder
+from facegate.models.arcface import ArcFaceStyleEmbedder, pixels
 from facegate.models.base import Detector, Embedder
-from facegate.models.onnx import create_session
+from facegate.models.runtime import open_model
 from facegate.models.pack import ModelPack
 
 
@@ -25,10 +26,16 @@ def _facegate_detector(pack: ModelPack, settings) -> Detector:
     return detector
 
 
+def _embedder(pack: ModelPack, settings, name: str, how: dict) -> ArcFaceStyleEmbedder:
+    """An embedder where the runtime seam places it (the gate faces scaled as the model wants them)."""
+    session = open_model(pack.verified_path(name), settings, partial(pixels, **how))
+    return ArcFaceStyleEmbedder(session, **how)
+
+
 def _facegate(pack: ModelPack, settings) -> tuple[Detector, Embedder]:
     """The default pack: its detector, and the MobileFaceNet embedder on BGR (p - 127) / 128."""
-    session = create_session(pack.verified_path("fr_feature"), settings.providers, settings.intra_op_threads)
-    return _facegate_detector(pack, settings), ArcFaceStyleEmbedder(session, mean=127.0, std=128.0, swap_rb=False)
+    return _facegate_detector(pack, settings), _embedder(pack, settings, "fr_feature",
+                                                         {"mean": 127.0, "std": 128.0, "swap_rb": False})
 
 
 BUILDERS: dict[str, Callable[[ModelPack, object], tuple[Detector, Embedder]]] = {
@@ -49,10 +56,9 @@ def second_opinion(pack: ModelPack, settings) -> tuple[str, Embedder] | tuple[No
     or ``settings.second_opinion`` is off."""
     if not getattr(settings, "second_opinion", False) or pack.manifest.get("kind", "facegate") != "facegate":
         return None, None
-    for name, pixels in SECOND_OPINIONS.items():
+    for name, how in SECOND_OPINIONS.items():
         if pack.has(name):
-            session = create_session(pack.verified_path(name), settings.providers, settings.intra_op_threads)
-            return name, ArcFaceStyleEmbedder(session, **pixels)
+            return name, _embedder(pack, settings, name, how)
     return None, None
 
 

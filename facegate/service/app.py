@@ -34,6 +34,7 @@ from facegate.config import Settings
 from facegate.engine import FaceEngine
 from facegate.gallery.gallery import Gallery
 from facegate.liveness.service import LivenessService
+from facegate.models.runtime import PLACEMENTS
 from facegate.service import capture_page, console_page, errors, metrics, openapi
 from facegate.service.auth import KeyCache, RateLimiter
 from facegate.service.deps import ServiceState
@@ -68,6 +69,8 @@ def _load(settings: Settings) -> ServiceState:
                       pool=InferencePool(settings.inference_concurrency, settings.inference_queue,
                                          settings.retry_after_s),
                       limiter=RateLimiter(gallery.store.db), keys=KeyCache(settings.key_cache_s))
+    for placement in PLACEMENTS.values():
+        metrics.MODEL_PLACEMENT.labels(placement.model, placement.runtime, placement.precision).set(1)
     st.sync_index()
     log.info("models and gallery loaded in %.1fs (pack %s, index %s)", time.perf_counter() - t0,
              engine.pack_id, gallery.opened_from)

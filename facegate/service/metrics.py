@@ -36,6 +36,9 @@ KIOSK_REVIEW_OLDEST_WAIT = Gauge("facegate_kiosk_review_oldest_wait_seconds", "H
 KIOSK_REVIEW_SECONDS = Histogram("facegate_kiosk_review_seconds", "From a kiosk case's opening to its end, by how it "
                                  "ended (decided | expired)", ["ended"],
                                  buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600))
+MODEL_PLACEMENT = Gauge("facegate_model_placement", "1 for the runtime and precision each model runs on in this "
+                        "process (FACEGATE_RUNTIME, FACEGATE_PRECISION)", ["model", "runtime", "precision"],
+                        multiprocess_mode="max")
 INFERENCE_PENDING = Gauge("facegate_inference_pending", "Inference jobs running or queued",
                           multiprocess_mode="livesum")
 REFUSALS_UNAUDITED = Counter("facegate_refusals_unaudited_total",
