@@ -7,7 +7,6 @@ from pathlib import Path
 from facegate.config import Settings
 from facegate.matching.operating_points import populations
 from facegate.models.pack import MANIFEST, ModelPack, build_default_pack, installed_ok, pack_dir
-from facegate.models.runtime import remembered
 
 
 def register(sub) -> None:
@@ -39,6 +38,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from facegate.models.runtime import remembered    # onnxruntime is imported only by the commands that run models
     settings = Settings.load()
     root = pack_dir(settings.model_dir, "x").parent
     packs = []
