@@ -152,9 +152,12 @@ def test_an_openvino_session_serves_several_threads_at_once(pack, crops, fresh):
 
 
 def test_the_engine_decides_the_same_on_either_runtime(settings, lfw_images):
-    """Verify scores of real LFW pairs on onnxruntime and on whatever auto picked agree to 1e-4,
-    so a gallery enrolled on one runtime is matched on the other."""
+    """Verify scores of real LFW pairs on onnxruntime and on whatever auto picked agree to 1e-3
+    (auto may also move O-Net, whose landmarks shift the crop a little) and every decision at
+    the default operating point is the same, so a gallery enrolled on one runtime is matched on
+    the other."""
     from facegate.engine import FaceEngine
+    from facegate.matching.decisions import threshold
     people = sorted(p for p in lfw_images.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2)[:6]
     photos = [sorted(p.glob("*.jpg"))[:2] for p in people]
     scores = {}
@@ -163,4 +166,7 @@ def test_the_engine_decides_the_same_on_either_runtime(settings, lfw_images):
         embs = [[engine.face(p.read_bytes(), policy="largest").embedding for p in pair] for pair in photos]
         scores[name] = np.array([float(a @ b) for a, b in embs] + [float(embs[i][0] @ embs[i + 1][0])
                                                                     for i in range(len(embs) - 1)])
-    assert np.abs(scores["onnxruntime"] - scores["auto"]).max() <= 1e-4, scores
+    assert np.abs(scores["onnxruntime"] - scores["auto"]).max() <= 1e-3, scores
+    point = threshold(engine.operating_points, settings.target_fmr)
+    assert [point.matches(x) for x in scores["onnxruntime"]] == [point.matches(x) for x in scores["auto"]]
+    assert sum(point.matches(x) for x in scores["auto"]) == len(photos)        # genuine pairs match, others not
