@@ -85,3 +85,30 @@ def test_refused_calls_are_audited_and_cannot_flood_the_trail(server):
     unaudited = [float(line.split()[-1]) for line in metrics.splitlines()
                  if line.startswith("facegate_refusals_unaudited_total ")]
     assert unaudited and unaudited[0] >= 10
+
+
+def test_a_kiosk_s_review_case_answers_only_its_kiosk_and_bounds_its_wait(server):
+    """GET /v1/kiosk/reviews/{id} (issue 38): the kiosk key that opened the case and nobody else;
+    the app role and a capture token are refused; an out-of-bound id or wait is a 422."""
+    r = call(server, "admin", "POST", "/v1/subjects", json={"subject_id": "KR-1"})
+    assert r.status_code == 201, r.text
+    call(server, "admin", "POST", "/v1/subjects/KR-1/faces",
+         files={"image": ("e.jpg", server.photo, "image/jpeg")}).raise_for_status()
+    body = call(server, "kiosk", "POST", "/v1/kiosk/authenticate",
+                files={"image": ("k.jpg", server.photo, "image/jpeg")}).json()
+    assert body["decision"] == "manual_review" and body["review_case_id"], body     # no liveness: a person decides
+    path = f"/v1/kiosk/reviews/{body['review_case_id']}"
+    mine = call(server, "kiosk", "GET", path)
+    assert mine.status_code == 200 and mine.json()["status"] == "pending" and mine.json()["action"] == "wait"
+    for who, status, code in (("stray_kiosk", 404, "unknown_case"), ("admin", 404, "unknown_case"),
+                              ("app", 403, "forbidden")):
+        r = call(server, who, "GET", path)
+        assert (r.status_code, r.json()["code"]) == (status, code), (who, r.text)
+    assert httpx.get(server.url + path).status_code == 401
+    session = call(server, "kiosk", "POST", "/v1/liveness/sessions", json={}).json()
+    r = httpx.get(server.url + path, headers={"Authorization": f"Bearer {session['capture_token']}"})
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    for bad in (f"{path}?wait=61", f"{path}?wait=-1", f"{path}?wait=soon", "/v1/kiosk/reviews/0",
+                f"/v1/kiosk/reviews/{2 ** 31}", "/v1/kiosk/reviews/x"):
+        r = call(server, "kiosk", "GET", bad)
+        assert r.status_code == 422 and r.json()["code"] == "invalid_request", (bad, r.text)
