@@ -50,3 +50,14 @@ def make_settings(data_dir: Path, database_url: str, **kw):
 
 def lfw_people(lfw_images: Path, names: list[str]) -> dict[str, list[Path]]:
     return {n: sorted((lfw_images / n).glob("*.jpg")) for n in names}
+
+
+class Clock:
+    """A settable "now" for the modules that read :func:`facegate.clock.utcnow` (monkeypatched)."""
+
+    def __init__(self):
+        from datetime import datetime, timezone
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self):
+        return self.now

@@ -7,24 +7,16 @@ changes."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pyotp
 import pytest
 import sqlalchemy as sa
 
-from gallery_support import BACKENDS, fresh_database, make_settings
+from gallery_support import BACKENDS, Clock, fresh_database, make_settings
 from service_support import cli
 
 PASSWORD = "correct horse battery"
-
-
-class Clock:
-    def __init__(self):
-        self.now = datetime.now(timezone.utc)
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture(params=BACKENDS)

@@ -4,21 +4,13 @@ role and when; a case nobody holds by its time ends ``expired`` and can no longe
 waiting kiosk cases lead the queue. (Over HTTP across two replicas: tests/replicas.)"""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from gallery_support import BACKENDS, fresh_database, make_settings
+from gallery_support import BACKENDS, Clock, fresh_database, make_settings
 
 KEY, OTHER_KEY = "k_opener", "k_other"
-
-
-class Clock:
-    def __init__(self):
-        self.now = datetime.now(timezone.utc)
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture(params=BACKENDS)

@@ -35,6 +35,7 @@ import platform
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,7 @@ def min_cosine(reference, candidate, name: str, inputs: np.ndarray, scale=None) 
     return worst
 
 
+@lru_cache(maxsize=1)
 def _machine() -> str:
     """What a measured choice depends on besides the model: the CPU and the runtimes' versions."""
     import onnxruntime
@@ -208,9 +210,15 @@ def _machine() -> str:
     return f"{model}|{digest}|{os.cpu_count()}|ort {onnxruntime.__version__}|ov {ov_version}"
 
 
-def _cache_key(path: Path, settings) -> str:
+@lru_cache(maxsize=64)
+def _file_sha(path: str, mtime_ns: int, size: int) -> str:
     from facegate.models.pack import sha256_file
-    return "|".join([sha256_file(path), _machine(), str(settings.intra_op_threads), settings.runtime or "auto",
+    return sha256_file(Path(path))
+
+
+def _cache_key(path: Path, settings) -> str:
+    st = path.stat()
+    return "|".join([_file_sha(str(path), st.st_mtime_ns, st.st_size), _machine(), str(settings.intra_op_threads), settings.runtime or "auto",
                      settings.precision or "auto", str(settings.runtime_cosine_floor)])
 
 

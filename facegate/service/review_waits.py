@@ -22,9 +22,6 @@ class ReviewWaits:
         self._events: dict[int, set[asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def waiting(self) -> int:
-        return sum(len(v) for v in self._events.values())
-
     @contextmanager
     def watch(self, case_id: int) -> Iterator[asyncio.Event]:
         """An event set whenever ``case_id`` is announced while the block runs; registered before
