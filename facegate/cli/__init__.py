@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import importlib
 import pkgutil
@@ -13,9 +14,11 @@ from facegate.errors import FacegateError
 
 
 
-def command_modules() -> list[str]:
-    """Every module in this package; each has a ``register(subparsers)`` function."""
-    return [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+@functools.cache
+def command_modules() -> tuple[str, ...]:
+    """Every module in this package; each has a ``register(subparsers)`` function. Listed once per
+    process: a process that later drops to another uid may no longer read the package's folder."""
+    return tuple(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def cli_actor() -> str:
